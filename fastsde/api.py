@@ -1,0 +1,382 @@
+"""``simulate``: validate every argument, then dispatch to a backend.
+
+Like scipy's ``solve_ivp``, this module is a thin gate: each argument is checked first,
+with a message that names it, gives the value and says what is allowed; only then is
+anything compiled, allocated or launched.
+"""
+
+import math
+import numbers
+import os
+import time
+
+import numpy as np
+
+from . import methods as _methods
+from .errors import DeviceError, OutputTooLargeError
+from .kernels import philox
+from .model import ODE, SDE, Normal
+from .result import Result
+from .streams import key_from_seed
+
+DEVICES = ("cpu", "cuda", "auto")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+_MAX_PATH_INDEX = 2**64
+_MAX_NORMALS_PER_PATH = 2**58
+#: Paths per work chunk; per-chunk statistics are merged in chunk order.
+CHUNK_PATHS = 512
+#: Upper bound on the per-chunk statistics buffers before chunks are made larger.
+STATS_BUFFER_BYTES = 64 * 2**20
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_model(model):
+    if not isinstance(model, (SDE, ODE)):
+        raise TypeError(f"model must be a fastsde.SDE or fastsde.ODE (or a built-in model); "
+                        f"got {model!r} of type {type(model).__name__}")
+
+
+def _check_count(value, name, low=1, high=None):
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int; got {value!r} of type {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    return int(value)
+
+
+def _check_t_span(t_span, n_steps):
+    try:
+        t0, t1 = t_span
+        t0, t1 = float(t0), float(t1)
+    except (TypeError, ValueError):
+        raise ValueError(f"t_span must be a pair of finite numbers (t0, t1) with t1 > t0; "
+                         f"got {t_span!r}") from None
+    if not (math.isfinite(t0) and math.isfinite(t1)) or not t1 > t0:
+        raise ValueError(f"t_span must be a pair of finite numbers (t0, t1) with t1 > t0; "
+                         f"got {t_span!r}")
+    h = (t1 - t0) / n_steps
+    if not h > 0 or t0 + h == t0:
+        raise ValueError(f"t_span={t_span!r} with n_steps={n_steps} gives a step h={h!r} too "
+                         f"small to advance time in float64")
+    return t0, t1, h
+
+
+def _check_dtype(dtype):
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    return DTYPES[name]
+
+
+def _check_device(device):
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}; got {device!r}")
+    return device
+
+
+def _check_seed(seed):
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, np.random.SeedSequence) or (_is_int(seed) and seed >= 0):
+        return seed
+    raise ValueError(f"seed must be a non-negative int, a numpy.random.SeedSequence or None; "
+                     f"got {seed!r}")
+
+
+def _check_x0(x0, dim, n_paths):
+    """Returns (mode, rows (r, dim), mean (dim,), std (dim,))."""
+    zeros = np.zeros(dim)
+    if isinstance(x0, Normal):
+        mean, std = x0.mean, x0.std
+        for name, arr in (("mean", mean), ("std", std)):
+            if arr.size not in (1, dim):
+                raise ValueError(f"x0=fs.Normal: {name} must be a number or have shape "
+                                 f"({dim},) for a model of dim {dim}; got shape {arr.shape}")
+        return (2, np.zeros((1, dim)), np.broadcast_to(mean, (dim,)).copy(),
+                np.broadcast_to(std, (dim,)).copy())
+    if isinstance(x0, (bool, np.bool_, str, bytes)) or x0 is None:
+        raise TypeError(f"x0 must be a number, an array of shape ({dim},) or "
+                        f"({n_paths}, {dim}), or fastsde.Normal; got {x0!r}")
+    try:
+        arr = np.asarray(x0, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"x0 must be a number, an array of shape ({dim},) or "
+                        f"({n_paths}, {dim}), or fastsde.Normal; got {x0!r}") from None
+    if dim == 1 and arr.shape == (n_paths,) and n_paths > 1:
+        arr = arr.reshape(n_paths, 1)
+    if arr.shape in ((), (1,)) or arr.shape == (dim,):
+        rows, mode = np.broadcast_to(arr.reshape(-1), (dim,)).reshape(1, dim), 0
+    elif arr.shape == (n_paths, dim):
+        rows, mode = arr, 1
+    else:
+        raise ValueError(f"x0 must be a number, an array of shape ({dim},) or "
+                         f"({n_paths}, {dim}) (n_paths, dim); got shape {arr.shape}")
+    if not np.all(np.isfinite(rows)):
+        raise ValueError("x0 must be finite; got non-finite values "
+                         f"(first at index {np.argwhere(~np.isfinite(rows))[0].tolist()})")
+    return mode, np.ascontiguousarray(rows), zeros, zeros
+
+
+def _check_params(params, model, n_paths):
+    if params is None:
+        return model.params.reshape(1, -1)
+    try:
+        arr = np.asarray(params, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"params must be an array of numbers of shape (n_params,) or "
+                        f"(n_paths, n_params); got {params!r}") from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    expected = model.n_params if model.n_params > 0 else arr.shape[-1]
+    if arr.ndim == 1 and arr.shape[0] == expected:
+        arr = arr.reshape(1, -1)
+    elif not (arr.ndim == 2 and arr.shape == (n_paths, expected)):
+        raise ValueError(f"params must have shape ({expected},) or ({n_paths}, {expected}) "
+                         f"(n_paths, n_params) for {model!r}; got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("params must be finite; got non-finite values")
+    return arr
+
+
+def _check_save_at(save_at, t0, t1, h, n_steps):
+    """Returns the step indices (int64, strictly increasing) at which states are saved."""
+    if save_at is None:
+        return np.array([n_steps], dtype=np.int64)
+    if isinstance(save_at, (bool, np.bool_)):
+        raise TypeError(f"save_at must be None, an int or an array of times; got {save_at!r}")
+    if _is_int(save_at):
+        if save_at < 1 or n_steps % save_at != 0:
+            raise ValueError(f"save_at as an int K must be >= 1 and divide n_steps={n_steps} "
+                             f"(K + 1 evenly spaced times); got {save_at!r}")
+        return np.arange(0, n_steps + 1, n_steps // save_at, dtype=np.int64)
+    try:
+        times = np.asarray(save_at, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"save_at must be None, an int or an array of times; "
+                        f"got {save_at!r}") from None
+    if times.size == 0 or not np.all(np.isfinite(times)):
+        raise ValueError(f"save_at must hold at least one finite time; got {save_at!r}")
+    k = np.rint((times - t0) / h)
+    off = np.abs(times - (t0 + k * h))
+    bad = (k < 0) | (k > n_steps) | (off > 1e-6 * h)
+    if np.any(bad):
+        raise ValueError(f"save_at times must lie in t_span=({t0}, {t1}) on the step grid "
+                         f"t0 + k*h (h={h!r}); {times[bad][:3].tolist()} do not")
+    k = k.astype(np.int64)
+    if np.any(np.diff(k) <= 0):
+        raise ValueError("save_at times must be strictly increasing; got "
+                         f"{times.tolist()[:10]}")
+    return k
+
+
+def _save_times(save_steps, t0, t1, h, n_steps):
+    t = t0 + save_steps * h
+    t[save_steps == n_steps] = t1
+    return t
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _chunk_size(n_paths, n_save, dim, stats):
+    chunk = CHUNK_PATHS
+    if stats:
+        while (-(-n_paths // chunk)) * n_save * dim * 24 > STATS_BUFFER_BYTES:
+            chunk *= 2
+    return chunk
+
+
+def merge_chunk_stats(count, mean, m2):
+    """Merge per-chunk Welford statistics in chunk order (Chan et al., pairwise tree).
+
+    Parameters
+    ----------
+    count, mean, m2 : numpy.ndarray, shape (n_chunks, n_save, dim)
+
+    Returns
+    -------
+    count, mean, m2 : numpy.ndarray, shape (n_save, dim)
+    """
+    count = count.astype(np.float64)
+    while count.shape[0] > 1:
+        if count.shape[0] % 2:
+            pad = [(0, 1), (0, 0), (0, 0)]
+            count, mean, m2 = (np.pad(a, pad) for a in (count, mean, m2))
+        na, nb = count[0::2], count[1::2]
+        n = na + nb
+        delta = mean[1::2] - mean[0::2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(n > 0, nb / np.where(n > 0, n, 1), 0.0)
+            mean = mean[0::2] + delta * w
+            m2 = m2[0::2] + m2[1::2] + delta * delta * na * w
+        count = n
+    return count[0].astype(np.int64), mean[0], m2[0]
+
+
+def _resolve_device(device):
+    if device == "cpu":
+        return "cpu"
+    from .kernels import cuda_available
+
+    ok, why = cuda_available()
+    if device == "cuda":
+        if not ok:
+            raise DeviceError(f"device='cuda' cannot be used: {why}. Use device='cpu' or "
+                              f"'auto'.")
+        return "cuda"
+    return "cuda" if ok else "cpu"
+
+
+def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
+             dtype="float64", params=None, save_at=None, stats=False, first_path=0,
+             keep_paths=None):
+    """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
+
+    Parameters
+    ----------
+    model : fastsde.SDE or fastsde.ODE
+    x0 : float, array_like of shape (dim,) or (n_paths, dim), or fastsde.Normal
+        Initial state; ``fs.Normal(mean, std)`` is drawn in the kernel from each path's
+        own stream.
+    t_span : (float, float)
+        (t0, t1) with t1 > t0; step h = (t1 - t0) / n_steps, step k runs from t0 + k h to
+        t0 + (k + 1) h, the last ending exactly at t1.
+    n_steps : int >= 1
+    n_paths : int >= 1
+    method : str or None
+        A name from ``fastsde.METHODS``; None takes Heun for ODEs, Euler-Maruyama for SDEs.
+    device : {"cpu", "cuda", "auto"}
+    seed : int >= 0, numpy.random.SeedSequence or None
+        Turned into the Philox key by ``SeedSequence``. None draws fresh entropy (recorded
+        in ``Result.seed``).
+    dtype : {"float32", "float64"}
+    params : array_like, shape (n_params,) or (n_paths, n_params), optional
+        Overrides the model's parameters, shared or per path.
+    save_at : None, int or array_like of float
+        None: final state only. K: the K + 1 evenly spaced times t0, ..., t1 (K divides
+        n_steps). An array: times on the step grid.
+    stats : bool
+        Accumulate per-save-time mean and variance of each component in the kernel (in
+        float64) without keeping paths.
+    first_path : int >= 0
+        Global index of the first path: rows a:b of a run equal a run of b - a paths with
+        ``first_path=a``.
+    keep_paths : bool or None
+        Store the states at the save times in ``Result.paths``. Default: when ``save_at``
+        is given and ``stats`` is false.
+
+    Returns
+    -------
+    fastsde.Result
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument; the message names it.
+    fastsde.IncompatibleMethodError
+        The method does not fit the model.
+    fastsde.ModelError
+        A user function does not compile.
+    fastsde.DeviceError
+        ``device="cuda"`` and no usable GPU.
+    fastsde.OutputTooLargeError
+        The stored output would not fit in memory.
+    """
+    _check_model(model)
+    n_steps = _check_count(n_steps, "n_steps", 1, 2**40)
+    n_paths = _check_count(n_paths, "n_paths", 1)
+    first_path = _check_count(first_path, "first_path", 0)
+    if first_path + n_paths > _MAX_PATH_INDEX:
+        raise ValueError(f"first_path + n_paths must be <= 2**64 (the path counter); got "
+                         f"{first_path} + {n_paths}")
+    t0, t1, h = _check_t_span(t_span, n_steps)
+    if n_steps * max(model.noise_dim, 1) > _MAX_NORMALS_PER_PATH:
+        raise ValueError(f"n_steps={n_steps} with noise_dim={model.noise_dim} exceeds the "
+                         f"stream's 2**58 normals per path")
+    method_obj = _methods.resolve_method(method, model)
+    device = _check_device(device)
+    seed = _check_seed(seed)
+    dtype_t = _check_dtype(dtype)
+    x0_mode, x0_rows, x0_mean, x0_std = _check_x0(x0, model.dim, n_paths)
+    params_arr = _check_params(params, model, n_paths)
+    save_steps = _check_save_at(save_at, t0, t1, h, n_steps)
+    if not isinstance(stats, (bool, np.bool_)):
+        raise TypeError(f"stats must be True or False; got {stats!r}")
+    if keep_paths is None:
+        keep_paths = save_at is not None and not stats
+    elif not isinstance(keep_paths, (bool, np.bool_)):
+        raise TypeError(f"keep_paths must be True, False or None; got {keep_paths!r}")
+    stats = bool(stats)
+    device = _resolve_device(device)
+
+    dim = model.dim
+    n_save = save_steps.shape[0]
+    itemsize = np.dtype(dtype_t).itemsize
+    chunk = _chunk_size(n_paths, n_save, dim, stats)
+    n_chunks = -(-n_paths // chunk)
+    out_bytes = n_paths * dim * itemsize * (1 + (n_save if keep_paths else 0))
+    out_bytes += (n_chunks * n_save * dim * 24) if stats else 0
+    available = _available_memory()
+    if available is not None and out_bytes > 0.8 * available:
+        raise OutputTooLargeError(
+            f"the requested output needs {out_bytes / 2**30:.2f} GiB but only "
+            f"{available / 2**30:.2f} GiB of memory is available (n_paths={n_paths}, "
+            f"dim={dim}, n_save={n_save}, keep_paths={keep_paths}); ask for fewer save "
+            f"times (save_at), stats=True without keep_paths, or split the run with "
+            f"first_path")
+
+    key0, key1 = key_from_seed(seed)
+    if device == "cuda":
+        from .kernels import cuda as backend
+    else:
+        from .kernels import cpu as backend
+    kernel = backend.get_kernel(model, method_obj, dtype_t)
+
+    x_out = np.empty((n_paths, dim), dtype_t)
+    paths_out = np.empty((n_save if keep_paths else 0, n_paths if keep_paths else 0, dim),
+                         dtype_t)
+    stat_shape = (n_chunks, n_save, dim) if stats else (0, 0, dim)
+    st_count = np.zeros(stat_shape, np.int64)
+    st_mean = np.zeros(stat_shape, np.float64)
+    st_m2 = np.zeros(stat_shape, np.float64)
+    nonfinite = np.zeros(n_chunks, np.int64)
+    args = (x0_rows.astype(dtype_t), x0_mode, x0_mean.astype(dtype_t), x0_std.astype(dtype_t),
+            np.ascontiguousarray(params_arr, dtype=dtype_t), t0, h, t1, n_steps, save_steps,
+            key0, key1, np.uint64(first_path), chunk, x_out, paths_out, st_count, st_mean,
+            st_m2, nonfinite)
+    start = time.perf_counter()
+    backend.run(kernel, args)
+    elapsed = time.perf_counter() - start
+
+    mean = var = count = None
+    if stats:
+        count, mean, m2 = merge_chunk_stats(st_count, st_mean, st_m2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(count > 1, m2 / np.maximum(count - 1, 1), np.nan)
+        mean = np.where(count > 0, mean, np.nan)
+    return Result(
+        x=x_out, t=_save_times(save_steps, t0, t1, h, n_steps),
+        paths=paths_out if keep_paths else None, mean=mean, var=var, count=count,
+        n_nonfinite=int(nonfinite.sum()), device=device, method=method_obj.name,
+        dtype=np.dtype(dtype_t).name, seed=seed, rng_version=philox.RNG_VERSION,
+        n_steps=n_steps, first_path=first_path, elapsed_s=elapsed,
+        path_steps_per_s=n_paths * n_steps / elapsed if elapsed > 0 else float("inf"),
+        model=model.name)
