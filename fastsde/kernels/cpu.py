@@ -87,6 +87,24 @@ def build_step(model, method, dtype, jit):
     return drift, diffusion, noise_term
 
 
+def _make_diffusion_alloc(gshape, dtype):
+    """An allocator for the diffusion's out array (a 2-D shape tuple cannot be captured
+    into a parfor body, so the 2-D case allocates flat and reshapes)."""
+    if len(gshape) == 2:
+        rows, cols = gshape
+
+        @njit(inline="always")
+        def alloc():
+            return np.zeros(rows * cols, dtype).reshape((rows, cols))
+    else:
+        size = gshape[0]
+
+        @njit(inline="always")
+        def alloc():
+            return np.zeros(size, dtype)
+    return alloc
+
+
 def _make_kernel(model, method, dtype):
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
@@ -96,6 +114,7 @@ def _make_kernel(model, method, dtype):
     step = njit(inline="always")(method.factory(model)(drift, diffusion, noise_term, dim, dtype))
     normal_block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
     record = _record
+    alloc_g = _make_diffusion_alloc(gshape, dtype)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
 
@@ -115,8 +134,8 @@ def _make_kernel(model, method, dtype):
             f2 = np.empty(dim, dtype)
             f3 = np.empty(dim, dtype)
             xt = np.empty(dim, dtype)
-            g0 = np.zeros(gshape, dtype)
-            g1 = np.zeros(gshape, dtype)
+            g0 = alloc_g()
+            g1 = alloc_g()
             dw = np.zeros(noise_dim, dtype)
             zb = np.empty(4, dtype)
             # A private copy of the parameters: passing a view of the shared array into

@@ -1,0 +1,119 @@
+"""Philox4x32-10 known answers, open uniforms, and the Gaussian transform."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+import fastsde as fs
+from fastsde import streams
+from fastsde.kernels import philox
+from fastsde.kernels.cpu import _rng
+
+import stats_checks as sc
+
+KNOWN_ANSWERS = [  # Random123 kat_vectors, philox4x32_10
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("counter,key,expected", KNOWN_ANSWERS)
+def test_known_answers_compiled(counter, key, expected):
+    out = _rng.philox4x32_10(*(np.uint64(c) for c in counter), *(np.uint64(k) for k in key))
+    assert [int(w) for w in out] == list(expected)
+
+
+@pytest.mark.parametrize("counter,key,expected", KNOWN_ANSWERS)
+def test_known_answers_numpy(counter, key, expected):
+    out = streams.philox_words(np.array([counter]), np.array(key))
+    assert out.tolist() == [list(expected)]
+
+
+def test_rng_version_is_exported():
+    assert fs.RNG_VERSION == philox.RNG_VERSION == 1
+
+
+def test_key_comes_from_seed_sequence():
+    k = np.random.SeedSequence(42).generate_state(2, np.uint32)
+    assert streams.key_from_seed(42) == (np.uint64(k[0]), np.uint64(k[1]))
+    assert streams.key_from_seed(np.random.SeedSequence(42)) == streams.key_from_seed(42)
+    assert streams.key_from_seed(1) != streams.key_from_seed(2)
+
+
+@pytest.mark.parametrize("word", [0, 1, 511, 512, 0x7FFFFFFF, 0xFFFFFE00, 0xFFFFFFFF])
+def test_uniforms_never_reach_zero_or_one(word):
+    w = np.uint64(word)
+    u32 = philox.uniform_f32(w)
+    assert u32.dtype == np.float32 and 0.0 < u32 < 1.0
+    for low in (0, 0xFFFFFFFF):
+        u64 = philox.uniform_f64(w, np.uint64(low))
+        assert 0.0 < u64 < 1.0
+        # the float64 uniform refines the float32 one: same top bits
+        assert abs(u64 - float(u32)) <= 2.0**-24
+    assert philox.uniform_f32(np.uint64(0)) == np.float32(2.0**-24)
+    assert philox.uniform_f32(np.uint64(0xFFFFFFFF)) == np.float32(1 - 2.0**-24)
+
+
+def test_tail_cutoffs_are_finite_and_documented():
+    smallest32 = philox.uniform_f32(np.uint64(0))
+    r32 = math.sqrt(-2 * math.log(float(smallest32)))
+    assert r32 == pytest.approx(philox.F32_NORMAL_MAX)
+    assert 5.7 < philox.F32_NORMAL_MAX < 5.8 and 8.5 < philox.F64_NORMAL_MAX < 8.6
+
+
+def test_compiled_normals_match_host_stream():
+    key = streams.key_from_seed(7)
+    for dtype, fn, rtol in ((np.float32, _rng.normal_block_f32, 2e-6),
+                            (np.float64, _rng.normal_block_f64, 1e-13)):
+        for path, block in ((0, 0), (3, 17), (2**40 + 5, 2**33 + 1)):
+            z = fn(key[0], key[1], np.uint64(block), np.uint64(0), np.uint64(path))
+            ref = streams.normals(7, path, np.arange(4) + 4 * block, dtype=dtype)
+            np.testing.assert_allclose(np.array(z, dtype=np.float64), ref, rtol=rtol,
+                                       atol=rtol)
+
+
+def test_float64_normals_refine_float32_normals():
+    q = np.arange(200_000)
+    z32 = streams.normals(3, 11, q, dtype="float32").astype(np.float64)
+    z64 = streams.normals(3, 11, q, dtype="float64")
+    assert np.all(np.sign(z32) == np.sign(z64))
+    assert np.max(np.abs(z32 - z64)) < 5e-3
+    assert np.median(np.abs(z32 - z64)) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def many_normals():
+    """10^6 normals: 1000 paths x 1000 consecutive numbers, float64 and float32."""
+    paths = np.repeat(np.arange(1000), 1000)
+    q = np.tile(np.arange(1000), 1000)
+    return {dt: streams.normals(2024, paths, q, dtype=dt) for dt in ("float32", "float64")}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_normals_moments_and_ks(many_normals, dtype):
+    fails = sc.normal_sample(many_normals[dtype], label=f"{dtype} normals")
+    assert not fails, "\n".join(fails)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_normals_serial_correlations(many_normals, dtype):
+    z = many_normals[dtype]
+    fails = sc.lag_correlations(z, label=f"{dtype} normals")
+    # across paths: number q of path i against number q of path i + 1
+    grid = z.reshape(1000, 1000)
+    fails += sc.uncorrelated(grid[:-1], grid[1:], "adjacent paths")
+    assert not fails, "\n".join(fails)
+
+
+def test_normal_checks_fail_on_wrong_samples(many_normals):
+    """The checks above are able to fail: a 2% scale error, a shift, a uniform, a
+    correlated sequence."""
+    z = many_normals["float64"]
+    assert sc.normal_sample(z * 1.02)
+    assert sc.normal_sample(z + 0.01)
+    assert sc.normal_sample(np.random.default_rng(0).uniform(-3**0.5, 3**0.5, z.size))
+    assert sc.lag_correlations(z[1:] + 0.05 * z[:-1])
