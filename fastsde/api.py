@@ -13,7 +13,9 @@ import time
 import numpy as np
 
 from . import methods as _methods
-from .errors import DeviceError, OutputTooLargeError
+import warnings
+
+from .errors import DeviceError, ModelError, NonFiniteError, OutputTooLargeError
 from .kernels import philox
 from .model import ODE, SDE, Normal
 from .result import Result
@@ -231,6 +233,59 @@ def merge_chunk_stats(count, mean, m2):
     return count[0].astype(np.int64), mean[0], m2[0]
 
 
+NONFINITE_POLICIES = ("count", "warn", "raise")
+
+
+def _preflight(model, x_start, p_row, t0, dtype):
+    """Run the user functions once as plain Python on the initial state.
+
+    Python checks every index, so a function that reads or writes outside ``x``, ``p`` or
+    ``out`` (or indexes ``out`` with the wrong number of dimensions) is caught here as a
+    ModelError naming it, instead of writing out of bounds in a compiled kernel. Other
+    Python errors are left to the compiled semantics (math.log(-1) is a NaN there).
+    """
+    x = np.array(x_start, dtype=dtype)
+    p = np.array(p_row, dtype=dtype)
+    shapes = [("drift", model.drift, (model.dim,))]
+    if model.kind == "sde":
+        shapes.append(("diffusion", model.diffusion, model.diffusion_shape))
+    for role, fn, shape in shapes:
+        out = np.zeros(shape, dtype=dtype)
+        try:
+            with np.errstate(all="ignore"):
+                fn(dtype(t0), x.copy(), p.copy(), out)
+        except IndexError as exc:
+            raise ModelError(
+                f"{role} function {fn.__name__!r} indexes outside its arrays at t0: {exc} "
+                f"(x has shape {x.shape}, p has shape {p.shape}, out has shape {shape})"
+            ) from None
+        except Exception:  # noqa: BLE001 - compiled semantics differ (NaN, not raise)
+            pass
+
+
+def _stiffness_advice(model, x_start, p_row, t0, h):
+    """A step-size hint when h times the drift's local decay rate at x0 exceeds 1."""
+    try:
+        x = np.array(x_start, dtype=np.float64)
+        p = np.array(p_row, dtype=np.float64)
+        f0 = np.zeros(model.dim)
+        f1 = np.zeros(model.dim)
+        model.drift(t0, x, p, f0)
+        rate = 0.0
+        for i in range(model.dim):
+            dx = 1e-6 * max(1.0, abs(x[i]))
+            xp = x.copy()
+            xp[i] += dx
+            model.drift(t0, xp, p, f1)
+            rate = max(rate, abs((f1[i] - f0[i]) / dx))
+    except Exception:  # noqa: BLE001
+        return ""
+    if rate * h > 1.0:
+        return (f" Step-size advice: h * |df/dx| = {h:.3g} * {rate:.3g} = {rate * h:.3g} > 1 at "
+                f"x0, where explicit schemes are unstable; use a step below {1.0 / rate:.3g}.")
+    return ""
+
+
 def _resolve_device(device):
     if device == "cpu":
         return "cpu"
@@ -247,7 +302,7 @@ def _resolve_device(device):
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
-             keep_paths=None):
+             keep_paths=None, on_nonfinite="count"):
     """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
 
     Parameters
@@ -282,6 +337,11 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     keep_paths : bool or None
         Store the states at the save times in ``Result.paths``. Default: when ``save_at``
         is given and ``stats`` is false.
+    on_nonfinite : {"count", "warn", "raise"}
+        Paths whose final state is not finite are always counted in
+        ``Result.n_nonfinite`` and left out of ``mean`` / ``var``; "warn" also issues a
+        RuntimeWarning and "raise" raises ``fastsde.NonFiniteError`` (with the result in
+        its ``result`` attribute), both with step-size advice when the drift looks stiff.
 
     Returns
     -------
@@ -299,6 +359,8 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         ``device="cuda"`` and no usable GPU.
     fastsde.OutputTooLargeError
         The stored output would not fit in memory.
+    fastsde.NonFiniteError
+        ``on_nonfinite="raise"`` and some paths left the finite numbers.
     """
     _check_model(model)
     n_steps = _check_count(n_steps, "n_steps", 1, 2**40)
@@ -325,7 +387,12 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     elif not isinstance(keep_paths, (bool, np.bool_)):
         raise TypeError(f"keep_paths must be True, False or None; got {keep_paths!r}")
     stats = bool(stats)
+    if not isinstance(on_nonfinite, str) or on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got "
+                         f"{on_nonfinite!r}")
     device = _resolve_device(device)
+    x_start = x0_mean if x0_mode == 2 else x0_rows[0]
+    _preflight(model, x_start, params_arr[0], t0, dtype_t)
 
     dim = model.dim
     n_save = save_steps.shape[0]
@@ -372,7 +439,7 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         with np.errstate(invalid="ignore", divide="ignore"):
             var = np.where(count > 1, m2 / np.maximum(count - 1, 1), np.nan)
         mean = np.where(count > 0, mean, np.nan)
-    return Result(
+    result = Result(
         x=x_out, t=_save_times(save_steps, t0, t1, h, n_steps),
         paths=paths_out if keep_paths else None, mean=mean, var=var, count=count,
         n_nonfinite=int(nonfinite.sum()), device=device, method=method_obj.name,
@@ -380,3 +447,13 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         n_steps=n_steps, first_path=first_path, elapsed_s=elapsed,
         path_steps_per_s=n_paths * n_steps / elapsed if elapsed > 0 else float("inf"),
         model=model.name)
+    if result.n_nonfinite and on_nonfinite != "count":
+        message = (f"{result.n_nonfinite} of {n_paths} paths ({result.n_nonfinite / n_paths:.3g}) "
+                   f"left the finite numbers; they are counted in Result.n_nonfinite and left "
+                   f"out of mean/var." + _stiffness_advice(model, x_start, params_arr[0], t0, h))
+        if on_nonfinite == "raise":
+            err = NonFiniteError(message)
+            err.result = result
+            raise err
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return result

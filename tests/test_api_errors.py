@@ -162,3 +162,33 @@ def test_output_too_large_is_refused_before_allocation(monkeypatch):
     with pytest.raises(fs.OutputTooLargeError, match="GiB") as info:
         call(fs.OU(1.0, 0.5), n_paths=1_000_000, save_at=10)
     assert "save_at" in str(info.value) and "stats" in str(info.value)
+
+
+def writes_past_out(t, x, p, out):
+    out[0] = -x[0]
+    out[1] = 0.0
+
+
+def writes_2d_into_1d(t, x, p, out):
+    out[0, 0] = 1.0
+
+
+def test_out_of_bounds_write_is_caught_before_compiling():
+    with pytest.raises(fs.ModelError, match="writes_past_out"):
+        call(fs.ODE(writes_past_out, 1))
+    with pytest.raises(fs.ModelError, match="writes_2d_into_1d"):
+        call(fs.SDE(ok_drift, writes_2d_into_1d, 1))
+
+
+def test_on_nonfinite_policies():
+    model = fs.OU(theta=50.0, sigma=0.1)   # h * theta = 5: Euler-Maruyama explodes
+    kw = dict(x0=1.0, t_span=(0.0, 60.0), n_steps=600, n_paths=10, device="cpu")
+    r = fs.simulate(model, **kw)
+    assert r.n_nonfinite == 10
+    with pytest.warns(RuntimeWarning, match="h \\* \\|df/dx\\|"):
+        fs.simulate(model, on_nonfinite="warn", **kw)
+    with pytest.raises(fs.NonFiniteError, match="10 of 10 paths") as info:
+        fs.simulate(model, on_nonfinite="raise", **kw)
+    assert info.value.result.n_nonfinite == 10
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        fs.simulate(model, on_nonfinite="ignore", **kw)
