@@ -68,10 +68,12 @@ def _check_t_span(t_span, n_steps):
 
 
 def _check_dtype(dtype):
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
+    name = None
+    if dtype is not None:  # np.dtype(None) is float64: refuse rather than guess
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            pass
     if name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     return DTYPES[name]
