@@ -9,11 +9,11 @@ import math
 import numbers
 import os
 import time
+import warnings
 
 import numpy as np
 
 from . import methods as _methods
-import warnings
 
 from .errors import DeviceError, ModelError, NonFiniteError, OutputTooLargeError
 from .kernels import philox
@@ -288,6 +288,58 @@ def _stiffness_advice(model, x_start, p_row, t0, h):
     return ""
 
 
+#: Path-steps per kernel call: long runs are cut into calls of about this much work, so
+#: that Ctrl-C is answered between calls and a progress bar can advance.
+SLICE_PATH_STEPS = 2 * 10**8
+
+
+def _slice_args(args, a, b, ca, cb, paths_tmp):
+    """The kernel arguments for paths [a, b) (chunks [ca, cb)) of a run."""
+    (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps, key0, key1,
+     first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2, nonfinite) = args
+    rows = x0_rows[a:b] if x0_mode == 1 else x0_rows
+    prm = params[a:b] if params.shape[0] > 1 else params
+    stats = st_count.shape[0] > 0
+    return (rows, x0_mode, x0_mean, x0_std, prm, t0, h, t1, n_steps, save_steps, key0, key1,
+            first_path + np.uint64(a), chunk, x_out[a:b],
+            paths_tmp if paths_out.shape[0] > 0 else paths_out,
+            st_count[ca:cb] if stats else st_count, st_mean[ca:cb] if stats else st_mean,
+            st_m2[ca:cb] if stats else st_m2, nonfinite[ca:cb])
+
+
+def _run_in_slices(backend, kernel, args, chunk, cost_per_path, progress):
+    """Run the kernel over chunk-aligned slices of the paths (results are identical to
+    one call: statistics are per chunk and chunks do not move)."""
+    x_out, paths_out = args[14], args[15]
+    n_paths = x_out.shape[0]
+    per_slice = max(1, SLICE_PATH_STEPS // (cost_per_path * chunk)) * chunk
+    if per_slice >= n_paths:
+        backend.run(kernel, args)
+        return
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_paths, unit="path", unit_scale=True, delay=2.0,
+                       desc="fastsde", leave=False)
+        except ImportError:
+            bar = None
+    try:
+        for a in range(0, n_paths, per_slice):
+            b = min(a + per_slice, n_paths)
+            tmp = (np.empty((paths_out.shape[0], b - a, paths_out.shape[2]), paths_out.dtype)
+                   if paths_out.shape[0] > 0 else None)
+            backend.run(kernel, _slice_args(args, a, b, a // chunk, -(-b // chunk), tmp))
+            if tmp is not None:
+                paths_out[:, a:b] = tmp
+            if bar is not None:
+                bar.update(b - a)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _resolve_device(device):
     if device == "cpu":
         return "cpu"
@@ -304,7 +356,7 @@ def _resolve_device(device):
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
-             keep_paths=None, on_nonfinite="count"):
+             keep_paths=None, on_nonfinite="count", progress=True):
     """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
 
     Parameters
@@ -344,6 +396,10 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         ``Result.n_nonfinite`` and left out of ``mean`` / ``var``; "warn" also issues a
         RuntimeWarning and "raise" raises ``fastsde.NonFiniteError`` (with the result in
         its ``result`` attribute), both with step-size advice when the drift looks stiff.
+    progress : bool
+        Show a progress bar (tqdm, when installed) for runs longer than about 2 s. Long
+        runs are cut into chunk-aligned kernel calls either way, so Ctrl-C stops them
+        between calls and leaves the interpreter usable.
 
     Returns
     -------
@@ -432,7 +488,7 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
             key0, key1, np.uint64(first_path), chunk, x_out, paths_out, st_count, st_mean,
             st_m2, nonfinite)
     start = time.perf_counter()
-    backend.run(kernel, args)
+    _run_in_slices(backend, kernel, args, chunk, n_steps * max(model.drift_cost, 1), progress)
     elapsed = time.perf_counter() - start
 
     mean = var = count = None

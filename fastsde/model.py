@@ -149,6 +149,11 @@ class _Model:
         self.name = name
 
     @property
+    def drift_cost(self):
+        """Rough relative cost of one step (dimension), used to size kernel calls."""
+        return self.dim
+
+    @property
     def n_params(self):
         return self.params.shape[0]
 

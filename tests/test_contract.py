@@ -192,3 +192,44 @@ def test_to_xarray(ou):
     ds = r.to_xarray()
     assert ds["paths"].dims == ("time", "path", "component")
     assert int(ds.path[0]) == 50 and ds.attrs["rng_version"] == fs.RNG_VERSION
+
+
+def test_sliced_run_equals_one_call(ou, monkeypatch):
+    """Long runs are cut into chunk-aligned kernel calls; the result must not change."""
+    import fastsde.api as api
+
+    kw = dict(device="cpu", seed=12, save_at=4, stats=True, keep_paths=True)
+    one = fs.simulate(ou, fs.Normal(0, 1), (0, 1), 20, 5000, **kw)
+    monkeypatch.setattr(api, "SLICE_PATH_STEPS", 20 * api.CHUNK_PATHS)  # one chunk a call
+    sliced = fs.simulate(ou, fs.Normal(0, 1), (0, 1), 20, 5000, progress=False, **kw)
+    per_path = fs.simulate(ou, np.linspace(0, 1, 5000), (0, 1), 20, 5000,
+                           params=np.tile([1.0, 0.5], (5000, 1)), progress=False, **kw)
+    for name in ("x", "paths", "mean", "var", "count"):
+        assert np.array_equal(getattr(one, name), getattr(sliced, name)), name
+    assert per_path.x.shape == (5000, 1) and np.all(per_path.count == 5000)
+
+
+def test_keyboard_interrupt_leaves_the_interpreter_usable():
+    script = textwrap.dedent("""
+        import os, signal, threading, time
+        import fastsde as fs
+        m = fs.OU(1.0, 0.5)
+        fs.simulate(m, 0.0, (0, 1), 10, 100, device="cpu")   # compile first
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        t = time.perf_counter()
+        try:
+            fs.simulate(m, 0.0, (0, 1), 1000, 10**8, device="cpu", stats=True, progress=False)
+            print("finished?!")
+        except KeyboardInterrupt:
+            print("interrupted after %.1f s" % (time.perf_counter() - t))
+        r = fs.simulate(m, 0.0, (0, 1), 10, 100, device="cpu")
+        print("usable", r.x.shape)
+    """)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0].startswith("interrupted after"), out.stdout
+    assert float(lines[0].split()[2]) < 30.0, out.stdout
+    assert "usable (100, 1)" in out.stdout
