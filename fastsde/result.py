@@ -70,6 +70,64 @@ class Result:
                 f"dim={self.dim}, n_save={len(self.t)}, n_nonfinite={self.n_nonfinite}, "
                 f"elapsed_s={self.elapsed_s:.4g}, path_steps_per_s={self.path_steps_per_s:.4g})")
 
+    def plot(self, component=0, max_paths=50, exact_density=None, bins=100, ax=None):
+        """Plot a fan of sample paths with mean +/- 2 sd bands, and the final histogram.
+
+        Needs matplotlib. Bands come from ``mean`` / ``var`` when the run kept statistics,
+        else from the stored paths.
+
+        Parameters
+        ----------
+        component : int
+            State component to show.
+        max_paths : int
+            At most this many stored paths are drawn.
+        exact_density : callable, optional
+            ``f(x) -> density`` drawn over the final histogram (for example the exact law).
+        bins : int
+        ax : pair of matplotlib Axes, optional
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("Result.plot() needs matplotlib: pip install matplotlib") from exc
+        if not 0 <= component < self.dim:
+            raise ValueError(f"component must be in [0, {self.dim}); got {component!r}")
+        if ax is None:
+            fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        else:
+            fig = ax[0].figure
+        ax0, ax1 = ax
+        mean = var = None
+        if self.mean is not None:
+            mean, var = self.mean[:, component], self.var[:, component]
+        elif self.paths is not None:
+            vals = self.paths[:, :, component].astype(np.float64)
+            mean, var = np.nanmean(vals, axis=1), np.nanvar(vals, axis=1, ddof=1)
+        if self.paths is not None:
+            ax0.plot(self.t, self.paths[:, :max_paths, component], lw=0.6, alpha=0.7)
+        if mean is not None and len(self.t) > 1:
+            sd = np.sqrt(var)
+            ax0.plot(self.t, mean, "k", lw=1.5, label="mean")
+            ax0.fill_between(self.t, mean - 2 * sd, mean + 2 * sd, color="k", alpha=0.12,
+                             label="mean ± 2 sd")
+            ax0.legend(loc="best")
+        ax0.set(xlabel="t", ylabel=f"X[{component}]", title=self.model)
+        final = self.x[:, component].astype(np.float64)
+        final = final[np.isfinite(final)]
+        ax1.hist(final, bins=bins, density=True, alpha=0.6, label=f"X at t = {self.t[-1]:g}")
+        if exact_density is not None:
+            grid = np.linspace(final.min(), final.max(), 400)
+            ax1.plot(grid, exact_density(grid), "k", label="exact")
+        ax1.set(xlabel=f"X[{component}]", ylabel="density")
+        ax1.legend(loc="best")
+        fig.tight_layout()
+        return fig
+
     def to_xarray(self):
         """The result as an ``xarray.Dataset`` (needs the optional ``xarray`` package).
 

@@ -233,3 +233,16 @@ def test_keyboard_interrupt_leaves_the_interpreter_usable():
     assert lines[0].startswith("interrupted after"), out.stdout
     assert float(lines[0].split()[2]) < 30.0, out.stdout
     assert "usable (100, 1)" in out.stdout
+
+
+def test_plot(ou, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    r = fs.simulate(ou, 1.0, (0, 1), 20, 200, device="cpu", save_at=10)
+    fig = r.plot(exact_density=lambda x: np.exp(-x**2))
+    fig.savefig(tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="component"):
+        r.plot(component=3)
