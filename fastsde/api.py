@@ -356,7 +356,8 @@ def _resolve_device(device):
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
-             keep_paths=None, on_nonfinite="count", progress=True):
+             keep_paths=None, on_nonfinite="count", progress=True, debug=False,
+             _rng_only=False):
     """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
 
     Parameters
@@ -400,6 +401,10 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         Show a progress bar (tqdm, when installed) for runs longer than about 2 s. Long
         runs are cut into chunk-aligned kernel calls either way, so Ctrl-C stops them
         between calls and leaves the interpreter usable.
+    debug : bool
+        Compile the kernel with bounds checking (slower): an index outside an array in a
+        user function raises ``fastsde.ModelError`` instead of touching memory that is
+        not its own.
 
     Returns
     -------
@@ -445,6 +450,8 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     elif not isinstance(keep_paths, (bool, np.bool_)):
         raise TypeError(f"keep_paths must be True, False or None; got {keep_paths!r}")
     stats = bool(stats)
+    if not isinstance(debug, (bool, np.bool_)):
+        raise TypeError(f"debug must be True or False; got {debug!r}")
     if not isinstance(on_nonfinite, str) or on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got "
                          f"{on_nonfinite!r}")
@@ -473,7 +480,8 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         from .kernels import cuda as backend
     else:
         from .kernels import cpu as backend
-    kernel = backend.get_kernel(model, method_obj, dtype_t)
+    kernel = backend.get_kernel(model, method_obj, dtype_t, debug=bool(debug),
+                                rng_only=bool(_rng_only))
 
     x_out = np.empty((n_paths, dim), dtype_t)
     paths_out = np.empty((n_save if keep_paths else 0, n_paths if keep_paths else 0, dim),
@@ -488,7 +496,14 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
             key0, key1, np.uint64(first_path), chunk, x_out, paths_out, st_count, st_mean,
             st_m2, nonfinite)
     start = time.perf_counter()
-    _run_in_slices(backend, kernel, args, chunk, n_steps * max(model.drift_cost, 1), progress)
+    try:
+        _run_in_slices(backend, kernel, args, chunk, n_steps * max(model.drift_cost, 1),
+                       progress)
+    except IndexError as exc:
+        raise ModelError(f"a function of the model {model.name!r} indexed outside an array "
+                         f"during the run (found by debug=True bounds checking): {exc}. "
+                         f"x and out have shape (dim,) = ({dim},), p has "
+                         f"{model.n_params} entries") from None
     elapsed = time.perf_counter() - start
 
     mean = var = count = None
