@@ -162,7 +162,8 @@ def _task_paths(paths_per_task, n_paths, n_steps, cost, chunk, n_threads):
                              f"{paths_per_task!r}")
         return int(min(paths_per_task, n_paths))
     n_chunks = -(-n_paths // chunk)
-    tasks = max(TASKS_PER_THREAD * max(n_threads, 1), -(-n_paths * n_steps * cost // TASK_PATH_STEPS))
+    tasks = max(TASKS_PER_THREAD * max(n_threads, 1),
+                -(-n_paths * n_steps * cost // TASK_PATH_STEPS))
     per = max(1, -(-n_chunks // tasks))
     # Down to a power of two: at least `tasks` tasks (better balance), and the merge tree
     # over tasks has the single-process tree's shape.
