@@ -9,6 +9,7 @@ import numpy as np
 
 from . import __version__
 from .api import simulate
+from .errors import FastSDEError
 from .methods import METHODS
 from .models import GBM, OU, BrownianMotion
 
@@ -113,16 +114,39 @@ _MODELS = {
 def run(args):
     """Simulate a built-in model and print a summary (or JSON)."""
     model = _MODELS[args.model](args)
-    res = simulate(model, args.x0, (args.t0, args.t1), args.steps, args.paths,
-                   method=args.method, device=args.device, seed=args.seed, dtype=args.dtype,
-                   save_at=args.save_at, stats=args.stats)
-    x = res.x.astype(np.float64)
-    finite = np.all(np.isfinite(x), axis=1)
+    common = dict(method=args.method, device=args.device, seed=args.seed, dtype=args.dtype,
+                  save_at=args.save_at)
+    if args.dask:
+        from . import distributed
+
+        # Paths stay on the workers: the summary comes from the merged statistics.
+        def on(client):
+            return distributed.simulate(model, args.x0, (args.t0, args.t1), args.steps,
+                                        args.paths, stats=True, client=client,
+                                        paths_per_task=args.paths_per_task, **common)
+
+        if args.dask.strip() == "local":
+            res = on(None)  # checks the arguments before it starts the local cluster
+        else:
+            with distributed.connect(args.dask) as client:
+                res = on(client)
+    else:
+        if args.paths_per_task is not None:
+            raise ValueError("--paths-per-task applies only with --dask")
+        res = simulate(model, args.x0, (args.t0, args.t1), args.steps, args.paths,
+                       stats=args.stats, **common)
+    if res.x is not None:
+        x = res.x.astype(np.float64)
+        finite = np.all(np.isfinite(x), axis=1)
+        final_mean = x[finite].mean(axis=0).tolist()
+        final_var = x[finite].var(axis=0, ddof=1).tolist() if finite.sum() > 1 else None
+    else:
+        final_mean = res.mean[-1].tolist()
+        final_var = res.var[-1].tolist() if np.all(res.count[-1] > 1) else None
     summary = {
         "model": model.name, "method": res.method, "device": res.device, "dtype": res.dtype,
         "seed": args.seed, "n_paths": res.n_paths, "n_steps": res.n_steps,
-        "t": res.t.tolist(), "final_mean": x[finite].mean(axis=0).tolist(),
-        "final_var": x[finite].var(axis=0, ddof=1).tolist() if finite.sum() > 1 else None,
+        "t": res.t.tolist(), "final_mean": final_mean, "final_var": final_var,
         "n_nonfinite": res.n_nonfinite, "elapsed_s": res.elapsed_s,
         "path_steps_per_s": res.path_steps_per_s, "rng_version": res.rng_version,
     }
@@ -174,6 +198,12 @@ def build_parser():
                    help="K: keep K + 1 evenly spaced times (K divides --steps)")
     r.add_argument("--stats", action="store_true", help="in-kernel mean/var at save times")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on Dask: 'local' (a local cluster, one worker process per "
+                        "core) or a scheduler address tcp://HOST:PORT; keeps statistics, "
+                        "not paths")
+    r.add_argument("--paths-per-task", type=int, default=None,
+                   help="with --dask: paths per task (a multiple of 512)")
     r.set_defaults(func=run)
     return ap
 
@@ -182,8 +212,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
-        print(f"fastsde: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, ImportError, OSError, FastSDEError) as exc:
+        # One line: a compiler's multi-line diagnosis is cut to its first line.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"fastsde: error: {first}", file=sys.stderr)
         return 2
 
 

@@ -11,8 +11,9 @@ class Result:
 
     Attributes
     ----------
-    x : numpy.ndarray, shape (n_paths, dim)
-        Final states (at t1).
+    x : numpy.ndarray, shape (n_paths, dim), or None
+        Final states (at t1); None from ``fastsde.distributed.simulate`` unless it was
+        asked to gather them (``keep_x=True``).
     t : numpy.ndarray, shape (n_save,)
         Save times (``[t1]`` when ``save_at`` is None).
     paths : numpy.ndarray, shape (n_save, n_paths, dim), or None
@@ -58,11 +59,17 @@ class Result:
 
     @property
     def n_paths(self):
-        return self.x.shape[0]
+        if self.x is not None:
+            return self.x.shape[0]
+        if self.paths is not None:
+            return self.paths.shape[1]
+        return int(self.extra["n_paths"])
 
     @property
     def dim(self):
-        return self.x.shape[1]
+        if self.x is not None:
+            return self.x.shape[1]
+        return (self.mean if self.mean is not None else self.paths).shape[-1]
 
     def __repr__(self):
         return (f"Result(model={self.model}, method={self.method!r}, device={self.device!r}, "
@@ -97,6 +104,11 @@ class Result:
             raise ImportError("Result.plot() needs matplotlib: pip install matplotlib") from exc
         if not 0 <= component < self.dim:
             raise ValueError(f"component must be in [0, {self.dim}); got {component!r}")
+        x_final = self.x if self.x is not None else (
+            self.paths[-1] if self.paths is not None else None)
+        if x_final is None:
+            raise ValueError("Result.plot() needs final states: this result kept only "
+                             "statistics (fastsde.distributed.simulate without keep_x)")
         if ax is None:
             fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         else:
@@ -117,7 +129,7 @@ class Result:
                              label="mean ± 2 sd")
             ax0.legend(loc="best")
         ax0.set(xlabel="t", ylabel=f"X[{component}]", title=self.model)
-        final = self.x[:, component].astype(np.float64)
+        final = x_final[:, component].astype(np.float64)
         final = final[np.isfinite(final)]
         ax1.hist(final, bins=bins, density=True, alpha=0.6, label=f"X at t = {self.t[-1]:g}")
         if exact_density is not None:
@@ -141,7 +153,7 @@ class Result:
             raise ImportError("Result.to_xarray() needs xarray: pip install xarray") from exc
         path_index = np.arange(self.first_path, self.first_path + self.n_paths)
         coords = {"time": self.t, "path": path_index, "component": np.arange(self.dim)}
-        data = {"x": (("path", "component"), self.x)}
+        data = {} if self.x is None else {"x": (("path", "component"), self.x)}
         if self.paths is not None:
             data["paths"] = (("time", "path", "component"), self.paths)
         if self.mean is not None:

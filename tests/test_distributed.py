@@ -1,0 +1,308 @@
+"""fastsde.distributed: a Dask run equals the single-process run, whatever the task size,
+and survives a worker process killed mid-run.
+
+One LocalCluster of 2 worker processes serves the module, so each worker compiles the OU
+kernel once. The worker-kill test comes last: the restarted worker compiles again.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastsde as fs
+from fastsde import cli
+
+distributed = pytest.importorskip("distributed")
+fd = pytest.importorskip("fastsde.distributed")
+
+# Statistics equal the single-process ones to float64 rounding: they differ only by the
+# order of a few float64 additions in the pairwise merge and by M2 = var * (count - 1).
+RTOL = 1e-12
+N_STEPS = 50
+T_SPAN = (0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ou_model():
+    # theta = 1, sigma = 0.5: the CLI's default OU, so the CLI test reuses the kernel.
+    return fs.OU(theta=1.0, sigma=0.5)
+
+
+def single(model, n_paths, **kw):
+    kw.setdefault("stats", True)
+    return fs.simulate(model, 1.0 if "x0" not in kw else kw.pop("x0"), T_SPAN, N_STEPS,
+                       n_paths, device="cpu", progress=False, **kw)
+
+
+def dask_run(client, model, n_paths, **kw):
+    x0 = kw.pop("x0", 1.0)
+    return fd.simulate(model, x0, T_SPAN, N_STEPS, n_paths, device="cpu", client=client,
+                       progress=False, **kw)
+
+
+def assert_same(res, ref, n_paths, x=True):
+    if x:
+        assert res.x.dtype == ref.x.dtype
+        assert np.array_equal(res.x, ref.x), "final states differ from the single process"
+    if ref.mean is not None:
+        assert np.array_equal(res.count, ref.count)
+        assert res.count.max() == n_paths  # every path counted once
+        np.testing.assert_allclose(res.mean, ref.mean, rtol=RTOL, atol=0)
+        np.testing.assert_allclose(res.var, ref.var, rtol=RTOL, atol=0)
+    assert res.n_nonfinite == ref.n_nonfinite
+    assert np.array_equal(res.t, ref.t)
+    assert res.n_paths == n_paths and res.method == ref.method and res.seed == ref.seed
+
+
+@pytest.mark.parametrize("paths_per_task", [512, 1536, 4096, 10**6, None])
+def test_identical_to_single_process(client, ou_model, paths_per_task):
+    """5000 paths (not a multiple of 512: the last task is short), 6 save times."""
+    n = 5000
+    ref = single(ou_model, n, save_at=5, seed=3)
+    res = dask_run(client, ou_model, n, save_at=5, seed=3, keep_x=True,
+                   paths_per_task=paths_per_task)
+    assert_same(res, ref, n)
+    expected_tasks = -(-n // min(paths_per_task, n)) if paths_per_task else None
+    if expected_tasks:
+        assert res.extra["n_tasks"] == expected_tasks
+    assert res.extra["n_workers"] == 2 and res.device == "cpu"
+
+
+def test_per_path_x0_params_and_saved_paths(client, ou_model):
+    """Per-path rows are cut to each task's slice; saved paths come back in order."""
+    n = 3000
+    rng = np.random.default_rng(7)
+    x0 = rng.normal(size=n)
+    params = np.column_stack([rng.uniform(0.5, 2.0, n), np.full(n, 0.5)])
+    ref = single(ou_model, n, x0=x0, params=params, save_at=10, keep_paths=True, seed=11)
+    res = dask_run(client, ou_model, n, x0=x0, params=params, save_at=10, keep_paths=True,
+                   seed=11, keep_x=True, paths_per_task=1024)
+    assert_same(res, ref, n)
+    assert np.array_equal(res.paths, ref.paths)
+
+
+def test_normal_x0_fresh_seed_and_first_path(client, ou_model):
+    """seed=None is drawn once on the client; first_path shifts every task alike."""
+    n = 2500
+    res = dask_run(client, ou_model, n, x0=fs.Normal(0.5, 2.0), seed=None, first_path=10**9,
+                   keep_x=True, paths_per_task=512)
+    assert isinstance(res.seed, np.random.SeedSequence)
+    ref = single(ou_model, n, x0=fs.Normal(0.5, 2.0), seed=res.seed, first_path=10**9)
+    assert_same(res, ref, n)
+    assert res.first_path == 10**9
+
+
+def test_statistics_only_and_x_only(client, ou_model):
+    n = 2048
+    ref = single(ou_model, n, seed=5)
+    res = dask_run(client, ou_model, n, seed=5, paths_per_task=512)
+    assert res.x is None and res.n_paths == n and res.dim == 1
+    assert_same(res, ref, n, x=False)
+    res = dask_run(client, ou_model, n, seed=5, stats=False, keep_x=True, paths_per_task=1024)
+    assert res.mean is None and np.array_equal(res.x, ref.x)
+
+
+def test_merge_detects_a_lost_task(client, ou_model):
+    """The equality check is not vacuous: dropping one task's paths (a run of n - 512
+    paths) changes count and the statistics beyond the tolerance."""
+    n = 4096
+    ref = single(ou_model, n, seed=3)
+    short = dask_run(client, ou_model, n - 512, seed=3, paths_per_task=512)
+    with pytest.raises(AssertionError):
+        assert_same(short, ref, n, x=False)
+    assert not np.allclose(short.mean, ref.mean, rtol=RTOL, atol=0)
+    assert not np.allclose(short.var, ref.var, rtol=RTOL, atol=0)
+
+
+def test_user_function_error_surfaces(client):
+    """A drift that raises inside the compiled kernel: the client gets the same exception
+    type and message, and the other tasks are cancelled."""
+    model = fs.SDE(raising_drift, unit_diffusion, dim=1, name="raising")
+    with pytest.raises(ValueError, match="raising_drift: state left the model's domain"):
+        fd.simulate(model, 0.0, T_SPAN, 10, 2048, device="cpu", client=client,
+                    paths_per_task=512, progress=False)
+    deadline = time.time() + 10
+    while time.time() < deadline and _fastsde_tasks(client):
+        time.sleep(0.05)
+    assert not _fastsde_tasks(client), "tasks left on the scheduler after the error"
+
+
+def raising_drift(t, x, p, out):
+    if t > 0.5:
+        raise ValueError("raising_drift: state left the model's domain")
+    out[0] = -x[0]
+
+
+def unit_diffusion(t, x, p, out):
+    out[0] = 1.0
+
+
+def _scheduler_tasks(dask_scheduler):
+    return {str(k): ts.state for k, ts in dask_scheduler.tasks.items()
+            if str(k).startswith("fastsde-")}
+
+
+def _times_started(dask_scheduler, keys):
+    """How often each key went to 'processing' (on some worker), from the scheduler's log."""
+    counts = dict.fromkeys(keys, 0)
+    for record in dask_scheduler.transition_log:
+        key, finish = str(record[0]), record[2]
+        if key in counts and finish == "processing":
+            counts[key] += 1
+    return counts
+
+
+def _fastsde_tasks(client):
+    return client.run_on_scheduler(_scheduler_tasks)
+
+
+@pytest.mark.parametrize("kw,exc,words", [
+    (dict(client="tcp://127.0.0.1:8786"), TypeError, "client must be a distributed.Client"),
+    (dict(client=42), TypeError, "client must be a distributed.Client"),
+    (dict(paths_per_task=0), ValueError, "paths_per_task"),
+    (dict(paths_per_task=1000), ValueError, "multiple of 512"),
+    (dict(paths_per_task=2.5), TypeError, "paths_per_task"),
+    (dict(paths_per_task=True), TypeError, "paths_per_task"),
+    (dict(keep_x="yes"), TypeError, "keep_x"),
+    (dict(n_paths=0), ValueError, "n_paths"),
+    (dict(method="heun_typo"), ValueError, "heun_typo"),
+    (dict(save_at=7), ValueError, "save_at"),
+    (dict(stats=False), ValueError, "would return nothing"),
+])
+def test_bad_arguments_raise_before_any_cluster(monkeypatch, ou_model, kw, exc, words):
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster was started before the arguments were checked")
+
+    monkeypatch.setattr(fd, "connect", no_cluster)
+    args = dict(n_paths=4000)
+    args.update(kw)
+    n_paths = args.pop("n_paths")
+    with pytest.raises(exc, match=words):
+        fd.simulate(ou_model, 1.0, T_SPAN, N_STEPS, n_paths, device="cpu", **args)
+
+
+def test_closed_client_is_refused(client, ou_model):
+    c = distributed.Client(client.scheduler.address)
+    c.close()
+    with pytest.raises(ValueError, match="client must be running"):
+        fd.simulate(ou_model, 1.0, T_SPAN, N_STEPS, 100, device="cpu", client=c)
+
+
+def test_output_too_large_before_any_task(client, ou_model):
+    with pytest.raises(fs.OutputTooLargeError, match="keep_x"):
+        dask_run(client, ou_model, 10**12, keep_x=True)
+    assert not _fastsde_tasks(client)
+
+
+def test_connect_rejects_bad_address():
+    with pytest.raises(ValueError, match="address"):
+        fd.connect("not an address")
+    with pytest.raises(TypeError, match="address"):
+        fd.connect(None)
+
+
+def test_cli_dask_address(client, capsys):
+    """`fastsde run --dask tcp://...` prints the merged statistics, equal to a plain run."""
+    argv = ["run", "--model", "ou", "--paths", "3000", "--steps", "50", "--json",
+            "--device", "cpu", "--stats", "--save-at", "5", "--seed", "2"]
+    assert cli.main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    address = client.scheduler.address
+    assert cli.main(argv + ["--dask", address, "--paths-per-task", "1024"]) == 0
+    dist = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(dist["mean"], plain["mean"], rtol=RTOL)
+    np.testing.assert_allclose(dist["var"], plain["var"], rtol=RTOL)
+    # The plain run's final mean comes from x; the Dask run's from the merged statistics.
+    np.testing.assert_allclose(dist["final_mean"], plain["final_mean"], rtol=1e-10)
+    np.testing.assert_allclose(dist["final_var"], plain["final_var"], rtol=1e-10)
+    assert dist["n_paths"] == 3000
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert cli.main(["run", "--dask", "nowhere", "--paths", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastsde: error:") and "address" in err and "\n" not in err
+    # OutputTooLargeError (a FastSDEError) from the plain path: 10^11 final states.
+    assert cli.main(["run", "--paths", str(10**11), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastsde: error:") and "GiB" in err and "\n" not in err
+
+
+def test_embedded_local_cluster(ou_model):
+    """client=None starts a LocalCluster (one worker process per core) and closes it."""
+    psutil = pytest.importorskip("psutil")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    n = 2048
+    res = fd.simulate(ou_model, 1.0, T_SPAN, N_STEPS, n, device="cpu", seed=4, keep_x=True,
+                      progress=False)
+    assert res.extra["n_workers"] == fd._usable_cpus()
+    assert_same(res, single(ou_model, n, seed=4), n)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        left = {p.pid for p in psutil.Process().children(recursive=True)
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE} - before
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, f"worker processes left running: {left}"
+
+
+def test_worker_killed_mid_run(client, ou_model):
+    """SIGKILL a worker process while it runs a task: Dask re-runs its tasks elsewhere and
+    the result is the single-process one, every path counted once."""
+    n, per = 16 * 4096, 4096
+    steps = 1000  # ~0.2 s per task on one thread, so the kill lands mid-run
+    ref = fs.simulate(ou_model, 1.0, T_SPAN, steps, n, device="cpu", seed=9, stats=True,
+                      save_at=10, progress=False)
+    pids = client.run(os.getpid)
+    out = {}
+
+    def target():
+        try:
+            out["res"] = fd.simulate(ou_model, 1.0, T_SPAN, steps, n, device="cpu", seed=9,
+                                     save_at=10, keep_x=True, paths_per_task=per,
+                                     client=client, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            out["exc"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    victim = killed_keys = None
+    deadline = time.time() + 120
+    while time.time() < deadline and thread.is_alive():
+        tasks = _fastsde_tasks(client)
+        processing = {w: [k for k in keys if str(k).startswith("fastsde-")]
+                      for w, keys in client.processing().items()}
+        busy = [w for w, keys in processing.items() if keys and w in pids]
+        # Some tasks done and released (fewer than 16 known), a worker busy with one.
+        if 0 < len(tasks) < 16 and busy:
+            victim, killed_keys = busy[0], processing[busy[0]]
+            os.kill(pids[victim], signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    thread.join(180)
+    assert victim is not None, "the run ended before a worker could be killed"
+    assert not thread.is_alive()
+    if "exc" in out:
+        raise out["exc"]
+    res = out["res"]
+    assert pids[victim] not in client.run(os.getpid).values(), "the worker was not killed"
+    assert killed_keys, "the killed worker held no task"
+    started = client.run_on_scheduler(_times_started, keys=[str(k) for k in killed_keys])
+    assert all(c >= 2 for c in started.values()), f"killed tasks not re-run: {started}"
+    assert res.extra["n_tasks"] == 16
+    assert_same(res, ref, n)
+    assert np.array_equal(res.count, np.full((11, 1), n))
