@@ -1,8 +1,8 @@
 """Host-side access to fastsde's random streams (numpy, vectorised).
 
-The same Philox source the kernels compile runs here on ``uint64`` arrays, so these
-functions return exactly the words a kernel uses and the normals to within a few ulp
-(the kernels use the compiler's log/sqrt/sin/cos). Used by the known-answer tests, the
+The same Philox and Gaussian-transform source the kernels compile runs here on numpy
+arrays, so these functions return exactly the words and the normals (bit for bit) that a
+CPU kernel uses. Used by the known-answer tests, the
 pinned-stream file and the statistical battery.
 """
 
@@ -85,21 +85,15 @@ def normals(seed, path, q, stream=philox.STREAM_INCREMENTS, dtype="float64"):
     w_a = np.choose(pair_r // 2, (w[1], w[3]))
     use_cos = (lane % 2) == 0
     if np.dtype(dtype) == np.float32:
-        u_r = philox.uniform_f32(w_r)
-        u_a = philox.uniform_f32(w_a)
-        r = np.sqrt(np.float32(-2.0) * np.log(u_r))
-        angle = philox.F32_TWO_PI * u_a
-        return np.where(use_cos, r * np.cos(angle), r * np.sin(angle)).astype(np.float32)
+        z_cos, z_sin = philox.box_muller_f32(w_r, w_a)
+        return np.where(use_cos, z_cos, z_sin).astype(np.float32)
     if np.dtype(dtype) != np.float64:
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     v = _blocks(key, path, block, stream | int(philox.LOW_BITS_FLAG))
     v_r = np.choose(pair_r // 2, (v[0], v[2]))
     v_a = np.choose(pair_r // 2, (v[1], v[3]))
-    u_r = philox.uniform_f64(w_r, v_r)
-    u_a = philox.uniform_f64(w_a, v_a)
-    r = np.sqrt(-2.0 * np.log(u_r))
-    angle = philox.F64_TWO_PI * u_a
-    return np.where(use_cos, r * np.cos(angle), r * np.sin(angle))
+    z_cos, z_sin = philox.box_muller_f64(w_r, v_r, w_a, v_a)
+    return np.where(use_cos, z_cos, z_sin)
 
 
 def uniforms(seed, path, block, stream=philox.STREAM_INCREMENTS, dtype="float64"):

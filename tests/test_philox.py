@@ -34,7 +34,7 @@ def test_known_answers_numpy(counter, key, expected):
 
 
 def test_rng_version_is_exported():
-    assert fs.RNG_VERSION == philox.RNG_VERSION == 1
+    assert fs.RNG_VERSION == philox.RNG_VERSION == 2
 
 
 def test_key_comes_from_seed_sequence():
@@ -65,15 +65,60 @@ def test_tail_cutoffs_are_finite_and_documented():
     assert 5.7 < philox.F32_NORMAL_MAX < 5.8 and 8.5 < philox.F64_NORMAL_MAX < 8.6
 
 
-def test_compiled_normals_match_host_stream():
+def test_compiled_normals_match_host_stream_bit_for_bit():
     key = streams.key_from_seed(7)
-    for dtype, fn, rtol in ((np.float32, _rng.normal_block_f32, 2e-6),
-                            (np.float64, _rng.normal_block_f64, 1e-13)):
+    for dtype, fn in ((np.float32, _rng.normal_block_f32), (np.float64, _rng.normal_block_f64)):
         for path, block in ((0, 0), (3, 17), (2**40 + 5, 2**33 + 1)):
-            z = fn(key[0], key[1], np.uint64(block), np.uint64(0), np.uint64(path))
+            z = np.array(fn(key[0], key[1], np.uint64(block), np.uint64(0), np.uint64(path)),
+                         dtype=dtype)
             ref = streams.normals(7, path, np.arange(4) + 4 * block, dtype=dtype)
-            np.testing.assert_allclose(np.array(z, dtype=np.float64), ref, rtol=rtol,
-                                       atol=rtol)
+            assert np.array_equal(z, ref), (dtype, path, block, z, ref)
+
+
+def _ulps(value, exact):
+    return np.abs(value.astype(np.float64) - exact) / np.spacing(np.abs(value))
+
+
+def test_float32_log_exhaustive_against_libm():
+    """ln u for all 2^23 float32 uniforms, against float64 libm: at most 2 ulp."""
+    m = np.arange(2**23, dtype=np.int64)
+    exact = np.log((m + 0.5) * 2.0**-23)
+    err = _ulps(philox.log_open_f32(m), exact)
+    assert err.max() <= 2.0, f"max error {err.max():.3f} ulp at m={int(err.argmax())}"
+
+
+def test_float32_cos_sin_exhaustive_against_libm():
+    """cos and sin of 2 pi u for all 2^23 float32 uniforms: absolute error < 1.5e-7."""
+    m = np.arange(2**23, dtype=np.int64)
+    angle = 2 * np.pi * (m + 0.5) * 2.0**-23
+    c, s = philox.cos_sin_2pi_f32(m)
+    assert c.dtype == s.dtype == np.float32
+    for name, got, ref in (("cos", c, np.cos(angle)), ("sin", s, np.sin(angle))):
+        err = np.abs(got.astype(np.float64) - ref)
+        assert err.max() < 1.5e-7, f"{name}: max abs error {err.max():.3g}"
+
+
+def test_float64_transform_against_libm():
+    """float64 ln u within 2 ulp and cos/sin within 1e-15 on 2^20 random 52-bit inputs
+    plus both ends of the range (the tails)."""
+    rng = np.random.default_rng(5)
+    m = np.concatenate([rng.integers(0, 2**52, 2**20), np.arange(4096),
+                        2**52 - 1 - np.arange(4096)]).astype(np.int64)
+    u = (m + 0.5) * 2.0**-52
+    err = _ulps(philox.log_open_f64(m), np.log(u))
+    assert err.max() <= 2.0, f"max error {err.max():.3f} ulp"
+    c, s = philox.cos_sin_2pi_f64(m)
+    assert np.abs(c - np.cos(2 * np.pi * u)).max() < 1e-15
+    assert np.abs(s - np.sin(2 * np.pi * u)).max() < 1e-15
+
+
+def test_floor_log2_bisection():
+    v = np.concatenate([np.arange(1, 2**20), 2**np.arange(53), 2**np.arange(1, 54) - 1,
+                        np.random.default_rng(1).integers(1, 2**53, 10**5)]).astype(np.int64)
+    ref = np.array([int(x).bit_length() - 1 for x in v])
+    assert np.array_equal(philox._floor_log2_53(v), ref)
+    small = v[v < 2**24]
+    assert np.array_equal(philox._floor_log2_24(small), ref[v < 2**24])
 
 
 def test_float64_normals_refine_float32_normals():
