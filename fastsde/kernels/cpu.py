@@ -314,7 +314,9 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                         bad += 1
             nonfinite[c] = bad
 
-    dispatcher = njit(parallel=True, **options)(kernel)
+    # Debug kernels run serially: an IndexError raised inside a parallel region does not
+    # propagate cleanly out of Numba's thread pool.
+    dispatcher = njit(parallel=not debug, **options)(kernel)
     fingerprint = hashlib.sha256(repr((
         __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
         method.name, np.dtype(dtype).name, debug, rng_only, lanes)).encode()).hexdigest()
