@@ -38,6 +38,8 @@ _JIT = dict(error_model="numpy")
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 
 _rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT))
+# Called once per path (initial state): not inlined, which halves the kernel's compile time.
+_rng_called = compile_functions(philox, RNG_FUNCTIONS, njit(**_JIT))
 _noise = compile_functions(steps, NOISE_FUNCTIONS, njit(inline="always", **_JIT))
 
 
@@ -184,6 +186,8 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
         step_py = method.factory(model)(drift, diffusion, noise_term, dim, dtype)
     step = njit(inline="always", **options)(step_py)
     normal_block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
+    initial_block = (_rng_called.normal_block_f32 if dtype == np.float32
+                     else _rng_called.normal_block_f64)
     record = _record
     alloc_g = _make_diffusion_alloc(gshape, dtype)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
@@ -192,127 +196,138 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
     n_params_c = max(model.n_params, 1)
     stack_empty = _stack_empty
 
-    def kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps,
-               key0, key1, first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2,
-               nonfinite):
+    def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
+                  save_steps, key0, key1, first_path, chunk, x_out, paths_out, st_count,
+                  st_mean, st_m2, nonfinite):
+        """Advance the paths of chunk c (serial; the parallel kernel maps it over chunks,
+        which keeps Numba's parallel passes off the large body and compiles faster)."""
         n_paths = x_out.shape[0]
-        n_chunks = (n_paths + chunk - 1) // chunk
         n_save = save_steps.shape[0]
         n_params = params.shape[1]
         per_path_params = params.shape[0] > 1
         hd = dtype(h)
         sqrt_h = dtype(math.sqrt(h))
-        for c in prange(n_chunks):
-            # Component-major lane state and noise (element [j * lanes + l]), so that loops
-            # over the lanes touch contiguous memory and vectorise.
-            X = np.zeros(dim * lanes, dtype)
-            Z = np.empty(4 * lanes, dtype)
-            DW = np.zeros(noise_dim * lanes, dtype)
-            alive = np.empty(lanes, np.bool_)
-            # Per-path scratch on the stack: LLVM keeps it in registers.
-            x = stack_empty(dim, dtype)
-            x_new = stack_empty(dim, dtype)
-            f0 = stack_empty(dim, dtype)
-            f1 = stack_empty(dim, dtype)
-            f2 = stack_empty(dim, dtype)
-            f3 = stack_empty(dim, dtype)
-            xt = stack_empty(dim, dtype)
-            g0 = alloc_g()
-            g1 = alloc_g()
-            dw = stack_empty(noise_dim, dtype)
-            p = stack_empty(n_params_c, dtype)
-            # Parameters per lane, loaded once per lane block (shared or per path).
-            P = np.zeros(n_params_c * lanes, dtype)
-            start = c * chunk
-            stop = min(start + chunk, n_paths)
-            bad = 0
-            for b0 in range(start, stop, lanes):
-                n_live = min(lanes, stop - b0)
-                path0 = first_path + np.uint64(b0)
-                for l in range(lanes):
-                    # Lanes past the chunk's end run on zeros and are never written out.
-                    alive[l] = l < n_live
-                    prow = min(b0 + l, n_paths - 1) if per_path_params else 0
-                    for j in range(n_params):
-                        P[j * lanes + l] = params[prow, j]
-                    if l >= n_live:
-                        for j in range(dim):
-                            X[j * lanes + l] = dtype(0.0)
-                    elif x0_mode == X0_NORMAL:
-                        z0 = z1 = z2 = z3 = dtype(0.0)
-                        for j in range(dim):
-                            if j % 4 == 0:
-                                z0, z1, z2, z3 = normal_block(
-                                    key0, key1, np.uint64(j // 4), stream_init,
-                                    path0 + np.uint64(l))
-                            r = j % 4
-                            z = z0 if r == 0 else (z1 if r == 1 else (z2 if r == 2 else z3))
-                            X[j * lanes + l] = x0_mean[j] + x0_std[j] * z
-                    else:
-                        row = b0 + l if x0_mode == X0_PER_PATH else 0
-                        for j in range(dim):
-                            X[j * lanes + l] = x0_rows[row, j]
-                s = 0
-                if n_save > 0 and save_steps[0] == 0:
-                    for l in range(n_live):
-                        record(X, l, lanes, dim, b0 + l, c, 0, paths_out, st_count, st_mean,
-                               st_m2)
-                    s = 1
-                current_block = -1
-                for k in range(n_steps):
-                    t = dtype(t0 + k * h)
-                    t_mid = dtype(t0 + (k + 0.5) * h)
-                    t_next = dtype(t1) if k + 1 == n_steps else dtype(t0 + (k + 1) * h)
-                    if has_noise:
-                        for j in range(noise_dim):
-                            q = k * noise_dim + j
-                            block = q >> 2
-                            if block != current_block:
-                                for l in range(lanes):  # the vectorised RNG
-                                    z0, z1, z2, z3 = normal_block(
-                                        key0, key1, np.uint64(block), stream_inc,
-                                        path0 + np.uint64(l))
-                                    Z[l] = z0
-                                    Z[lanes + l] = z1
-                                    Z[2 * lanes + l] = z2
-                                    Z[3 * lanes + l] = z3
-                                current_block = block
-                            off = (q & 3) * lanes
-                            for l in range(lanes):
-                                DW[j * lanes + l] = sqrt_h * Z[off + l]
-                    for l in range(lanes):
-                        for j in range(dim):
-                            x[j] = X[j * lanes + l]
-                        for j in range(noise_dim):
-                            dw[j] = DW[j * lanes + l]
-                        for j in range(n_params_c):
-                            p[j] = P[j * lanes + l]
-                        step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt,
-                             x_new)
-                        # A path that leaves the finite numbers is frozen at its first
-                        # non-finite state: not advanced further, counted, kept out of
-                        # the statistics. Selects, not branches, keep the loop vectorisable.
-                        was_alive = alive[l]
-                        finite = True
-                        for j in range(dim):
-                            finite = finite and math.isfinite(x_new[j])
-                            X[j * lanes + l] = x_new[j] if was_alive else x[j]
-                        alive[l] = was_alive and finite
-                    if s < n_save and save_steps[s] == k + 1:
-                        for l in range(n_live):
-                            record(X, l, lanes, dim, b0 + l, c, s, paths_out, st_count,
-                                   st_mean, st_m2)
-                        s += 1
+        # Component-major lane state and noise (element [j * lanes + l]), so that loops
+        # over the lanes touch contiguous memory and vectorise.
+        X = np.zeros(dim * lanes, dtype)
+        Z = np.empty(4 * lanes, dtype)
+        DW = np.zeros(noise_dim * lanes, dtype)
+        alive = np.empty(lanes, np.bool_)
+        # Per-path scratch on the stack: LLVM keeps it in registers.
+        x = stack_empty(dim, dtype)
+        x_new = stack_empty(dim, dtype)
+        f0 = stack_empty(dim, dtype)
+        f1 = stack_empty(dim, dtype)
+        f2 = stack_empty(dim, dtype)
+        f3 = stack_empty(dim, dtype)
+        xt = stack_empty(dim, dtype)
+        g0 = alloc_g()
+        g1 = alloc_g()
+        dw = stack_empty(noise_dim, dtype)
+        p = stack_empty(n_params_c, dtype)
+        # Parameters per lane, loaded once per lane block (shared or per path).
+        P = np.zeros(n_params_c * lanes, dtype)
+        start = c * chunk
+        stop = min(start + chunk, n_paths)
+        bad = 0
+        for b0 in range(start, stop, lanes):
+            n_live = min(lanes, stop - b0)
+            path0 = first_path + np.uint64(b0)
+            for l in range(lanes):
+                # Lanes past the chunk's end run on zeros and are never written out.
+                alive[l] = l < n_live
+                prow = min(b0 + l, n_paths - 1) if per_path_params else 0
+                for j in range(n_params):
+                    P[j * lanes + l] = params[prow, j]
+                if l >= n_live:
+                    for j in range(dim):
+                        X[j * lanes + l] = dtype(0.0)
+                elif x0_mode == X0_NORMAL:
+                    z0 = z1 = z2 = z3 = dtype(0.0)
+                    for j in range(dim):
+                        if j % 4 == 0:
+                            z0, z1, z2, z3 = initial_block(
+                                key0, key1, np.uint64(j // 4), stream_init,
+                                path0 + np.uint64(l))
+                        r = j % 4
+                        z = z0 if r == 0 else (z1 if r == 1 else (z2 if r == 2 else z3))
+                        X[j * lanes + l] = x0_mean[j] + x0_std[j] * z
+                else:
+                    row = b0 + l if x0_mode == X0_PER_PATH else 0
+                    for j in range(dim):
+                        X[j * lanes + l] = x0_rows[row, j]
+            s = 0
+            if n_save > 0 and save_steps[0] == 0:
                 for l in range(n_live):
+                    record(X, l, lanes, dim, b0 + l, c, 0, paths_out, st_count, st_mean,
+                           st_m2)
+                s = 1
+            current_block = -1
+            for k in range(n_steps):
+                t = dtype(t0 + k * h)
+                t_mid = dtype(t0 + (k + 0.5) * h)
+                t_next = dtype(t1) if k + 1 == n_steps else dtype(t0 + (k + 1) * h)
+                if has_noise:
+                    for j in range(noise_dim):
+                        q = k * noise_dim + j
+                        block = q >> 2
+                        if block != current_block:
+                            for l in range(lanes):  # the vectorised RNG
+                                z0, z1, z2, z3 = normal_block(
+                                    key0, key1, np.uint64(block), stream_inc,
+                                    path0 + np.uint64(l))
+                                Z[l] = z0
+                                Z[lanes + l] = z1
+                                Z[2 * lanes + l] = z2
+                                Z[3 * lanes + l] = z3
+                            current_block = block
+                        off = (q & 3) * lanes
+                        for l in range(lanes):
+                            DW[j * lanes + l] = sqrt_h * Z[off + l]
+                for l in range(lanes):
+                    for j in range(dim):
+                        x[j] = X[j * lanes + l]
+                    for j in range(noise_dim):
+                        dw[j] = DW[j * lanes + l]
+                    for j in range(n_params_c):
+                        p[j] = P[j * lanes + l]
+                    step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt,
+                         x_new)
+                    # A path that leaves the finite numbers is frozen at its first
+                    # non-finite state: not advanced further, counted, kept out of
+                    # the statistics. Selects, not branches, keep the loop vectorisable.
+                    was_alive = alive[l]
                     finite = True
                     for j in range(dim):
-                        v = X[j * lanes + l]
-                        x_out[b0 + l, j] = v
-                        if not math.isfinite(v):
-                            finite = False
-                    if not finite:
-                        bad += 1
-            nonfinite[c] = bad
+                        finite = finite and math.isfinite(x_new[j])
+                        X[j * lanes + l] = x_new[j] if was_alive else x[j]
+                    alive[l] = was_alive and finite
+                if s < n_save and save_steps[s] == k + 1:
+                    for l in range(n_live):
+                        record(X, l, lanes, dim, b0 + l, c, s, paths_out, st_count,
+                               st_mean, st_m2)
+                    s += 1
+            for l in range(n_live):
+                finite = True
+                for j in range(dim):
+                    v = X[j * lanes + l]
+                    x_out[b0 + l, j] = v
+                    if not math.isfinite(v):
+                        finite = False
+                if not finite:
+                    bad += 1
+        nonfinite[c] = bad
+
+    run_chunk = njit(**options)(run_chunk)
+
+    def kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps,
+               key0, key1, first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2,
+               nonfinite):
+        n_chunks = (x_out.shape[0] + chunk - 1) // chunk
+        for c in prange(n_chunks):
+            run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
+                      save_steps, key0, key1, first_path, chunk, x_out, paths_out, st_count,
+                      st_mean, st_m2, nonfinite)
 
     # Debug kernels run serially: an IndexError raised inside a parallel region does not
     # propagate cleanly out of Numba's thread pool.
