@@ -186,7 +186,8 @@ def engine_diffrax(n, dtype):
             terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, a: SIGMA, bm))
             sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, T1, dt0=T1 / STEPS,
                                       y0=jnp.asarray(X0, jdtype), max_steps=STEPS + 1,
-                                      saveat=diffrax.SaveAt(t1=True))
+                                      saveat=diffrax.SaveAt(t1=True),
+                                      adjoint=diffrax.ForwardMode())
             return sol.ys[-1]
         return jax.vmap(one)(keys)
 
