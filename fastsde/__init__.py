@@ -8,10 +8,13 @@ from .errors import (DeviceError, FastSDEError, IncompatibleMethodError,  # noqa
 from .kernels.philox import RNG_VERSION  # noqa: E402
 from .methods import METHODS, Method  # noqa: E402
 from .model import ODE, SDE, Normal  # noqa: E402
+from . import metrics  # noqa: E402
+from .generative import GaussianMixture, GaussianMixturePath  # noqa: E402
+from .mlp import MLPField  # noqa: E402
 from .models import GBM, OU, BrownianMotion  # noqa: E402
 from .result import Result  # noqa: E402
 
 __all__ = ["simulate", "SDE", "ODE", "Normal", "OU", "GBM", "BrownianMotion", "Result",
            "METHODS", "Method", "RNG_VERSION", "FastSDEError", "ModelError",
            "IncompatibleMethodError", "DeviceError", "NonFiniteError", "OutputTooLargeError",
-           "__version__"]
+           "GaussianMixturePath", "GaussianMixture", "MLPField", "metrics", "__version__"]

@@ -1,0 +1,317 @@
+"""Neural vector fields: a multilayer perceptron u_t(x) = MLP([x, t]) evaluated in the kernel.
+
+A flow-matching network trained in PyTorch or JAX is a few weight matrices; exported to
+``.npz`` they become an :class:`MLPField` whose forward pass runs inside fastsde's kernels,
+so a million particles are sampled without a Python loop or a framework on the path.
+
+How the forward pass is compiled: the kernels call user functions ``f(t, x, p, out)`` that
+allocate nothing (the same source is compiled as a CUDA device function, where there is no
+heap). The hidden activations live in two fixed-size scratch arrays from
+:func:`fastsde.scratch.local_array` (stack on the CPU, per-thread local memory on CUDA);
+layer widths and the activation are closure constants of the drift (so Numba compiles
+them in), and the weight values travel in ``params`` (shared by all paths, or one row per
+path). One compiled kernel serves every network of the same shape and activation.
+"""
+
+import math
+import numbers
+import os
+
+import numpy as np
+
+from .generative import _check_sigma, gm_path_sigma
+from .model import ODE, SDE
+from .scratch import local_array, register
+
+ACTIVATIONS = ("tanh", "relu", "silu", "swish", "gelu")
+_ACT_CODE = {"tanh": 0, "relu": 1, "silu": 2, "swish": 2, "gelu": 3}
+
+# sqrt(2 / pi), for the tanh approximation of GELU (PyTorch's approximate="tanh").
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _act_numpy(name, z):
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name in ("silu", "swish"):
+        with np.errstate(over="ignore"):
+            return z / (1.0 + np.exp(-z))
+    if name == "gelu":
+        return 0.5 * z * (1.0 + np.tanh(_GELU_C * (z + 0.044715 * z**3)))
+    raise ValueError(name)
+
+
+def _check_layers(layers):
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__") or len(layers) == 0:
+        raise ValueError(f"layers must be a non-empty list of (W, b) pairs; got {layers!r}")
+    checked = []
+    for i, layer in enumerate(layers):
+        try:
+            w, b = layer
+        except (TypeError, ValueError):
+            raise ValueError(f"layers[{i}] must be a pair (W, b); got {layer!r}") from None
+        try:
+            w = np.asarray(w, dtype=np.float64)
+            b = np.asarray(b, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"layers[{i}] must hold arrays of real numbers") from None
+        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+            raise ValueError(f"layers[{i}] W must be 2-D (out_features, in_features); got "
+                             f"shape {w.shape}")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"layers[{i}] b must have shape ({w.shape[0]},) to match W of "
+                             f"shape {w.shape}; got shape {b.shape}")
+        if i > 0 and w.shape[1] != checked[-1][0].shape[0]:
+            raise ValueError(f"layers[{i}] W has {w.shape[1]} inputs but layers[{i - 1}] "
+                             f"has {checked[-1][0].shape[0]} outputs")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise ValueError(f"layers[{i}] must be finite")
+        checked.append((w, b))
+    n_in, n_out = checked[0][0].shape[1], checked[-1][0].shape[0]
+    if n_in != n_out + 1:
+        raise ValueError(f"the first layer takes {n_in} inputs and the last gives {n_out} "
+                         f"outputs; an MLP field on R^d takes d + 1 inputs [x, t] and gives d "
+                         f"outputs")
+    return checked
+
+
+def make_mlp_drift(widths, activation):
+    """The kernel function ``drift(t, x, p, out)`` of an MLP with layer ``widths``.
+
+    Parameters
+    ----------
+    widths : tuple of int
+        (d + 1, hidden..., d).
+    activation : str
+        One of :data:`ACTIVATIONS`.
+
+    Returns
+    -------
+    function
+        Plain Python, allocation-free when compiled. ``p`` holds the weights packed layer
+        by layer: W_i transposed, i.e. W_i^T row-major of shape (widths[i], widths[i + 1]),
+        then b_i; entries after them are ignored (a diffusion's noise schedule).
+    """
+    widths = tuple(int(w) for w in widths)
+    n_layers = len(widths) - 1
+    d = widths[-1]
+    width_max = max(widths)
+    act = _ACT_CODE[activation]
+    gelu_c = _GELU_C
+
+    def mlp_drift(t, x, p, out):
+        a = local_array(width_max, p)
+        b = local_array(width_max, p)
+        for i in range(d):
+            a[i] = x[i]
+        a[d] = t
+        off = 0
+        for li in range(n_layers):
+            n_in = widths[li]
+            n_out = widths[li + 1]
+            b_off = off + n_in * n_out
+            for o in range(n_out):
+                b[o] = p[b_off + o]
+            # z = W a + b as a sum of columns (W^T stored row by row): each output keeps
+            # its own accumulator in input order, so the loop over outputs vectorises
+            # without reassociating any sum.
+            for i in range(n_in):
+                ai = a[i]
+                row = off + i * n_out
+                for o in range(n_out):
+                    b[o] += p[row + o] * ai
+            off = b_off + n_out
+            if li == n_layers - 1:
+                for o in range(n_out):
+                    out[o] = b[o]
+            else:
+                for o in range(n_out):
+                    z = b[o]
+                    if act == 0:
+                        a[o] = math.tanh(z)
+                    elif act == 1:
+                        a[o] = z if z > 0.0 else 0.0
+                    elif act == 2:
+                        # Guarded so that plain Python (which raises on exp overflow)
+                        # agrees with the kernels; below -700, z sigmoid(z) < 1e-300.
+                        a[o] = z / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+                    else:
+                        a[o] = 0.5 * z * (1.0 + math.tanh(gelu_c * (z + 0.044715 * z * z * z)))
+
+    return mlp_drift
+
+
+class MLPField:
+    """A vector field u_t(x) = MLP([x, t]) on R^d, evaluated inside fastsde's kernels.
+
+    Layer i computes z = W_i a + b_i, followed by the activation on every layer but the
+    last; the input a_0 = [x_1, ..., x_d, t] has d + 1 entries and the output d.
+
+    Parameters
+    ----------
+    layers : sequence of (W, b)
+        W of shape (out_features, in_features) (PyTorch's ``nn.Linear.weight``
+        convention: z = W a + b), b of shape (out_features,). The first W has d + 1
+        columns, the last d rows.
+    activation : {"tanh", "relu", "silu", "swish", "gelu"}
+        "swish" is "silu" (z sigmoid(z)); "gelu" is the tanh approximation
+        0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) (PyTorch ``approximate="tanh"``).
+
+    Attributes
+    ----------
+    dim : int
+        d.
+    params : numpy.ndarray, shape (n_weights,)
+        Weights packed layer by layer: W_i^T row-major (shape (in, out)), then b_i.
+    drift : function
+        The kernel function ``drift(t, x, p, out)`` (see :func:`make_mlp_drift`).
+    """
+
+    def __init__(self, layers, activation="tanh"):
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+        checked = _check_layers(layers)
+        self.activation = activation
+        self.layers = [(w.copy(), b.copy()) for w, b in checked]
+        self.shapes = tuple(w.shape for w, _ in checked)
+        self.dim = self.shapes[-1][0]
+        self.params = np.concatenate([np.concatenate([w.T.ravel(), b]) for w, b in checked])
+        register()  # Numba (and numba-cuda) learn local_array
+        self.drift = make_mlp_drift((self.shapes[0][1],) + tuple(o for o, _ in self.shapes),
+                                    activation)
+        self._ode = None
+        self._sdes = {}
+
+    @classmethod
+    def from_npz(cls, path, activation=None):
+        """Load layers from an ``.npz`` with arrays ``W0, b0, W1, b1, ...``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        activation : str, optional
+            Overrides an ``activation`` entry stored in the file (a 0-d string array);
+            one of the two is required.
+
+        Returns
+        -------
+        MLPField
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike; got {path!r}")
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            layers = []
+            i = 0
+            while f"W{i}" in keys:
+                if f"b{i}" not in keys:
+                    raise ValueError(f"{path}: has W{i} but no b{i}")
+                layers.append((data[f"W{i}"], data[f"b{i}"]))
+                i += 1
+            if not layers:
+                raise ValueError(f"{path}: no layers found (expected arrays W0, b0, W1, b1, "
+                                 f"...); it holds {sorted(keys)}")
+            stored = str(data["activation"]) if "activation" in keys else None
+        act = activation if activation is not None else stored
+        if act is None:
+            raise ValueError(f"{path}: no 'activation' entry; pass activation= one of "
+                             f"{ACTIVATIONS}")
+        return cls(layers, act)
+
+    def save_npz(self, path):
+        """Write ``W0, b0, ..., activation`` (what :meth:`from_npz` reads)."""
+        arrays = {}
+        for i, (w, b) in enumerate(self.layers):
+            arrays[f"W{i}"] = w
+            arrays[f"b{i}"] = b
+        np.savez(path, activation=np.array(self.activation), **arrays)
+
+    def __call__(self, x, t):
+        """The forward pass in numpy (the reference for the kernel's).
+
+        Parameters
+        ----------
+        x : array_like, shape (n, d) or (d,)
+        t : float or array_like, shape (n,)
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, d)
+        """
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}); got shape {x.shape}")
+        tt = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],))
+        a = np.concatenate([x, tt[:, None]], axis=1)
+        for i, (w, b) in enumerate(self.layers):
+            a = a @ w.T + b
+            if i < len(self.layers) - 1:
+                a = _act_numpy(self.activation, a)
+        return a
+
+    def __repr__(self):
+        widths = [self.shapes[0][1]] + [o for o, _ in self.shapes]
+        return f"MLPField({'-'.join(map(str, widths))}, {self.activation!r})"
+
+    def ode(self):
+        """The flow model dX/dt = MLP([X, t]).
+
+        Returns
+        -------
+        fastsde.ODE
+            params: :attr:`params`.
+        """
+        if self._ode is None:
+            self._ode = ODE(self.drift, self.dim, params=self.params, name=f"flow {self!r}")
+        return self._ode
+
+    def sde(self, sigma=1.0):
+        """The diffusion model dX = MLP([X, t]) dt + sigma_t dW (additive noise).
+
+        Parameters
+        ----------
+        sigma : float >= 0 or (float, float)
+            A constant, or (sigma_0, sigma_1) for sigma_t = sigma_0 (1 - t) + sigma_1 t.
+            The drift is the network as given: for a flow-matching network, add the
+            score correction yourself (as :meth:`GaussianMixturePath.diffusion` does) to
+            keep the marginals.
+
+        Returns
+        -------
+        fastsde.SDE
+            params: :attr:`params` followed by (sigma_0, sigma_1).
+        """
+        pair = _check_sigma(sigma)
+        model = self._sdes.get(pair)
+        if model is None:
+            model = SDE(self.drift, gm_path_sigma, self.dim, noise="additive",
+                        params=np.concatenate([self.params, pair]),
+                        name=f"diffusion {self!r}, sigma_t = {pair[0]:g} (1 - t) + "
+                             f"{pair[1]:g} t")
+            self._sdes[pair] = model
+        return model
+
+
+def random_mlp(widths, activation="tanh", seed=0, scale=1.0):
+    """An :class:`MLPField` with Gaussian weights (W ~ N(0, scale^2 / fan_in)), for tests.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        (d + 1, hidden..., d).
+    activation : str
+    seed : int
+    scale : float
+
+    Returns
+    -------
+    MLPField
+    """
+    if len(widths) < 2 or any(not isinstance(w, numbers.Integral) or w < 1 for w in widths):
+        raise ValueError(f"widths must be >= 2 positive ints; got {widths!r}")
+    rng = np.random.default_rng(seed)
+    layers = [(rng.normal(0, scale / math.sqrt(n_in), (n_out, n_in)), rng.normal(0, 0.1, n_out))
+              for n_in, n_out in zip(widths[:-1], widths[1:])]
+    return MLPField(layers, activation)
