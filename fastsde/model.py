@@ -165,7 +165,9 @@ class _Model:
     @property
     def fingerprint(self):
         """Hash of everything that shapes the compiled kernel (not parameter values)."""
-        h = hashlib.sha256(repr((self.kind, self.dim, self.noise, self.noise_dim)).encode())
+        # n_params sizes the kernel's on-stack parameter copy, so it is part of the key.
+        h = hashlib.sha256(repr((self.kind, self.dim, self.noise, self.noise_dim,
+                                 self.n_params)).encode())
         for role, fn in self.functions:
             h.update(role.encode())
             h.update(code_fingerprint(fn).encode())

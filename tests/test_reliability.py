@@ -122,3 +122,22 @@ def test_slicing_chunking_and_first_path_do_not_change_results(ou, seed, n, spli
 def test_invariance_property_ran_many_cases():
     """Guards against the property above silently running no examples."""
     assert len(INVARIANCE_CASES) >= 20, INVARIANCE_CASES
+
+
+# ------------------------------------------------------------------ kernel cache keys
+def sum_params_drift(t, x, p, out):
+    acc = 0.0
+    for j in range(p.shape[0]):
+        acc += p[j]
+    out[0] = acc
+
+
+def test_models_sharing_functions_but_not_params_length_get_their_own_kernels():
+    """Defect found while merging the generative models: the kernel key ignored the number
+    of parameters, so a second model with the same functions reused a kernel sized for
+    the first one's parameters and read garbage."""
+    short = fs.ODE(sum_params_drift, dim=1, params=(1.0,), name="short")
+    long = fs.ODE(sum_params_drift, dim=1, params=(1.0, 2.0, 3.0), name="long")
+    for model, rate in ((short, 1.0), (long, 6.0), (short, 1.0)):
+        res = fs.simulate(model, 0.0, (0.0, 1.0), 10, 40, method="euler", device="cpu")
+        np.testing.assert_allclose(res.x[:, 0], rate, rtol=1e-12)
