@@ -10,8 +10,9 @@ Everything is measured in one process on one problem, side by side:
 Engines: fastsde; fastsde's RNG-only ceiling (the same kernel with the state update
 replaced by adding the increments); a vectorised numpy loop; a naive Numba kernel with
 ``np.random`` inside ``prange``; and, where installed, a plain torch loop, torchsde, a
-``jax.lax.scan`` loop and diffrax. Slow peers run ``--peer-paths`` paths (their
-throughput is per path-step, so the figure is comparable; the table says the size).
+``jax.lax.scan`` loop and diffrax. The peers run ``--peer-paths`` paths (torchsde and
+diffrax a tenth of that): throughput is per path-step, so the figures compare, and the
+table gives each size.
 Each timing is the best of ``--repeat`` runs after a warm-up run (compilation excluded).
 
 Also: scaling (10^4 to 10^7 paths, 1 and 2 threads, dimension 1, 3, 10, Heun on an
@@ -195,11 +196,13 @@ def engine_diffrax(n, dtype):
     return lambda: np.asarray(solve(keys).block_until_ready())
 
 
-PEERS = [("naive Numba (np.random in prange)", engine_naive_numba, None),
-         ("torch loop", engine_torch_loop, "torch"),
-         ("torchsde", engine_torchsde, "torchsde"),
-         ("jax.lax.scan loop", engine_jax_scan, "jax"),
-         ("diffrax", engine_diffrax, "diffrax")]
+# (name, engine, module needed, fraction of --peer-paths it runs: the slowest peers run
+# fewer paths so that the runner finishes in minutes; throughput is per path-step).
+PEERS = [("naive Numba (np.random in prange)", engine_naive_numba, None, 1.0),
+         ("torch loop", engine_torch_loop, "torch", 1.0),
+         ("torchsde", engine_torchsde, "torchsde", 0.1),
+         ("jax.lax.scan loop", engine_jax_scan, "jax", 1.0),
+         ("diffrax", engine_diffrax, "diffrax", 0.1)]
 
 
 def installed(module):
@@ -231,13 +234,13 @@ def main_table(args, lines, chart):
         rows.append(("fastsde", n, n * STEPS / t_fs, x_fs))
         rows.append(("fastsde RNG-only ceiling", n, rate_ceil, None))
         rows.append(("numpy (vectorised)", n, rate_np, x_np))
-        for name, make, module in PEERS:
+        for name, make, module, fraction in PEERS:
             if not installed(module):
                 if dtype == "float32":
                     skipped.append(f"- {name}: skipped, `{module}` is not installed "
                                    f"(see bench/README.md)")
                 continue
-            m = args.paths if module is None else args.peer_paths
+            m = max(100, int(args.peer_paths * fraction))
             try:
                 t, x = best_of(make(m, dtype), max(1, args.repeat - 1))
             except Exception as exc:  # noqa: BLE001 - report, do not hide

@@ -17,7 +17,8 @@ the derivation):
 :class:`GaussianMixturePath` turns them into fastsde models whose functions are plain,
 allocation-free Python ``f(t, x, p, out)``: the mixture travels in the params vector (see
 :meth:`GaussianMixturePath.pack`), K is read from the length of ``p`` and d from ``x``, so
-one compiled kernel serves every mixture of the same dimension.
+one compiled kernel serves every mixture with the same dimension and number of components
+(the kernel keeps a copy of ``p`` on the stack, whose length is compiled in).
 """
 
 import math

@@ -485,8 +485,11 @@ def test_params_layout_round_trip():
         np.testing.assert_array_equal(back.means, MIX.means)
         np.testing.assert_array_equal(back.stds, MIX.stds)
     assert tuple(MIX.diffusion((0.7, 0.1)).params[-2:]) == (0.7, 0.1)
-    # K and d come from the layout: one kernel fingerprint for every 2-D mixture.
-    assert MIX.flow().fingerprint == fs.GaussianMixturePath.ring(8).flow().fingerprint
+    # Nothing but d and the params length is compiled in: mixtures with the same K and d
+    # share a kernel; another K gets its own (the kernel's copy of p has a fixed length).
+    other_means = fs.GaussianMixturePath(MIX.weights, MIX.means + 1.0, MIX.stds * 2.0)
+    assert MIX.flow().fingerprint == other_means.flow().fingerprint
+    assert MIX.flow().fingerprint != fs.GaussianMixturePath.ring(MIX.weights.size + 1).flow().fingerprint
 
 
 # ------------------------------------------------------------------- MLP fields

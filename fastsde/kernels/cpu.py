@@ -194,7 +194,8 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
     lanes = LANES
-    n_params_c = max(model.n_params, 1)
+    n_params_model = model.n_params
+    n_params_c = max(n_params_model, 1)
     stack_empty = _stack_empty
 
     def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
@@ -225,7 +226,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
         g0 = alloc_g()
         g1 = alloc_g()
         dw = stack_empty(noise_dim, dtype)
-        p = stack_empty(n_params_c, dtype)
+        p = numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
         # Parameters per lane, loaded once per lane block (shared or per path).
         P = np.zeros(n_params_c * lanes, dtype)
         start = c * chunk
@@ -290,7 +291,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                         x[j] = X[j * lanes + l]
                     for j in range(noise_dim):
                         dw[j] = DW[j * lanes + l]
-                    for j in range(n_params_c):
+                    for j in range(n_params_model):
                         p[j] = P[j * lanes + l]
                     step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt,
                          x_new)
@@ -330,9 +331,12 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                       save_steps, key0, key1, first_path, chunk, x_out, paths_out, st_count,
                       st_mean, st_m2, nonfinite)
 
-    # Debug kernels run serially: an IndexError raised inside a parallel region does not
-    # propagate cleanly out of Numba's thread pool.
+    # Debug kernels run serially: an exception raised inside a parallel region does not
+    # propagate cleanly out of Numba's thread pool (it surfaces as a SystemError).
     dispatcher = njit(parallel=not debug, **options)(kernel)
+    # The same kernel compiled serially, used only to re-raise a user function's own
+    # exception when the parallel kernel reports one (compiled on first need).
+    dispatcher.fastsde_serial = njit(**options)(kernel) if not debug else None
     fingerprint = hashlib.sha256(repr((
         __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
         method.name, np.dtype(dtype).name, debug, rng_only, lanes)).encode()).hexdigest()
@@ -410,8 +414,20 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False):
 
 
 def run(kernel, args):
-    """Run a compiled kernel; ``args`` as built by :func:`fastsde.api.simulate`."""
-    kernel(*args)
+    """Run a compiled kernel; ``args`` as built by :func:`fastsde.api.simulate`.
+
+    A user function that raises inside the parallel kernel surfaces from Numba's thread
+    pool as a bare SystemError; the run is then repeated serially, which raises the
+    function's own exception (type and message) instead.
+    """
+    try:
+        kernel(*args)
+    except SystemError:
+        serial = getattr(kernel, "fastsde_serial", None)
+        if serial is None:
+            raise
+        serial(*args)
+        raise
 
 
 _SOURCE_HASH = _source_hash()
