@@ -14,8 +14,9 @@ Sections (each timed after a warm-up run, median of ``--repeats`` runs):
 * tests: ``pytest -m cuda tests/test_cuda.py`` on the real device (no simulator);
 * OU Euler-Maruyama (theta = 1, sigma = 0.5, x0 = 0, t in [0, 1]) at 10^7 and 10^8 paths
   x 1000 steps, float32 and float64, final state only and statistics only: the kernels
-  alone between CUDA events, and ``fs.simulate`` end to end (host copies included);
-* the RNG-only ceiling: the same loop drawing the same normals with no step;
+  alone between CUDA events, and ``fs.simulate`` end to end (host copies included); also
+  float32 with fast-math, which is not the default;
+* the RNG-only ceiling: the same kernel with the scheme replaced by x += dW;
 * a CuPy vectorised Euler-Maruyama loop, a jax.lax.scan loop, diffrax (Euler, an
   UnsafeBrownianPath, vmapped over paths) and a PyTorch loop, all on the GPU;
 * the DiffEqGPU.jl configuration: 3-dimensional GBM dX = 1.5 X dt + 0.01 X dW, x0 = 0.1,
@@ -161,30 +162,51 @@ def gbm_check(x, n_steps, mu=1.5, x0=0.1):
     return f"mean {mean.mean():.6g} vs {exact:.6g} (max {z:.1f} SE): {verdict}"
 
 
-def normal_sum_check(acc, n_steps):
-    """RNG-only kernel: each output is a sum of n_steps standard normals, variance n_steps."""
+def brownian_check(x):
+    """RNG-only kernel from x0 = 0 over [0, 1]: the state is the sum of the increments,
+    a Brownian motion at t = 1, variance 1."""
     import numpy as np
 
-    v = np.asarray(acc, dtype=np.float64) / math.sqrt(n_steps)
+    v = np.asarray(x, dtype=np.float64).reshape(-1)
     var = float(np.var(v, ddof=1))
     z = (var - 1.0) / math.sqrt(2.0 / (v.size - 1))
-    return f"var/n {var:.5g} vs 1 ({z:+.1f} SE): {'ok' if abs(z) < 5 else 'WRONG'}"
+    return f"var {var:.5g} vs 1 ({z:+.1f} SE): {'ok' if abs(z) < 5 else 'WRONG'}"
 
 
 # --- fastsde -------------------------------------------------------------------------
 
-def fastsde_launcher(model, dtype, n_paths, n_steps, stats, x0=0.0):
-    """A closure launching fastsde's kernels on preallocated device arrays, as
-    ``fastsde.kernels.cuda.run`` does (same ``launch``), without host transfers."""
+def fastsde_kernel(model, dtype, rng_only=False, fastmath=None):
+    """fastsde's compiled CUDA kernels for Euler-Maruyama on ``model``; ``fastmath``
+    overrides the backend's choice for this dtype (kernels are cached per setting)."""
     import numpy as np
-    from numba import cuda
 
-    from fastsde import api, methods
+    from fastsde import methods
+    from fastsde.kernels import cuda as kc
+
+    dtype = np.dtype(dtype).type
+    saved = kc.FASTMATH[dtype]
+    if fastmath is not None:
+        kc.FASTMATH[dtype] = bool(fastmath)
+    try:
+        return kc.get_kernel(model, methods.METHODS["euler_maruyama"], dtype,
+                             rng_only=rng_only)
+    finally:
+        kc.FASTMATH[dtype] = saved
+
+
+def fastsde_launcher(model, dtype, n_paths, n_steps, stats, x0=0.0, rng_only=False,
+                     fastmath=None):
+    """A closure launching fastsde's kernels on preallocated device arrays, as
+    ``fastsde.kernels.cuda.run`` does (same ``launch``), without host transfers; and a
+    function that copies the final states back (for the result check)."""
+    import numpy as np
+
+    from fastsde import api
     from fastsde.kernels import cuda as kc
     from fastsde.streams import key_from_seed
 
     dim = model.dim
-    kernel = kc.get_kernel(model, methods.METHODS["euler_maruyama"], dtype)
+    kernel = fastsde_kernel(model, dtype, rng_only, fastmath)
     chunk = api._chunk_size(n_paths, 1, dim, stats)
     n_chunks = -(-n_paths // chunk)
     key0, key1 = key_from_seed(0)
@@ -208,61 +230,6 @@ def fastsde_launcher(model, dtype, n_paths, n_steps, stats, x0=0.0):
         kc.launch(kernel, args, d_stats)
 
     return go, d_x.copy_to_host
-
-
-def make_rng_only_kernel(dtype):
-    """The path kernel's noise loop with the step taken out: each path draws the normals of
-    its n_steps increments (one Philox block per 4 steps) and sums them so nothing is
-    optimised away. The ceiling the OU kernel can approach."""
-    import numba
-    import numpy as np
-
-    from fastsde.kernels import cuda as kc
-    from fastsde.kernels import philox
-
-    rng, _ = kc.device_functions(kc.FASTMATH[dtype])
-    block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
-    lane_select = kc.device_jit(False)(kc._lane_select)
-    stream = np.uint64(philox.STREAM_INCREMENTS)
-
-    def rng_only(n_steps, key0, key1, out):
-        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-            path = np.uint64(i)
-            acc = dtype(0.0)
-            z0 = z1 = z2 = z3 = dtype(0.0)
-            for k in range(n_steps):
-                if k & 3 == 0:
-                    z0, z1, z2, z3 = block(key0, key1, np.uint64(k >> 2), stream, path)
-                acc += lane_select(z0, z1, z2, z3, k & 3)
-            out[i] = acc
-
-    u64 = numba.types.uint64
-    sig = (numba.types.int64, u64, u64,
-           numba.types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C"))
-    return kc.jit_kernel(rng_only, sig, fastmath=kc.FASTMATH[dtype])
-
-
-def rng_launcher(dtype, n_paths, n_steps):
-    import numpy as np
-    from numba import cuda
-
-    from fastsde.kernels import cuda as kc
-
-    kernel = make_rng_only_kernel(dtype)
-    out = cuda.device_array(n_paths, dtype)
-    sim = kc.simulator_enabled()
-    threads = kc.SIM_THREADS_PER_BLOCK if sim else kc.THREADS_PER_BLOCK
-    if sim:
-        blocks = kc.SIM_BLOCKS
-    else:
-        blocks = kc._resident_blocks(kernel, threads)
-    blocks = max(1, min(blocks, -(-n_paths // threads)))
-    k0, k1 = np.uint64(1), np.uint64(2)
-
-    def go():
-        kernel[blocks, threads](n_steps, k0, k1, out)
-
-    return go, out.copy_to_host
 
 
 # --- peers ---------------------------------------------------------------------------
@@ -356,12 +323,14 @@ def diffrax_em(n_paths, n_steps, dtype_name):
 def torch_em(n_paths, n_steps, dtype_name):
     import torch
 
+    # The CPU only stands in for a dry run on a machine without a GPU (row says "on cpu").
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, dtype_name)
     h = 1.0 / n_steps
     a, b = -THETA * h, SIGMA * math.sqrt(h)
-    gen = torch.Generator(device="cuda")
+    gen = torch.Generator(device=device)
     gen.manual_seed(0)
-    x = torch.zeros(n_paths, device="cuda", dtype=dtype)
+    x = torch.zeros(n_paths, device=device, dtype=dtype)
     z = torch.empty_like(x)
 
     def go():
@@ -370,7 +339,8 @@ def torch_em(n_paths, n_steps, dtype_name):
             z.normal_(generator=gen)
             x.add_(a * x + b * z)
 
-    return go, torch.cuda.synchronize, lambda: x.cpu().numpy()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return go, sync, lambda: x.cpu().numpy()
 
 
 # --- the run -------------------------------------------------------------------------
@@ -446,6 +416,13 @@ def section_ou(report, sizes, repeats, sim):
                 t = time_numba(go, repeats, sim)
                 rates[(name, paths, stats)] = report.add("fastsde", what, name, paths, steps,
                                                          t, ou_check(fetch(), steps))
+            if dtype == np.float32:
+                go, fetch = fastsde_launcher(model, dtype, paths, steps, False,
+                                             fastmath=True)
+                t = time_numba(go, repeats, sim)
+                report.add("fastsde", "OU EM kernels, final state, fastmath", name, paths,
+                           steps, t, ou_check(fetch(), steps) + "; not the default "
+                           "(bits differ from the CPU's)")
             for stats in (False, True):
                 def sim_run(stats=stats):
                     fs.simulate(model, 0.0, (0.0, 1.0), steps, paths, device="cuda",
@@ -461,16 +438,19 @@ def section_ou(report, sizes, repeats, sim):
 def section_rng(report, sizes, repeats, sim, ou_rates):
     import numpy as np
 
+    import fastsde as fs
+
+    model = fs.OU(theta=THETA, sigma=SIGMA)
     steps = sizes["ou_steps"]
     for dtype in (np.float32, np.float64):
         name = np.dtype(dtype).name
         for paths in sizes["ou_paths"]:
-            go, fetch = rng_launcher(dtype, paths, steps)
+            go, fetch = fastsde_launcher(model, dtype, paths, steps, False, rng_only=True)
             t = time_numba(go, repeats, sim)
-            rate = report.add("ceiling", "RNG only (same normals, no step)", name, paths,
-                              steps, t, normal_sum_check(fetch(), steps))
+            rate = report.add("ceiling", "RNG only (same kernel, x += dW, no scheme)", name,
+                              paths, steps, t, brownian_check(fetch()))
             ou = ou_rates.get((name, paths, False)) if ou_rates else None
-            if ou:
+            if ou and not sim:
                 report.note(f"{name}, {paths:,} paths: OU EM final-state kernel at "
                             f"{ou / rate:.0%} of the RNG-only ceiling")
 
@@ -485,6 +465,10 @@ def section_peer(report, label, factory, paths, steps, repeats, dtypes=("float32
                 import jax
 
                 check = f"on {jax.devices()[0].platform}; " + check
+            elif label.startswith("PyTorch"):
+                import torch
+
+                check = f"on {'cuda' if torch.cuda.is_available() else 'cpu'}; " + check
         except ImportError as exc:
             report.note(f"{label}: skipped ({exc.name or exc} is not installed)")
             return None
@@ -510,6 +494,11 @@ def section_diffeqgpu(report, sizes, repeats, sim):
     t = time_numba(go, repeats, sim)
     report.add("DiffEqGPU", "GBM 3-dim EM kernel (their 716 ms)", "float32", paths, steps, t,
                versus(t) + "; " + gbm_check(fetch(), steps))
+    go, fetch = fastsde_launcher(model, np.float32, paths, steps, stats=False, x0=0.1,
+                                 fastmath=True)
+    t = time_numba(go, repeats, sim)
+    report.add("DiffEqGPU", "GBM 3-dim EM kernel, fastmath (not the default)", "float32",
+               paths, steps, t, versus(t) + "; " + gbm_check(fetch(), steps))
 
     def sim_run():
         fs.simulate(model, 0.1, (0.0, 1.0), steps, paths, device="cuda", dtype="float32",

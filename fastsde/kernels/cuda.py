@@ -15,10 +15,10 @@ Layout of a run (``run``):
    statistics of a float64 run equal the CPU's bit for bit. Only these per-chunk arrays
    cross the bus; the per-save states stay on the device unless paths are kept.
 
-Floating point (docs/cuda.md): float64 kernels compile without fast-math and with NVVM's
-FMA contraction switched off (``-fma=0``), so every ``a * b + c`` is rounded twice, as on
-the CPU; float32 kernels compile with ``fastmath=True`` (FMA contraction, approximate
-division and square root, fast transcendental intrinsics, flush-to-zero).
+Floating point (docs/cuda.md): kernels compile without fast-math and with NVVM's FMA
+contraction switched off (``-fma=0``), so every ``a * b + c`` is rounded twice, as on the
+CPU; with philox.py's libm-free Gaussian transform the GPU then gives the CPU's bits in
+float32 and float64. float32 fast-math (``FASTMATH``) is an option, off by default.
 
 Launch configuration comes from the device: ``THREADS_PER_BLOCK`` threads per block and
 as many blocks as the kernel can keep resident on all SMs at once (CUDA's occupancy
@@ -38,14 +38,20 @@ from ..errors import ModelError
 from . import philox, steps
 from .target import compile_functions
 
-RNG_FUNCTIONS = ("philox4x32_10", "block_counter", "uniform_f32", "uniform_f64",
-                 "box_muller_f32", "box_muller_f64", "normal_block_f32", "normal_block_f64")
+#: Every function of philox.py (they call each other by name; compile_functions rebinds
+#: the calls to the compiled versions).
+RNG_FUNCTIONS = tuple(name for name, value in vars(philox).items()
+                      if isinstance(value, types.FunctionType)
+                      and value.__module__ == philox.__name__)
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 
 X0_SHARED, X0_PER_PATH, X0_NORMAL = 0, 1, 2
 
-#: float32 kernels use fast-math; float64 kernels never do (bit-identity with the CPU).
-FASTMATH = {np.float32: True, np.float64: False}
+#: Fast-math per dtype (FMA contraction, approximate division and square root, fast
+#: intrinsics, flush-to-zero). Off for both: the Gaussian transform is made of correctly
+#: rounded operations only, so without fast-math the GPU gives the CPU's bits in float32
+#: too. float64 never uses it; float32 may be switched on (bench/gpu.py measures both).
+FASTMATH = {np.float32: False, np.float64: False}
 #: Threads per block on a GPU. 256 is a multiple of the warp size that lets 8 blocks share
 #: an SM of 2048 threads; the occupancy calculator then lowers the block count per SM when
 #: the kernel's register use demands it.
@@ -71,6 +77,34 @@ def simulator_enabled():
 
 
 # --- compilation ---------------------------------------------------------------------
+
+def _register_scalar_ufuncs():
+    """Lowerings for ``np.sqrt`` and ``np.floor`` on float32/float64 scalars.
+
+    numba-cuda (0.30) types these calls but has no lowering for them (its ufunc table
+    lacks both), and philox.py's Gaussian transform uses them. They are added here as
+    libdevice's ``sqrt``/``floor``, which compile to the correctly rounded ``sqrt.rn`` and
+    the exact ``cvt.rmi`` (``sqrt.approx`` under fast-math), as on the CPU. Entries that a
+    later numba-cuda provides are left alone.
+    """
+    if simulator_enabled():
+        return
+    from numba.cuda import ufuncs
+    from numba.cuda.mathimpl import get_unary_impl_for_fn_and_ty
+
+    def lowering(fn):
+        def impl(context, builder, sig, args):
+            return get_unary_impl_for_fn_and_ty(fn, sig.args[0])(context, builder, sig, args)
+        return impl
+
+    db = ufuncs.ufunc_db()
+    for ufunc, fn in ((np.sqrt, math.sqrt), (np.floor, math.floor)):
+        if ufunc not in db:
+            db[ufunc] = {"f->f": lowering(fn), "d->d": lowering(fn)}
+
+
+_register_scalar_ufuncs()
+
 
 @contextlib.contextmanager
 def exact_fp():
@@ -171,17 +205,25 @@ def _lane_select(z0, z1, z2, z3, lane):
     return z3
 
 
-def _make_path_kernel(model, method, dtype, fresh=False):
-    """The plain Python source of the path kernel, closed over compiled device functions."""
-    fastmath = FASTMATH[dtype]
+def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False):
+    """The plain Python source of the path kernel, closed over compiled device functions.
+
+    ``rng_only``: the RNG-only ceiling, the same kernel with the scheme's state update
+    replaced by adding the increments (as the CPU backend's, for benchmarks).
+    """
     rng, noise_ns = device_functions(fastmath, fresh=fresh)
-    step = build_step(model, method, dtype, fastmath, noise_ns)
+    if rng_only:
+        from .cpu import _make_rng_only_step
+
+        step = device_jit(fastmath)(_make_rng_only_step(model.dim, max(model.noise_dim, 1)))
+    else:
+        step = build_step(model, method, dtype, fastmath, noise_ns)
     lane_select = device_jit(False)(_lane_select)
     normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
-    has_noise = model.kind == "sde"
-    gshape = model.diffusion_shape if has_noise else (1,)
+    has_noise = model.kind == "sde" or rng_only
+    gshape = model.diffusion_shape if model.kind == "sde" else (1,)
     nb_dtype = numba.from_dtype(np.dtype(dtype))
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
@@ -227,6 +269,7 @@ def _make_path_kernel(model, method, dtype, fresh=False):
                 s = 1
             current_block = -1
             z0 = z1 = z2 = z3 = dtype(0.0)
+            alive = True
             for k in range(n_steps):
                 t = dtype(t0 + k * h)
                 t_mid = dtype(t0 + (k + 0.5) * h)
@@ -240,9 +283,15 @@ def _make_path_kernel(model, method, dtype, fresh=False):
                                                           stream_inc, path)
                             current_block = block
                         dw[j] = sqrt_h * lane_select(z0, z1, z2, z3, q & 3)
-                step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt, x_new)
-                for j in range(dim):
-                    x[j] = x_new[j]
+                # A path that leaves the finite numbers is frozen at its first non-finite
+                # state, as on the CPU: not advanced further (its noise is still drawn, in
+                # step with the stream), counted, kept out of the statistics.
+                if alive:
+                    step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt, x_new)
+                    for j in range(dim):
+                        x[j] = x_new[j]
+                        if not math.isfinite(x_new[j]):
+                            alive = False
                 if s < n_save and save_steps[s] == k + 1:
                     if write_save:
                         for j in range(dim):
@@ -264,7 +313,8 @@ def stats_kernel(save_buf, chunk, count, mean, m2):
     """Per-chunk Welford statistics of the saved states, in path order within a chunk.
 
     One thread per (chunk c, save index s, component j), the same arithmetic as
-    cpu._record in the same order, so the float64 results equal the CPU's bit for bit.
+    cpu._record in the same order, so the float64 results equal the CPU's bit for bit. A
+    path with any non-finite component at that save time is left out, as on the CPU.
     ``save_buf`` (n_save, n_paths, dim); ``count``, ``mean``, ``m2`` (n_chunks, n_save, dim).
     """
     n_chunks = count.shape[0]
@@ -280,8 +330,12 @@ def stats_kernel(save_buf, chunk, count, mean, m2):
         mu = 0.0
         q = 0.0
         for i in range(c * chunk, min(c * chunk + chunk, n_paths)):
-            v = np.float64(save_buf[s, i, j])
-            if math.isfinite(v):
+            finite = True
+            for jj in range(dim):
+                if not math.isfinite(save_buf[s, i, jj]):
+                    finite = False
+            if finite:
+                v = np.float64(save_buf[s, i, j])
                 n = n + 1
                 d = v - mu
                 mu += d / n
@@ -387,7 +441,7 @@ def _stats_dispatcher(dtype):
     return _STATS[dtype]
 
 
-def get_kernel(model, method, dtype):
+def get_kernel(model, method, dtype, debug=False, rng_only=False):
     """The compiled CUDA kernels for (model, method, dtype), compiling them on first use.
 
     Parameters
@@ -395,6 +449,11 @@ def get_kernel(model, method, dtype):
     model : fastsde.SDE or fastsde.ODE
     method : fastsde.methods.Method
     dtype : numpy.float32 or numpy.float64
+    debug : bool
+        Bounds checking. numba.cuda has none on a GPU, so this raises there (before any
+        allocation); the simulator checks every index anyway and accepts it.
+    rng_only : bool
+        The RNG-only ceiling (benchmarks): increments added to the state, no scheme.
 
     Returns
     -------
@@ -402,16 +461,23 @@ def get_kernel(model, method, dtype):
 
     Raises
     ------
+    ValueError
+        ``debug=True`` on a GPU.
     ModelError
         A user function does not compile for the device; raised before any allocation.
     """
     dtype = np.dtype(dtype).type
-    key = (model.fingerprint, method.name, np.dtype(dtype).name)
+    if debug and not simulator_enabled():
+        raise ValueError("debug=True (bounds checking) is not available with device='cuda': "
+                         "numba.cuda cannot check indices on a GPU; run the same call with "
+                         "device='cpu' (same paths) to find an out-of-bounds index")
+    fastmath = FASTMATH[dtype]
+    key = (model.fingerprint, method.name, np.dtype(dtype).name, rng_only, fastmath)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        source = _make_path_kernel(model, method, dtype)
+        source = _make_path_kernel(model, method, dtype, fastmath, rng_only)
         try:
-            path = jit_kernel(source, path_signature(model, dtype), FASTMATH[dtype])
+            path = jit_kernel(source, path_signature(model, dtype), fastmath)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -435,7 +501,7 @@ def _as_if_device(cc):
         _dispatcher.get_current_device = original
 
 
-def compile_ptx(model, method, dtype, cc=(9, 0)):
+def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None):
     """PTX of the path and statistics kernels for ``cc``, compiled as ``get_kernel``
     compiles them (same fast-math and FMA settings). Needs the CUDA toolkit's NVVM and
     NVRTC libraries, not a GPU.
@@ -446,10 +512,11 @@ def compile_ptx(model, method, dtype, cc=(9, 0)):
         ``{"path": str, "stats": str}``.
     """
     dtype = np.dtype(dtype).type
+    fastmath = FASTMATH[dtype] if fastmath is None else bool(fastmath)
     with _as_if_device(cc), exact_fp():
-        source = _make_path_kernel(model, method, dtype, fresh=True)
+        source = _make_path_kernel(model, method, dtype, fastmath, fresh=True)
         path_ptx, _ = cuda.compile_ptx(source, path_signature(model, dtype), cc=cc,
-                                       fastmath=FASTMATH[dtype])
+                                       fastmath=fastmath)
         stats_ptx, _ = cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)
     return {"path": path_ptx, "stats": stats_ptx}
 
