@@ -289,7 +289,8 @@ def _stiffness_advice(model, x_start, p_row, t0, h):
 
 
 #: Path-steps per kernel call: long runs are cut into calls of about this much work, so
-#: that Ctrl-C is answered between calls and a progress bar can advance.
+#: that Ctrl-C is answered between calls and a progress bar can advance. A backend may
+#: set its own (the GPU does ~100x more path-steps per second than the CPU).
 SLICE_PATH_STEPS = 2 * 10**8
 
 
@@ -312,7 +313,8 @@ def _run_in_slices(backend, kernel, args, chunk, cost_per_path, progress):
     one call: statistics are per chunk and chunks do not move)."""
     x_out, paths_out = args[14], args[15]
     n_paths = x_out.shape[0]
-    per_slice = max(1, SLICE_PATH_STEPS // (cost_per_path * chunk)) * chunk
+    slice_steps = getattr(backend, "SLICE_PATH_STEPS", SLICE_PATH_STEPS)
+    per_slice = max(1, slice_steps // (cost_per_path * chunk)) * chunk
     if per_slice >= n_paths:
         backend.run(kernel, args)
         return

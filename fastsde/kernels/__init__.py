@@ -1,19 +1,55 @@
 """Kernel math (philox, steps), written once, and the per-target drivers (cpu, cuda)."""
 
+CUDA_INSTALL_HINT = ("pip install 'fastsde[cuda]' (numba-cuda and the CUDA 12 toolkit "
+                     "libraries from PyPI)")
+
 
 def cuda_available():
-    """Whether the CUDA backend can run here: (ok, reason when not)."""
+    """Whether the CUDA backend can run here.
+
+    Returns
+    -------
+    (bool, str)
+        ``(True, "")``, or ``(False, reason)`` where the reason says what is missing:
+        numba-cuda, the NVIDIA driver, a GPU, or the CUDA toolkit's NVVM compiler.
+        Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the backend is available.
+    """
     try:
         from numba import cuda
-    except ImportError as exc:  # pragma: no cover - numba always ships numba.cuda
-        return False, f"numba.cuda cannot be imported ({exc})"
-    try:
-        from . import cuda as _backend  # noqa: F401
     except ImportError as exc:
-        return False, f"the fastsde CUDA backend is not available ({exc})"
+        return False, f"numba.cuda cannot be imported ({exc}); {CUDA_INSTALL_HINT}"
+    if getattr(cuda, "implementation", None) != "NVIDIA":
+        return False, (f"numba-cuda is not installed (only numba's deprecated built-in CUDA "
+                       f"target was found); {CUDA_INSTALL_HINT}")
     try:
-        if not cuda.is_available():
-            return False, "no CUDA driver or GPU was found (numba.cuda.is_available() is False)"
+        from . import cuda as _backend
+    except ImportError as exc:
+        return False, f"the fastsde CUDA backend cannot be imported ({exc})"
+    if _backend.simulator_enabled():
+        return True, ""
+    from numba.cuda.cudadrv import driver as drv
+
+    try:
+        drv.driver.ensure_initialized()
+        error = drv.driver.initialization_error
+    except Exception as exc:  # noqa: BLE001 - CudaSupportError and friends
+        error = exc
+    if error is not None:
+        text = " ".join(str(error).split())
+        if "NO_DEVICE" in text or "(100)" in text:
+            return False, f"no CUDA GPU was found (the NVIDIA driver is installed: {text})"
+        return False, f"the NVIDIA CUDA driver could not be loaded ({text})"
+    try:
+        if drv.driver.get_device_count() < 1:
+            return False, "no CUDA GPU was found (the NVIDIA driver reports 0 devices)"
     except Exception as exc:  # noqa: BLE001
-        return False, f"the CUDA driver could not be initialised ({exc})"
+        return False, f"the CUDA driver could not count devices ({exc})"
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        if not nvvm.is_available():
+            return False, ("the CUDA toolkit's NVVM compiler was not found (a GPU and driver "
+                           f"are present); {CUDA_INSTALL_HINT}")
+    except Exception as exc:  # noqa: BLE001
+        return False, f"NVVM could not be checked ({exc}); {CUDA_INSTALL_HINT}"
     return True, ""

@@ -1,0 +1,630 @@
+"""CUDA driver: ``numba.cuda`` kernels, one thread per path, from the same step and RNG source.
+
+Layout of a run (``run``):
+
+1. The *path kernel*: a grid-stride loop, one thread per path. The state, the scheme's
+   scratch vectors and the diffusion's out array are ``cuda.local.array`` of compile-time
+   size (the model's ``dim``), so after inlining they live in registers. Noise comes from
+   the path's own Philox stream (the same functions as the CPU's, compiled here with
+   ``cuda.jit(device=True)``), so a seed gives the same paths on both devices. States at
+   the save times go to a device buffer of shape (n_save, n_paths, dim): consecutive
+   threads write consecutive paths (coalesced).
+2. The *statistics kernel* (only with ``stats=True``): one thread per (chunk, save time,
+   component) runs Welford's update over the chunk's paths in path order, exactly as the
+   CPU's ``_record`` does, so the per-chunk (count, mean, m2) and therefore the merged
+   statistics of a float64 run equal the CPU's bit for bit. Only these per-chunk arrays
+   cross the bus; the per-save states stay on the device unless paths are kept.
+
+Floating point (docs/cuda.md): kernels compile without fast-math and with NVVM's FMA
+contraction switched off (``-fma=0``), so every ``a * b + c`` is rounded twice, as on the
+CPU; with philox.py's libm-free Gaussian transform the GPU then gives the CPU's bits in
+float32 and float64. float32 fast-math (``FASTMATH``) is an option, off by default.
+
+Launch configuration comes from the device: ``THREADS_PER_BLOCK`` threads per block and
+as many blocks as the kernel can keep resident on all SMs at once (CUDA's occupancy
+calculator for the compiled kernel), capped by the work available.
+"""
+
+import contextlib
+import math
+import types
+import warnings
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ..errors import ModelError
+from . import philox, steps
+from .target import compile_functions
+
+#: Every function of philox.py (they call each other by name; compile_functions rebinds
+#: the calls to the compiled versions).
+RNG_FUNCTIONS = tuple(name for name, value in vars(philox).items()
+                      if isinstance(value, types.FunctionType)
+                      and value.__module__ == philox.__name__)
+NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
+
+X0_SHARED, X0_PER_PATH, X0_NORMAL = 0, 1, 2
+
+#: Fast-math per dtype (FMA contraction, approximate division and square root, fast
+#: intrinsics, flush-to-zero). Off for both: the Gaussian transform is made of correctly
+#: rounded operations only, so without fast-math the GPU gives the CPU's bits in float32
+#: too. float64 never uses it; float32 may be switched on (bench/gpu.py measures both).
+FASTMATH = {np.float32: False, np.float64: False}
+#: Threads per block on a GPU. 256 is a multiple of the warp size that lets 8 blocks share
+#: an SM of 2048 threads; the occupancy calculator then lowers the block count per SM when
+#: the kernel's register use demands it.
+THREADS_PER_BLOCK = 256
+#: The simulator runs every thread as a Python thread: a small grid keeps it quick and
+#: still exercises the grid-stride loop (several paths per thread).
+SIM_THREADS_PER_BLOCK = 16
+SIM_BLOCKS = 2
+#: Path-steps per kernel call requested from ``simulate`` (see api._run_in_slices): about
+#: 0.1 s on a GPU doing 2e11 path-steps/s, short enough to answer Ctrl-C, long enough that
+#: a call fills the GPU many times over.
+SLICE_PATH_STEPS = 2 * 10**10
+#: At most this many bytes of device buffers per batch (and at most half the free memory):
+#: longer runs are cut into chunk-aligned batches inside ``run``.
+DEVICE_BATCH_BYTES = 2 * 2**30
+
+
+def simulator_enabled():
+    """Whether numba.cuda runs on its Python simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    from numba.cuda.core import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+# --- compilation ---------------------------------------------------------------------
+
+def _register_scalar_ufuncs():
+    """Lowerings for ``np.sqrt`` and ``np.floor`` on float32/float64 scalars.
+
+    numba-cuda (0.30) types these calls but has no lowering for them (its ufunc table
+    lacks both), and philox.py's Gaussian transform uses them. They are added here as
+    libdevice's ``sqrt``/``floor``, which compile to the correctly rounded ``sqrt.rn`` and
+    the exact ``cvt.rmi`` (``sqrt.approx`` under fast-math), as on the CPU. Entries that a
+    later numba-cuda provides are left alone.
+    """
+    if simulator_enabled():
+        return
+    from numba.cuda import ufuncs
+    from numba.cuda.mathimpl import get_unary_impl_for_fn_and_ty
+
+    def lowering(fn):
+        def impl(context, builder, sig, args):
+            return get_unary_impl_for_fn_and_ty(fn, sig.args[0])(context, builder, sig, args)
+        return impl
+
+    db = ufuncs.ufunc_db()
+    for ufunc, fn in ((np.sqrt, math.sqrt), (np.floor, math.floor)):
+        if ufunc not in db:
+            db[ufunc] = {"f->f": lowering(fn), "d->d": lowering(fn)}
+
+
+_register_scalar_ufuncs()
+
+
+@contextlib.contextmanager
+def exact_fp():
+    """Compile with NVVM's FMA contraction off unless the kernel asks for fast-math.
+
+    NVVM contracts ``a * b + c`` into one fused multiply-add by default (``-fma=1``),
+    which rounds once where the CPU rounds twice; float64 paths would then drift from the
+    CPU's by an ulp here and there. numba-cuda exposes no option for it, so for the
+    duration of our compilations (under numba-cuda's compiler lock) the NVVM call gets
+    ``fma=0`` as a default; ``fastmath=True`` kernels still override it with ``fma=1``.
+    """
+    from numba.cuda.core.compiler_lock import global_compiler_lock
+    from numba.cuda.cudadrv import nvvm
+
+    original = getattr(nvvm, "compile_ir", None)
+    if original is None:  # numba-cuda moved it; the PTX tests would catch the change
+        warnings.warn("fastsde: cannot switch off NVVM's FMA contraction with this "
+                      "numba-cuda; float64 GPU paths may differ from the CPU's in the "
+                      "last bits", RuntimeWarning, stacklevel=3)
+        yield
+        return
+
+    def compile_ir(llvmir, **options):
+        options.setdefault("fma", False)
+        return original(llvmir, **options)
+
+    with global_compiler_lock:
+        nvvm.compile_ir = compile_ir
+        try:
+            yield
+        finally:
+            nvvm.compile_ir = original
+
+
+def device_jit(fastmath):
+    """``cuda.jit(device=True)`` with forced inlining (so that local arrays passed to
+    device functions can be promoted to registers). The simulator takes no
+    ``forceinline``."""
+    if simulator_enabled():
+        return cuda.jit(device=True, fastmath=fastmath)
+    return cuda.jit(device=True, forceinline=True, fastmath=fastmath)
+
+
+_DEVICE_NAMESPACES = {}
+
+
+def device_functions(fastmath, fresh=False):
+    """The RNG and noise functions compiled as CUDA device functions.
+
+    Parameters
+    ----------
+    fastmath : bool
+    fresh : bool
+        New dispatchers (for a PTX compile for another compute capability, whose device
+        overloads must not be mixed with the current device's).
+
+    Returns
+    -------
+    (types.SimpleNamespace, types.SimpleNamespace)
+        The RNG functions (philox.py) and the noise contractions (steps.py).
+    """
+    key = bool(fastmath)
+    if fresh or key not in _DEVICE_NAMESPACES:
+        jit = device_jit(key)
+        pair = (compile_functions(philox, RNG_FUNCTIONS, jit),
+                compile_functions(steps, NOISE_FUNCTIONS, jit))
+        if fresh:
+            return pair
+        _DEVICE_NAMESPACES[key] = pair
+    return _DEVICE_NAMESPACES[key]
+
+
+def compile_user_functions(model, fastmath):
+    """The model's drift and diffusion (or None) as CUDA device functions."""
+    jit = device_jit(fastmath)
+    drift = jit(model.drift)
+    diffusion = jit(model.diffusion) if model.diffusion is not None else None
+    return drift, diffusion
+
+
+def build_step(model, method, dtype, fastmath, noise_ns):
+    """The scheme's step for ``model`` as a CUDA device function (steps.py's source)."""
+    drift, diffusion = compile_user_functions(model, fastmath)
+    noise_term = getattr(noise_ns, steps.NOISE_TERMS.get(model.noise, "noise_diagonal"))
+    plain = method.factory(model)(drift, diffusion, noise_term, model.dim, dtype)
+    return device_jit(fastmath)(plain)
+
+
+def _lane_select(z0, z1, z2, z3, lane):
+    """One of four values by index without indexing a local array (a dynamic index
+    would force the block of normals out of registers into local memory)."""
+    if lane == 0:
+        return z0
+    if lane == 1:
+        return z1
+    if lane == 2:
+        return z2
+    return z3
+
+
+def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False):
+    """The plain Python source of the path kernel, closed over compiled device functions.
+
+    ``rng_only``: the RNG-only ceiling, the same kernel with the scheme's state update
+    replaced by adding the increments (as the CPU backend's, for benchmarks).
+    """
+    rng, noise_ns = device_functions(fastmath, fresh=fresh)
+    if rng_only:
+        from .cpu import _make_rng_only_step
+
+        step = device_jit(fastmath)(_make_rng_only_step(model.dim, max(model.noise_dim, 1)))
+    else:
+        step = build_step(model, method, dtype, fastmath, noise_ns)
+    lane_select = device_jit(False)(_lane_select)
+    normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
+    dim = model.dim
+    noise_dim = max(model.noise_dim, 1)
+    has_noise = model.kind == "sde" or rng_only
+    gshape = model.diffusion_shape if model.kind == "sde" else (1,)
+    nb_dtype = numba.from_dtype(np.dtype(dtype))
+    stream_inc = np.uint64(philox.STREAM_INCREMENTS)
+    stream_init = np.uint64(philox.STREAM_INITIAL)
+
+    def path_kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
+                    save_steps, key0, key1, first_path, chunk, x_out, save_buf, bad):
+        n_paths = x_out.shape[0]
+        n_save = save_steps.shape[0]
+        write_save = save_buf.shape[0] > 0
+        hd = dtype(h)
+        sqrt_h = dtype(math.sqrt(h))
+        x = cuda.local.array(dim, nb_dtype)
+        x_new = cuda.local.array(dim, nb_dtype)
+        f0 = cuda.local.array(dim, nb_dtype)
+        f1 = cuda.local.array(dim, nb_dtype)
+        f2 = cuda.local.array(dim, nb_dtype)
+        f3 = cuda.local.array(dim, nb_dtype)
+        xt = cuda.local.array(dim, nb_dtype)
+        g0 = cuda.local.array(gshape, nb_dtype)
+        g1 = cuda.local.array(gshape, nb_dtype)
+        dw = cuda.local.array(noise_dim, nb_dtype)
+        for i in range(cuda.grid(1), n_paths, cuda.gridsize(1)):
+            path = first_path + np.uint64(i)
+            if x0_mode == X0_NORMAL:
+                z0 = z1 = z2 = z3 = dtype(0.0)
+                for j in range(dim):
+                    if j % 4 == 0:
+                        z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(j // 4),
+                                                      stream_init, path)
+                    x[j] = x0_mean[j] + x0_std[j] * lane_select(z0, z1, z2, z3, j % 4)
+            else:
+                row = i if x0_mode == X0_PER_PATH else 0
+                for j in range(dim):
+                    x[j] = x0_rows[row, j]
+            # Parameters are read from global memory through a row view: shared ones are
+            # one broadcast, cached load per warp; per-path ones one row per thread.
+            p = params[i if params.shape[0] > 1 else 0]
+            s = 0
+            if n_save > 0 and save_steps[0] == 0:
+                if write_save:
+                    for j in range(dim):
+                        save_buf[0, i, j] = x[j]
+                s = 1
+            current_block = -1
+            z0 = z1 = z2 = z3 = dtype(0.0)
+            alive = True
+            for k in range(n_steps):
+                t = dtype(t0 + k * h)
+                t_mid = dtype(t0 + (k + 0.5) * h)
+                t_next = dtype(t1) if k + 1 == n_steps else dtype(t0 + (k + 1) * h)
+                if has_noise:
+                    for j in range(noise_dim):
+                        q = k * noise_dim + j
+                        block = q >> 2
+                        if block != current_block:
+                            z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),
+                                                          stream_inc, path)
+                            current_block = block
+                        dw[j] = sqrt_h * lane_select(z0, z1, z2, z3, q & 3)
+                # A path that leaves the finite numbers is frozen at its first non-finite
+                # state, as on the CPU: not advanced further (its noise is still drawn, in
+                # step with the stream), counted, kept out of the statistics.
+                if alive:
+                    step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt, x_new)
+                    for j in range(dim):
+                        x[j] = x_new[j]
+                        if not math.isfinite(x_new[j]):
+                            alive = False
+                if s < n_save and save_steps[s] == k + 1:
+                    if write_save:
+                        for j in range(dim):
+                            save_buf[s, i, j] = x[j]
+                    s += 1
+            finite = True
+            for j in range(dim):
+                x_out[i, j] = x[j]
+                if not math.isfinite(x[j]):
+                    finite = False
+            if not finite:
+                # Integer atomics: exact and order-free, and only diverging paths pay.
+                cuda.atomic.add(bad, i // chunk, 1)
+
+    return path_kernel
+
+
+def stats_kernel(save_buf, chunk, count, mean, m2):
+    """Per-chunk Welford statistics of the saved states, in path order within a chunk.
+
+    One thread per (chunk c, save index s, component j), the same arithmetic as
+    cpu._record in the same order, so the float64 results equal the CPU's bit for bit. A
+    path with any non-finite component at that save time is left out, as on the CPU.
+    ``save_buf`` (n_save, n_paths, dim); ``count``, ``mean``, ``m2`` (n_chunks, n_save, dim).
+    """
+    n_chunks = count.shape[0]
+    n_save = count.shape[1]
+    dim = count.shape[2]
+    n_paths = save_buf.shape[1]
+    total = n_chunks * n_save * dim
+    for tid in range(cuda.grid(1), total, cuda.gridsize(1)):
+        j = tid % dim
+        s = (tid // dim) % n_save
+        c = tid // (dim * n_save)
+        n = 0
+        mu = 0.0
+        q = 0.0
+        for i in range(c * chunk, min(c * chunk + chunk, n_paths)):
+            finite = True
+            for jj in range(dim):
+                if not math.isfinite(save_buf[s, i, jj]):
+                    finite = False
+            if finite:
+                v = np.float64(save_buf[s, i, j])
+                n = n + 1
+                d = v - mu
+                mu += d / n
+                q += d * (v - mu)
+        count[c, s, j] = n
+        mean[c, s, j] = mu
+        m2[c, s, j] = q
+
+
+def path_signature(model, dtype):
+    """Numba argument types of the path kernel for (model, dtype)."""
+    f = numba.from_dtype(np.dtype(dtype))
+    a1 = numba.types.Array(f, 1, "C")
+    a2 = numba.types.Array(f, 2, "C")
+    a3 = numba.types.Array(f, 3, "C")
+    i64, f64, u64 = numba.types.int64, numba.types.float64, numba.types.uint64
+    return (a2, i64, a1, a1, a2, f64, f64, f64, i64, numba.types.Array(i64, 1, "C"),
+            u64, u64, u64, i64, a2, a3, numba.types.Array(i64, 1, "C"))
+
+
+def stats_signature(dtype):
+    """Numba argument types of the statistics kernel for saved states of ``dtype``."""
+    f = numba.from_dtype(np.dtype(dtype))
+    a3 = numba.types.Array
+    return (a3(f, 3, "C"), numba.types.int64, a3(numba.types.int64, 3, "C"),
+            a3(numba.types.float64, 3, "C"), a3(numba.types.float64, 3, "C"))
+
+
+class CudaKernel:
+    """A compiled pair (path kernel, statistics kernel) for one (model, method, dtype)."""
+
+    def __init__(self, model, method, dtype, path, stats):
+        self.model = model
+        self.method = method
+        self.dtype = dtype
+        self.path = path
+        self.stats = stats
+        self._blocks = {}
+
+    def blocks(self, which, threads):
+        """Blocks that keep every SM full for kernel ``which`` ("path" or "stats")."""
+        if simulator_enabled():
+            return SIM_BLOCKS
+        key = (which, threads)
+        if key not in self._blocks:
+            self._blocks[key] = _resident_blocks(getattr(self, which), threads)
+        return self._blocks[key]
+
+
+def _resident_blocks(dispatcher, threads):
+    """How many blocks of ``threads`` threads fit on the whole device at once."""
+    device = cuda.get_current_device()
+    sms = device.MULTIPROCESSOR_COUNT
+    try:
+        kernel = next(iter(dispatcher.overloads.values()))
+        # The cooperative-grid limit is the occupancy calculator's blocks per SM (for
+        # this kernel's registers and shared memory) times the SM count.
+        return max(int(kernel.max_cooperative_grid_blocks(threads)), sms)
+    except Exception:  # noqa: BLE001 - occupancy query unavailable: assume full occupancy
+        per_sm = max(device.MAX_THREADS_PER_MULTI_PROCESSOR // threads, 1)
+        return sms * per_sm
+
+
+def _diagnose(model, dtype, error):
+    """Turn a kernel compile failure into a ModelError naming the user function at fault."""
+    scalar = numba.from_dtype(np.dtype(dtype))
+    arr1 = numba.types.Array(scalar, 1, "C")
+    for role, fn in model.functions:
+        out_ndim = 2 if (role == "diffusion" and model.noise == "general") else 1
+        out = numba.types.Array(scalar, out_ndim, "C")
+        try:
+            cuda.jit(device=True)(fn).compile_device((scalar, arr1, arr1, out))
+        except Exception as exc:  # noqa: BLE001 - numba raises many kinds
+            summary = "\n".join(str(exc).strip().splitlines()[:12])
+            raise ModelError(f"{role} function {fn.__name__!r} could not be compiled by "
+                             f"numba.cuda for dtype {np.dtype(dtype).name}:\n{summary}"
+                             ) from None
+    lines = str(error).strip().splitlines()
+    raise ModelError(f"the model {model!r} could not be compiled into a CUDA kernel (its "
+                     f"functions compile alone; check the shapes they index):\n"
+                     + "\n".join(lines[:12])) from None
+
+
+_KERNELS = {}
+_STATS = {}
+
+
+def jit_kernel(pyfunc, sig, fastmath=False):
+    """``cuda.jit`` a kernel and, on a GPU, compile it now for ``sig`` inside
+    :func:`exact_fp`, then forbid further compilation: a launch with other argument types
+    must fail rather than compile a variant with FMA contraction on."""
+    disp = cuda.jit(fastmath=fastmath)(pyfunc)
+    if not simulator_enabled():
+        with exact_fp():
+            disp.compile(sig)
+        disp.disable_compile()
+    return disp
+
+
+def _stats_dispatcher(dtype):
+    if dtype not in _STATS:
+        _STATS[dtype] = jit_kernel(stats_kernel, stats_signature(dtype))
+    return _STATS[dtype]
+
+
+def get_kernel(model, method, dtype, debug=False, rng_only=False):
+    """The compiled CUDA kernels for (model, method, dtype), compiling them on first use.
+
+    Parameters
+    ----------
+    model : fastsde.SDE or fastsde.ODE
+    method : fastsde.methods.Method
+    dtype : numpy.float32 or numpy.float64
+    debug : bool
+        Bounds checking. numba.cuda has none on a GPU, so this raises there (before any
+        allocation); the simulator checks every index anyway and accepts it.
+    rng_only : bool
+        The RNG-only ceiling (benchmarks): increments added to the state, no scheme.
+
+    Returns
+    -------
+    CudaKernel
+
+    Raises
+    ------
+    ValueError
+        ``debug=True`` on a GPU.
+    ModelError
+        A user function does not compile for the device; raised before any allocation.
+    """
+    dtype = np.dtype(dtype).type
+    if debug and not simulator_enabled():
+        raise ValueError("debug=True (bounds checking) is not available with device='cuda': "
+                         "numba.cuda cannot check indices on a GPU; run the same call with "
+                         "device='cpu' (same paths) to find an out-of-bounds index")
+    fastmath = FASTMATH[dtype]
+    key = (model.fingerprint, method.name, np.dtype(dtype).name, rng_only, fastmath)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        source = _make_path_kernel(model, method, dtype, fastmath, rng_only)
+        try:
+            path = jit_kernel(source, path_signature(model, dtype), fastmath)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _diagnose(model, dtype, exc)
+        kernel = CudaKernel(model, method, dtype, path, _stats_dispatcher(dtype))
+        _KERNELS[key] = kernel
+    return kernel
+
+
+@contextlib.contextmanager
+def _as_if_device(cc):
+    """Let device functions compile for compute capability ``cc`` with no GPU present
+    (numba-cuda asks the current device for it while compiling device functions)."""
+    from numba.cuda import dispatcher as _dispatcher
+
+    original = _dispatcher.get_current_device
+    _dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    try:
+        yield
+    finally:
+        _dispatcher.get_current_device = original
+
+
+def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None):
+    """PTX of the path and statistics kernels for ``cc``, compiled as ``get_kernel``
+    compiles them (same fast-math and FMA settings). Needs the CUDA toolkit's NVVM and
+    NVRTC libraries, not a GPU.
+
+    Returns
+    -------
+    dict
+        ``{"path": str, "stats": str}``.
+    """
+    dtype = np.dtype(dtype).type
+    fastmath = FASTMATH[dtype] if fastmath is None else bool(fastmath)
+    with _as_if_device(cc), exact_fp():
+        source = _make_path_kernel(model, method, dtype, fastmath, fresh=True)
+        path_ptx, _ = cuda.compile_ptx(source, path_signature(model, dtype), cc=cc,
+                                       fastmath=fastmath)
+        stats_ptx, _ = cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)
+    return {"path": path_ptx, "stats": stats_ptx}
+
+
+# --- running -------------------------------------------------------------------------
+
+def _batch_paths(n_paths, chunk, bytes_per_path):
+    """Paths per device batch: a multiple of ``chunk`` within the device-memory budget."""
+    budget = DEVICE_BATCH_BYTES
+    if not simulator_enabled():
+        try:
+            free, _total = cuda.current_context().get_memory_info()
+            budget = min(budget, free // 2)
+        except Exception:  # noqa: BLE001 - keep the fixed budget
+            pass
+    per_batch = max(1, budget // max(bytes_per_path * chunk, 1)) * chunk
+    return min(per_batch, -(-n_paths // chunk) * chunk)
+
+
+def launch(kernel, device_args, device_stats=None):
+    """Launch the path kernel (and the statistics kernel) on device arrays; asynchronous.
+
+    Parameters
+    ----------
+    kernel : CudaKernel
+    device_args : tuple
+        The path kernel's arguments: (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
+        n_steps, save_steps, key0, key1, first_path, chunk, x_out, save_buf, bad), arrays
+        on the device; ``save_buf`` (n_save, n_paths, dim) or empty, ``bad`` (n_chunks,)
+        int64 zeros (non-finite paths per chunk are added to it).
+    device_stats : (count, mean, m2) device arrays of shape (n_chunks, n_save, dim), or None
+        Filled from ``save_buf`` by the statistics kernel.
+    """
+    threads = SIM_THREADS_PER_BLOCK if simulator_enabled() else THREADS_PER_BLOCK
+    n_paths = device_args[14].shape[0]
+    blocks = max(1, min(-(-n_paths // threads), kernel.blocks("path", threads)))
+    kernel.path[blocks, threads](*device_args)
+    if device_stats is not None:
+        total = device_stats[0].size
+        blocks = max(1, min(-(-total // threads), kernel.blocks("stats", threads)))
+        kernel.stats[blocks, threads](device_args[15], device_args[13], *device_stats)
+
+
+def run(kernel, args, copy_x=True):
+    """Run the kernels over the paths of ``args`` and copy back what the caller keeps.
+
+    Parameters
+    ----------
+    kernel : CudaKernel
+        From :func:`get_kernel`.
+    args : tuple
+        Exactly the CPU kernel's arguments as built by :func:`fastsde.api.simulate`:
+        (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps, key0,
+        key1, first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2, nonfinite).
+        Host arrays; the outputs (x_out, paths_out, st_*, nonfinite) are filled in place.
+    copy_x : bool
+        Copy the final states back into ``x_out``. Stored paths are copied only when
+        ``paths_out`` is not empty and statistics only when ``st_count`` is not: a
+        statistics-only run with ``copy_x=False`` moves only the per-chunk statistics
+        (and the per-chunk count of non-finite paths) back to the host.
+    """
+    (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps, key0, key1,
+     first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2, nonfinite) = args
+    n_paths, dim = x_out.shape
+    dtype = x_out.dtype
+    keep = paths_out.shape[0] > 0
+    stats = st_count.shape[0] > 0
+    n_save = save_steps.shape[0]
+    per_path_x0 = x0_mode == X0_PER_PATH
+    per_path_params = params.shape[0] > 1
+    itemsize = dtype.itemsize
+    bytes_per_path = dim * itemsize * (1 + (n_save if (keep or stats) else 0)
+                                       + (1 if per_path_x0 else 0))
+    bytes_per_path += params.shape[1] * itemsize if per_path_params else 0
+    bytes_per_path += -(-n_save * dim * 24 // chunk) if stats else 0
+    batch = _batch_paths(n_paths, chunk, bytes_per_path)
+    # Everything goes through the default stream: launches are asynchronous, and each
+    # copy back waits for the kernels before it, so no explicit synchronisation is needed.
+    d_mean0 = cuda.to_device(np.ascontiguousarray(x0_mean))
+    d_std0 = cuda.to_device(np.ascontiguousarray(x0_std))
+    d_save_steps = cuda.to_device(np.ascontiguousarray(save_steps))
+    d_rows = None if per_path_x0 else cuda.to_device(np.ascontiguousarray(x0_rows))
+    d_params = None if per_path_params else cuda.to_device(np.ascontiguousarray(params))
+    for a in range(0, n_paths, batch):
+        b = min(a + batch, n_paths)
+        m = b - a
+        ca, cb = a // chunk, -(-b // chunk)
+        rows = (cuda.to_device(np.ascontiguousarray(x0_rows[a:b]))
+                if per_path_x0 else d_rows)
+        prm = (cuda.to_device(np.ascontiguousarray(params[a:b]))
+               if per_path_params else d_params)
+        d_x = cuda.device_array((m, dim), dtype)
+        d_save = cuda.device_array((n_save, m, dim) if (keep or stats) else (0, 0, dim),
+                                   dtype)
+        d_bad = cuda.to_device(np.zeros(cb - ca, np.int64))
+        d_stats = None
+        if stats:
+            shape = (cb - ca, n_save, dim)
+            d_stats = (cuda.device_array(shape, np.int64), cuda.device_array(shape, np.float64),
+                       cuda.device_array(shape, np.float64))
+        launch(kernel, (rows, x0_mode, d_mean0, d_std0, prm, t0, h, t1, n_steps,
+                        d_save_steps, key0, key1, first_path + np.uint64(a), chunk, d_x,
+                        d_save, d_bad), d_stats)
+        if stats:
+            for d_arr, host in zip(d_stats, (st_count, st_mean, st_m2)):
+                d_arr.copy_to_host(host[ca:cb])
+        if keep:
+            paths_out[:, a:b] = d_save.copy_to_host()  # a strided host slice: via a copy
+        if copy_x:
+            d_x.copy_to_host(x_out[a:b])
+        d_bad.copy_to_host(nonfinite[ca:cb])

@@ -1,0 +1,734 @@
+"""The CUDA backend: same stream, same paths, same statistics as the CPU.
+
+Where numba.cuda can run in this process (a GPU, or a process started with
+NUMBA_ENABLE_CUDASIM=1) the device tests run here. Elsewhere (CI has no GPU) they are
+skipped here and ``test_device_tests_under_the_simulator`` runs this file again in a
+subprocess under the CUDA simulator, which cannot be switched on in a process that has
+already imported numba.cuda without it. The PTX tests need only the CUDA toolkit's NVVM
+(pip-installable) and run in a process without the simulator.
+
+Simulator sizes are small: it runs every GPU thread as a Python thread (about 0.1-0.3 ms
+per path-step here).
+"""
+
+import inspect
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from numba import cuda  # a module global: the simulator swaps it inside kernels
+
+import fastsde as fs
+from fastsde import methods
+from fastsde.kernels import cuda_available
+from fastsde.kernels import philox
+from fastsde.kernels.cpu import _rng as cpu_rng
+
+pytestmark = pytest.mark.cuda
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUDA_OK, CUDA_WHY = cuda_available()
+IN_SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+device_only = pytest.mark.skipif(
+    not CUDA_OK, reason=f"numba.cuda cannot run in this process ({CUDA_WHY}); these tests "
+                        f"run in a subprocess under the simulator instead")
+
+EPS32 = float(np.finfo(np.float32).eps)
+EPS64 = float(np.finfo(np.float64).eps)
+
+# Bit-for-bit float64 agreement needs the same rounding of every operation on both devices.
+# The kernels guarantee that for + - * / sqrt (no FMA contraction); log, sin and cos come
+# from glibc on the CPU (and in the simulator, which runs Python's math) but from libdevice
+# on a GPU, which may differ in the last bit. So on a real GPU with a Box-Muller that calls
+# them, float64 results are compared to a few ulp per step (docs/random-streams.md).
+RNG_CALLS_LIBM = bool(re.search(r"^\s+[^#\n]*math\.(log|sin|cos|exp)\(",
+                                inspect.getsource(philox), re.M))  # inside functions
+BITWISE = IN_SIMULATOR or not RNG_CALLS_LIBM
+
+
+def _fastmath_f32():
+    try:
+        from fastsde.kernels import cuda as kc
+
+        return kc.FASTMATH[np.float32]
+    except ImportError:
+        return False
+
+
+FASTMATH_F32 = _fastmath_f32()
+
+
+# --- models: one per noise kind, plain functions so kernels are shared across tests ----
+
+def osc_drift(t, x, p, out):
+    out[0] = x[1]
+    out[1] = -p[0] * x[0] - p[1] * x[1]
+
+
+def ou_t_drift(t, x, p, out):
+    out[0] = -p[0] * x[0]
+
+
+def ou_t_diffusion(t, x, p, out):  # additive, time-dependent: exercises t and t_next
+    out[0] = p[1] * (1.0 + t)
+
+
+def scalar_drift(t, x, p, out):
+    out[0] = -p[0] * x[0] + 0.1 * x[1]
+    out[1] = -p[0] * x[1]
+
+
+def scalar_diffusion(t, x, p, out):
+    out[0] = p[1] * (1.0 + 0.1 * x[0])
+    out[1] = 0.5 * p[1]
+
+
+def general_drift(t, x, p, out):
+    out[0] = -p[0] * x[0]
+    out[1] = x[0] - p[0] * x[1]
+
+
+def general_diffusion(t, x, p, out):  # (dim=2, noise_dim=3)
+    for i in range(2):
+        for j in range(3):
+            out[i, j] = p[1] * (0.2 * (i + 1) + 0.1 * j) * (1.0 + 0.05 * x[i])
+
+
+OSC = fs.ODE(osc_drift, dim=2, params=(4.0, 0.3), name="oscillator")
+OU = fs.OU(theta=1.0, sigma=0.5)
+OU_T = fs.SDE(ou_t_drift, ou_t_diffusion, dim=1, noise="additive", params=(1.0, 0.4),
+              name="ou_time")
+GBM = fs.GBM(mu=0.3, sigma=0.4, dim=2)
+SCALAR = fs.SDE(scalar_drift, scalar_diffusion, dim=2, noise="scalar", params=(0.7, 0.3),
+                name="scalar2")
+GENERAL = fs.SDE(general_drift, general_diffusion, dim=2, noise="general", noise_dim=3,
+                 params=(0.5, 1.0), name="general2x3")
+
+N = 40          # paths per run: more than the simulator grid (32 threads), so threads loop
+STEPS = 12
+
+
+def _cases():
+    """(id, model, method, simulate kwargs): every method, noise kind, x0 form and output
+    mode at least once."""
+    rng = np.random.default_rng(7)
+    x0_rows = rng.normal(size=(N, 2))
+    gbm_params = np.column_stack([rng.uniform(-0.5, 0.5, N), rng.uniform(0.1, 0.6, N)])
+    return [
+        ("ode-euler-x0rows", OSC, "euler", dict(x0=x0_rows, save_at=3)),
+        ("ode-heun-stats", OSC, "heun", dict(x0=[1.0, 0.0], save_at=4, stats=True,
+                                             keep_paths=True)),
+        ("ode-rk4-saveat-times", OSC, "rk4", dict(x0=1.0, save_at=[0.0, 0.25, 1.0])),
+        ("additive-em-normal-stats", OU, "euler_maruyama",
+         dict(x0=fs.Normal(0.3, 1.0), save_at=4, stats=True, keep_paths=True)),
+        ("additive-heun-time", OU_T, "heun", dict(x0=0.5, save_at=2)),
+        ("diagonal-em-per-path-params", GBM, "euler_maruyama",
+         dict(x0=[1.0, 2.0], params=gbm_params, save_at=6)),
+        ("scalar-em-normal-vector-stats-only", SCALAR, "euler_maruyama",
+         dict(x0=fs.Normal([0.0, 1.0], [1.0, 0.5]), save_at=3, stats=True)),
+        ("general-em-first-path", GENERAL, "euler_maruyama",
+         dict(x0=0.2, first_path=2**33 + 5, save_at=4)),
+    ]
+
+
+CASES = _cases()
+CASE = {c[0]: c for c in CASES}
+
+
+def _generative_cases():
+    """Models of fastsde.generative / fastsde.mlp: their functions call exp, tanh, erf
+    (libdevice on a GPU) and MLPField uses fastsde.scratch.local_array."""
+    rng = np.random.default_rng(1)
+    layers = [(rng.normal(size=(8, 3)), rng.normal(size=8)),
+              (rng.normal(size=(2, 8)), rng.normal(size=2))]
+    mix = fs.GaussianMixturePath([0.5, 0.3, 0.2], [[-3.0, 0.0], [2.0, 2.0], [1.5, -3.0]], 0.5)
+    mlp = fs.MLPField(layers, "gelu")
+    return [("mixture-flow-heun", mix.flow(), "heun", dict(x0=fs.Normal(0.0, 1.0))),
+            ("mixture-diffusion-em", mix.diffusion(1.0), "euler_maruyama",
+             dict(x0=fs.Normal(0.0, 1.0), save_at=3)),
+            ("mlp-ode-euler", mlp.ode(), "euler", dict(x0=fs.Normal(0.0, 1.0))),
+            ("mlp-sde-em", mlp.sde(0.5), "euler_maruyama", dict(x0=fs.Normal(0.0, 1.0)))]
+
+
+GEN_CASES = _generative_cases()
+#: Compared with the CPU backend bit for bit. Each CPU kernel costs 20-45 s to compile on
+#: two cores, so the CPU comparisons use the model whose kernels the rest of the suite
+#: compiles anyway (fs.OU(1.0, 0.5), disk-cached); every case is compared bit for bit with
+#: the plain-Python reference below, which follows the written stream contract.
+CPU_CASES = [CASE["additive-em-normal-stats"]]
+
+
+def _reference(model, method, kw, n_paths=N, n_steps=STEPS, seed=11, t_span=(0.0, 1.0)):
+    """float64 final states and saved states computed in plain Python straight from the
+    written contract (docs/design.md, docs/random-streams.md): step k runs from t0 + k h,
+    the last step ends at t1; noise component j of step k is normal q = k noise_dim + j of
+    the path's stream 0, block q // 4, lane q % 4; fs.Normal draws component j from
+    stream 1, normal j; a path that leaves the finite numbers is frozen. Independent of
+    both drivers; it calls the same philox.py / steps.py / model functions."""
+    from fastsde import api
+    from fastsde.kernels import steps
+    from fastsde.streams import key_from_seed
+
+    dim, nd = model.dim, max(model.noise_dim, 1)
+    t0, t1 = t_span
+    h = (t1 - t0) / n_steps
+    mode, rows, mean, std = api._check_x0(kw["x0"], dim, n_paths)
+    params = api._check_params(kw.get("params"), model, n_paths)
+    save_steps = api._check_save_at(kw.get("save_at"), t0, t1, h, n_steps)
+    first = kw.get("first_path", 0)
+    k0, k1 = key_from_seed(seed)
+    noise = getattr(steps, steps.NOISE_TERMS.get(model.noise, "noise_diagonal"))
+    step = methods.METHODS[method].factory(model)(model.drift, model.diffusion, noise, dim,
+                                                  np.float64)
+    gshape = model.diffusion_shape if model.kind == "sde" else (1,)
+
+    def normal(q, stream, path):
+        return philox.normal_block_f64(k0, k1, np.uint64(q // 4), np.uint64(stream),
+                                       path)[q % 4]
+
+    x_out = np.empty((n_paths, dim))
+    saved = np.empty((len(save_steps), n_paths, dim))
+    for i in range(n_paths):
+        path = np.uint64(first + i)
+        if mode == 2:
+            x = np.array([mean[j] + std[j] * normal(j, philox.STREAM_INITIAL, path)
+                          for j in range(dim)])
+        else:
+            x = rows[i if mode == 1 else 0].copy()
+        p = params[i if params.shape[0] > 1 else 0].copy()
+        scratch = [np.zeros(dim) for _ in range(5)]
+        g0, g1 = np.zeros(gshape), np.zeros(gshape)
+        s, alive = 0, True
+        if save_steps[0] == 0:
+            saved[0, i], s = x, 1
+        for k in range(n_steps):
+            dw = np.zeros(nd)
+            if model.kind == "sde":
+                for j in range(nd):
+                    dw[j] = math.sqrt(h) * normal(k * nd + j, philox.STREAM_INCREMENTS, path)
+            x_new = np.zeros(dim)
+            t_next = t1 if k + 1 == n_steps else t0 + (k + 1) * h
+            step(t0 + k * h, t0 + (k + 0.5) * h, t_next, h, x, p, dw, *scratch[:4], g0, g1,
+                 scratch[4], x_new)
+            if alive:
+                x, alive = x_new, bool(np.all(np.isfinite(x_new)))
+            if s < len(save_steps) and save_steps[s] == k + 1:
+                saved[s, i], s = x, s + 1
+        x_out[i] = x
+    return x_out, saved
+
+
+def _run(model, method, device, dtype="float64", n_paths=N, n_steps=STEPS, seed=11, **kw):
+    kw = dict(kw)
+    x0 = kw.pop("x0")
+    return fs.simulate(model, x0, (0.0, 1.0), n_steps, n_paths, method=method, device=device,
+                       seed=seed, dtype=dtype, progress=False, **kw)
+
+
+def _assert_same(gpu, cpu, bitwise=None):
+    """Equal bit for bit (BITWISE), else to 8 ulp per step of the values' scale."""
+    bitwise = BITWISE if bitwise is None else bitwise
+    assert gpu.device == "cuda" and cpu.device == "cpu"
+    for name in ("x", "paths", "mean", "var", "count"):
+        g, c = getattr(gpu, name), getattr(cpu, name)
+        assert (g is None) == (c is None), name
+        if g is None:
+            continue
+        if bitwise or name == "count":
+            assert np.array_equal(g, c, equal_nan=True), (
+                f"{name}: max diff {np.nanmax(np.abs(g - c))}")
+        else:
+            tol = 8 * gpu.n_steps * EPS64 * (1.0 + np.nanmax(np.abs(c)))
+            np.testing.assert_allclose(g, c, rtol=0, atol=tol, err_msg=name)
+    assert gpu.n_nonfinite == cpu.n_nonfinite
+    np.testing.assert_array_equal(gpu.t, cpu.t)
+
+
+# --- on the device (real GPU or simulator) ---------------------------------------------
+
+KNOWN_ANSWERS = [  # Random123 kat_vectors, philox4x32_10
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def _rng_kernels():
+    """Tiny kernels that call the device-compiled Philox and normal blocks directly."""
+    from fastsde.kernels import cuda as kc
+
+    rng64, _ = kc.device_functions(kc.FASTMATH[np.float64])
+    rng32, _ = kc.device_functions(kc.FASTMATH[np.float32])
+    philox_dev = rng64.philox4x32_10
+    block64, block32 = rng64.normal_block_f64, rng32.normal_block_f32
+
+    def words(counters, keys, out):
+        i = cuda.grid(1)
+        if i < counters.shape[0]:
+            w0, w1, w2, w3 = philox_dev(counters[i, 0], counters[i, 1], counters[i, 2],
+                                        counters[i, 3], keys[i, 0], keys[i, 1])
+            out[i, 0] = w0
+            out[i, 1] = w1
+            out[i, 2] = w2
+            out[i, 3] = w3
+
+    def normals64(k0, k1, blocks, streams, paths, out):
+        i = cuda.grid(1)
+        if i < blocks.shape[0]:
+            z0, z1, z2, z3 = block64(k0, k1, blocks[i], streams[i], paths[i])
+            out[i, 0] = z0
+            out[i, 1] = z1
+            out[i, 2] = z2
+            out[i, 3] = z3
+
+    def normals32(k0, k1, blocks, streams, paths, out):
+        i = cuda.grid(1)
+        if i < blocks.shape[0]:
+            z0, z1, z2, z3 = block32(k0, k1, blocks[i], streams[i], paths[i])
+            out[i, 0] = z0
+            out[i, 1] = z1
+            out[i, 2] = z2
+            out[i, 3] = z3
+
+    u64 = numba.types.uint64
+    a1 = numba.types.Array(u64, 1, "C")
+    a2 = numba.types.Array(u64, 2, "C")
+
+    def out_t(dt):
+        return numba.types.Array(numba.from_dtype(np.dtype(dt)), 2, "C")
+
+    return (kc.jit_kernel(words, (a2, a2, a2)),
+            kc.jit_kernel(normals64, (u64, u64, a1, a1, a1, out_t(np.float64))),
+            kc.jit_kernel(normals32, (u64, u64, a1, a1, a1, out_t(np.float32)),
+                          fastmath=kc.FASTMATH[np.float32]))
+
+
+@pytest.fixture(scope="module")
+def rng_kernels():
+    return _rng_kernels()
+
+
+@device_only
+def test_philox_known_answers_on_device(rng_kernels):
+    words = rng_kernels[0]
+    counters = np.array([c for c, _, _ in KNOWN_ANSWERS], np.uint64)
+    keys = np.array([k for _, k, _ in KNOWN_ANSWERS], np.uint64)
+    out = np.zeros((len(KNOWN_ANSWERS), 4), np.uint64)
+    words[1, 32](counters, keys, out)
+    assert out.tolist() == [list(e) for _, _, e in KNOWN_ANSWERS]
+
+
+def _normal_inputs():
+    rng = np.random.default_rng(3)
+    n = 256
+    blocks = rng.integers(0, 2**40, n, dtype=np.uint64)
+    streams = rng.choice(np.array([0, 1, 2], np.uint64), n)
+    paths = rng.integers(0, 2**63, n, dtype=np.uint64)
+    paths[:4] = [0, 1, 2**32 - 1, 2**32]  # the high word of the path counter in use
+    return np.uint64(0x12345678), np.uint64(0x9ABCDEF0), blocks, streams, paths
+
+
+@device_only
+def test_device_normals_equal_cpu_normals(rng_kernels):
+    _, normals64, normals32 = rng_kernels
+    k0, k1, blocks, streams, paths = _normal_inputs()
+    out64 = np.zeros((blocks.size, 4), np.float64)
+    out32 = np.zeros((blocks.size, 4), np.float32)
+    normals64[8, 32](k0, k1, blocks, streams, paths, out64)
+    normals32[8, 32](k0, k1, blocks, streams, paths, out32)
+    cpu64 = np.array([cpu_rng.normal_block_f64(k0, k1, b, s, p)
+                      for b, s, p in zip(blocks, streams, paths)])
+    cpu32 = np.array([cpu_rng.normal_block_f32(k0, k1, b, s, p)
+                      for b, s, p in zip(blocks, streams, paths)], np.float32)
+    if BITWISE:
+        assert np.array_equal(out64, cpu64), f"max |dz| = {np.abs(out64 - cpu64).max()}"
+    else:  # libdevice log/sin/cos: within a few ulp of glibc's
+        np.testing.assert_allclose(out64, cpu64, rtol=0, atol=64 * EPS64)
+    if BITWISE and not FASTMATH_F32:
+        assert np.array_equal(out32, cpu32), f"max |dz| = {np.abs(out32 - cpu32).max()}"
+    else:
+        # Fast-math float32 (approximate division and square root, FMA): 1e-4 bounds the
+        # effect on |z| <= F32_NORMAL_MAX; a wrong counter, lane or key moves z by O(1).
+        dz = np.abs(out32.astype(np.float64) - cpu32)
+        assert dz.max() < 1e-4, f"max |dz| = {dz.max()}"
+    assert np.abs(out32).max() <= philox.F32_NORMAL_MAX * (1 + 1e-6)
+
+
+@device_only
+@pytest.mark.parametrize("case", CASES + GEN_CASES, ids=[c[0] for c in CASES + GEN_CASES])
+def test_float64_paths_equal_the_reference(case):
+    """Every method, noise kind, x0 form, params form and save_at form; the generative
+    models too. Bit for bit, except for models calling exp/tanh/erf on a real GPU
+    (libdevice against numpy's libm: a relative 1e-12 of the paths' scale)."""
+    name, model, method, kw = case
+    gpu = _run(model, method, "cuda", **kw)
+    x, saved = _reference(model, method, kw)
+    assert np.all(np.isfinite(gpu.x))
+    if IN_SIMULATOR or case not in GEN_CASES:
+        assert np.array_equal(gpu.x, x), f"max |dx| = {np.abs(gpu.x - x).max()}"
+        if gpu.paths is not None:
+            assert np.array_equal(gpu.paths, saved)
+    else:
+        np.testing.assert_allclose(gpu.x, x, rtol=0, atol=1e-12 * (1 + np.abs(x).max()))
+    if gpu.mean is not None:  # per-chunk Welford vs two-pass: equal to rounding
+        np.testing.assert_allclose(gpu.mean, saved.mean(axis=1), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(gpu.var, saved.var(axis=1, ddof=1), rtol=1e-12,
+                                   atol=1e-24)
+
+
+@device_only
+def test_reference_rejects_a_shifted_stream():
+    """The reference comparison is not vacuous: one step's noise off by one normal."""
+    _, model, method, kw = CASE["general-em-first-path"]
+    gpu = _run(model, method, "cuda", **kw)
+    x, _ = _reference(model, method, dict(kw, first_path=kw["first_path"] + 1))
+    assert not np.any(gpu.x == x)
+
+
+@device_only
+@pytest.mark.parametrize("case", CPU_CASES, ids=[c[0] for c in CPU_CASES])
+def test_float64_paths_and_stats_equal_cpu(case):
+    _, model, method, kw = case
+    gpu = _run(model, method, "cuda", **kw)
+    cpu = _run(model, method, "cpu", **kw)
+    _assert_same(gpu, cpu)
+
+
+@device_only
+def test_ulp_comparison_rejects_another_seed():
+    """The few-ulp comparison used on a GPU with libdevice transcendentals is not vacuous."""
+    _, model, method, kw = CASE["additive-em-normal-stats"]
+    gpu = _run(model, method, "cuda", **kw)
+    other = _run(model, method, "cpu", seed=12, **kw)
+    with pytest.raises(AssertionError):
+        _assert_same(gpu, other, bitwise=False)
+
+
+def _f32_error_ratio(model, method, kw, gpu_kw=None):
+    """max |x_gpu32 - x_cpu64| over max |x_cpu32 - x_cpu64| (plus a floor of 16 eps32)."""
+    g32 = _run(model, method, "cuda", dtype="float32", **dict(kw, **(gpu_kw or {})))
+    c32 = _run(model, method, "cpu", dtype="float32", **kw)
+    c64 = _run(model, method, "cpu", dtype="float64", **kw)
+    scale = 1.0 + np.abs(c64.x).max()
+    gpu_err = np.abs(g32.x.astype(np.float64) - c64.x).max()
+    cpu_err = np.abs(c32.x.astype(np.float64) - c64.x).max()
+    return gpu_err / (cpu_err + 16 * EPS32 * scale), gpu_err, cpu_err
+
+
+# float32 tolerance where fast-math is on: the GPU's float32 path may then differ from the
+# CPU's, but it must be as close to the float64 path (the same Brownian path in exact-er
+# arithmetic) as the CPU's float32 path is, within a factor 4.
+F32_RATIO = 4.0
+
+
+@device_only
+def test_float32_paths_equal_cpu():
+    """Without fast-math (the default) float32 paths and statistics are the CPU's bits."""
+    _, model, method, kw = CASE["additive-em-normal-stats"]
+    gpu = _run(model, method, "cuda", dtype="float32", **kw)
+    cpu = _run(model, method, "cpu", dtype="float32", **kw)
+    if FASTMATH_F32:
+        ratio, gpu_err, cpu_err = _f32_error_ratio(model, method, kw)
+        assert ratio < F32_RATIO, (f"GPU float32 error {gpu_err:.3g} vs CPU float32 error "
+                                   f"{cpu_err:.3g} (both against CPU float64)")
+    else:
+        _assert_same(gpu, cpu, bitwise=True)
+
+
+@device_only
+def test_float32_tolerance_rejects_another_stream():
+    _, model, method, kw = CASE["additive-em-normal-stats"]
+    ratio, gpu_err, cpu_err = _f32_error_ratio(model, method, kw, {"seed": 12})
+    assert ratio > 100 * F32_RATIO, (gpu_err, cpu_err)
+
+
+@device_only
+def test_stats_equal_stats_of_stored_paths():
+    r = _run(OU, "euler_maruyama", "cuda", n_paths=600, n_steps=3, x0=fs.Normal(0, 1),
+             save_at=3, stats=True, keep_paths=True)  # 600 paths: two chunks of 512
+    np.testing.assert_allclose(r.mean, r.paths.mean(axis=1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(r.var, r.paths.var(axis=1, ddof=1), rtol=1e-12)
+    assert np.all(r.count == 600)
+    _assert_same(r, _run(OU, "euler_maruyama", "cpu", n_paths=600, n_steps=3,
+                         x0=fs.Normal(0, 1), save_at=3, stats=True, keep_paths=True))
+
+
+@device_only
+# The simulator runs the kernel on numpy scalars, in threads that errstate does not reach.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_nonfinite_paths_counted_and_left_out_of_stats():
+    # Per-path parameters: with theta = -1e80 a path grows by a factor ~1e80 h per step and
+    # overflows float64 in the 4th step; 600 paths span two chunks.
+    n = 600
+    theta = np.where(np.arange(n) % 7 == 3, -1e80, 1.0)
+    params = np.column_stack([theta, np.full(n, 0.2)])
+    kw = dict(x0=1.0, params=params, save_at=[0.0, 1.0], stats=True, keep_paths=True,
+              n_paths=n, n_steps=4)
+    gpu = _run(OU, "euler_maruyama", "cuda", **kw)
+    cpu = _run(OU, "euler_maruyama", "cpu", **kw)
+    expected = int(np.sum(theta < 0))
+    assert gpu.n_nonfinite == expected
+    _assert_same(gpu, cpu)
+    assert np.all(gpu.count[-1] == n - expected) and np.all(gpu.count[0] == n)
+    finite = gpu.paths[-1][np.all(np.isfinite(gpu.paths[-1]), axis=1)]
+    np.testing.assert_allclose(gpu.mean[-1], finite.mean(axis=0), rtol=1e-12)
+
+
+@device_only
+def test_rows_equal_run_with_first_path():
+    kw = dict(x0=fs.Normal(0.5, 2.0), save_at=3)
+    full = _run(OU, "euler_maruyama", "cuda", n_paths=N, **kw)
+    for a, b in ((0, 7), (13, 40), (39, 40)):
+        part = _run(OU, "euler_maruyama", "cuda", n_paths=b - a, first_path=a, **kw)
+        assert np.array_equal(full.x[a:b], part.x)
+        assert np.array_equal(full.paths[:, a:b], part.paths)
+
+
+@device_only
+def test_device_batches_give_the_same_result(monkeypatch):
+    """Runs cut into chunk-aligned device batches (small device memory) change nothing."""
+    from fastsde.kernels import cuda as kc
+
+    kw = dict(x0=fs.Normal(0, 1), save_at=3, stats=True, keep_paths=True, n_paths=1100,
+              n_steps=3)
+    whole = _run(OU, "euler_maruyama", "cuda", **kw)
+    monkeypatch.setattr(kc, "DEVICE_BATCH_BYTES", 1)  # one chunk (512 paths) per batch
+    batched = _run(OU, "euler_maruyama", "cuda", **kw)
+    for name in ("x", "paths", "mean", "var", "count"):
+        assert np.array_equal(getattr(whole, name), getattr(batched, name)), name
+
+
+def late_oob_drift(t, x, p, out):
+    # In bounds at the start state (so the pre-flight passes), out of bounds once x > 0.5.
+    i = 0 if x[0] < 0.5 else 3
+    out[i] = 1.0
+
+
+LATE_OOB = fs.ODE(late_oob_drift, dim=1, name="late_oob")
+
+
+@device_only
+def test_debug_mode_on_the_device():
+    """The simulator checks every index (debug or not), so debug=True finds the bad one;
+    numba.cuda cannot check indices on a GPU, so there debug=True is refused up front."""
+    if IN_SIMULATOR:
+        with pytest.raises(fs.ModelError, match="late_oob.*indexed outside"):
+            fs.simulate(LATE_OOB, 0.0, (0.0, 1.0), 10, 8, method="euler", device="cuda",
+                        debug=True, progress=False)
+    else:
+        with pytest.raises(ValueError, match="debug=True .* device='cpu'"):
+            fs.simulate(LATE_OOB, 0.0, (0.0, 1.0), 10, 8, method="euler", device="cuda",
+                        debug=True, progress=False)
+
+
+@device_only
+def test_launch_arguments_match_the_compiled_signature(monkeypatch):
+    """On a GPU the kernels are compiled once for these types and further compilation is
+    disabled (a variant compiled at launch would have FMA contraction on), so run() must
+    pass exactly these types."""
+    from fastsde.kernels import cuda as kc
+
+    seen = []
+    real_launch = kc.launch
+
+    def spy(kernel, device_args, device_stats=None):
+        seen.append((kernel, device_args, device_stats))
+        real_launch(kernel, device_args, device_stats)
+
+    def host(a):
+        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+    monkeypatch.setattr(kc, "launch", spy)
+    for model, kw in ((OU, dict(x0=fs.Normal(0, 1), stats=True, save_at=2)),
+                      (GBM, dict(x0=np.ones((N, 2)), params=np.ones((N, 2)), save_at=2,
+                                 dtype="float32"))):
+        _run(model, "euler_maruyama", "cuda", **kw)
+        kernel, device_args, device_stats = seen[-1]
+        types = tuple(numba.typeof(host(a)) for a in device_args)
+        assert types == kc.path_signature(model, kernel.dtype)
+        if device_stats is not None:
+            stats_types = tuple(numba.typeof(host(a)) for a in
+                                (device_args[15], device_args[13], *device_stats))
+            assert stats_types == kc.stats_signature(kernel.dtype)
+
+
+@device_only
+def test_stats_only_run_copies_back_only_statistics():
+    from fastsde import api
+    from fastsde.kernels import cuda as kc
+
+    kernel = kc.get_kernel(OU, methods.METHODS["euler_maruyama"], np.float64)
+    n, chunk = 40, api.CHUNK_PATHS
+    sentinel = -12345.0
+    x_out = np.full((n, 1), sentinel)
+    st = [np.zeros((1, 2, 1), np.int64), np.zeros((1, 2, 1)), np.zeros((1, 2, 1))]
+    args = (np.zeros((1, 1)), 0, np.zeros(1), np.zeros(1), OU.params.reshape(1, -1), 0.0,
+            0.1, 1.0, 10, np.array([0, 10]), np.uint64(1), np.uint64(2), np.uint64(0),
+            chunk, x_out, np.zeros((0, 0, 1)), *st, np.zeros(1, np.int64))
+    kc.run(kernel, args, copy_x=False)
+    assert np.all(x_out == sentinel)
+    assert st[0].tolist() == [[[n], [n]]] and st[1][0, 0, 0] == 0.0 and st[2][0, 1, 0] > 0
+
+
+# --- dispatch and error messages (this process) ---------------------------------------
+
+@pytest.mark.skipif(CUDA_OK, reason="a usable CUDA device (or the simulator) is present")
+def test_device_cuda_without_a_gpu_says_why():
+    with pytest.raises(fs.DeviceError, match="device='cuda' cannot be used: .*(driver|GPU)"):
+        fs.simulate(OU, 0.0, (0, 1), 4, 4, device="cuda")
+    from fastsde import api
+
+    assert api._resolve_device("auto") == "cpu"
+
+
+@pytest.mark.skipif(IN_SIMULATOR, reason="the simulator checks indices: debug is allowed")
+def test_debug_is_refused_for_a_gpu_before_compiling():
+    from fastsde.kernels import cuda as kc
+
+    with pytest.raises(ValueError, match="debug=True .*not available with device='cuda'"):
+        kc.get_kernel(OU, methods.METHODS["euler_maruyama"], np.float64, debug=True)
+
+
+def test_reason_names_numba_cuda_when_it_is_missing(monkeypatch):
+    monkeypatch.setattr(cuda, "implementation", "Built-in", raising=False)
+    ok, why = cuda_available()
+    assert not ok and "numba-cuda is not installed" in why and "pip install" in why
+
+
+# --- PTX for sm_90 (no GPU needed; NVVM and NVRTC from PyPI) --------------------------
+
+def _ptx_skip_reason():
+    if IN_SIMULATOR:
+        return "the CUDA simulator cannot compile PTX (the PTX tests run without it)"
+    try:
+        if getattr(cuda, "implementation", None) != "NVIDIA":
+            return "numba-cuda is not installed"
+        from numba.cuda.cudadrv import nvrtc, nvvm
+
+        if not nvvm.is_available():
+            return "the CUDA toolkit's NVVM is not installed (pip install 'fastsde[test]')"
+        nvrtc.get_supported_ccs()
+    except Exception as exc:  # noqa: BLE001
+        return f"NVVM/NVRTC cannot be loaded ({' '.join(str(exc).split())[:200]})"
+    return None
+
+
+PTX_SKIP = _ptx_skip_reason()
+needs_nvvm = pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
+PTX_VARIANTS = sorted({(c[1].name, c[2]): c for c in CASES}.values(), key=lambda c: c[0])
+
+
+@needs_nvvm
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", PTX_VARIANTS, ids=[c[0] for c in PTX_VARIANTS])
+def test_every_kernel_compiles_to_ptx_for_sm90(case, dtype):
+    from fastsde.kernels import cuda as kc
+
+    _, model, method, _ = case
+    ptx = kc.compile_ptx(model, methods.METHODS[method], np.dtype(dtype).type, cc=(9, 0))
+    for name, text in ptx.items():
+        assert ".target sm_90" in text and ".entry" in text, name
+    if not kc.FASTMATH[np.dtype(dtype).type]:
+        # FMA contraction off: every product is rounded before it is added, as on the CPU
+        # (the Gaussian transform calls no library function that would bring its own).
+        for name, text in ptx.items():
+            assert "fma.rn" not in text, name
+        assert ("mul.rn.f64" if dtype == "float64" else "mul.rn.f32") in ptx["path"]
+
+
+@needs_nvvm
+@pytest.mark.parametrize("case", GEN_CASES, ids=[c[0] for c in GEN_CASES])
+def test_generative_models_compile_to_ptx_for_sm90(case):
+    from fastsde.kernels import cuda as kc
+
+    _, model, method, _ = case
+    ptx = kc.compile_ptx(model, methods.METHODS[method], np.float32, cc=(9, 0))
+    assert ".target sm_90" in ptx["path"] and ".entry" in ptx["path"]
+
+
+@needs_nvvm
+def test_float32_fastmath_variant_compiles_with_fma():
+    """The fast-math float32 option (measured by bench/gpu.py) compiles and fuses."""
+    from fastsde.kernels import cuda as kc
+
+    ptx = kc.compile_ptx(OU, methods.METHODS["euler_maruyama"], np.float32, fastmath=True)
+    assert "fma.rn" in ptx["path"] and "sqrt.approx" in ptx["path"]
+
+
+@needs_nvvm
+def test_fma_contraction_is_off_only_inside_exact_fp():
+    """The check above is not vacuous: without exact_fp NVVM fuses the same kernel."""
+    from fastsde.kernels import cuda as kc
+
+    with kc._as_if_device((9, 0)):
+        fused, _ = cuda.compile_ptx(kc.stats_kernel, kc.stats_signature(np.float64),
+                                    cc=(9, 0))
+    assert "fma.rn.f64" in fused
+
+
+@pytest.mark.skipif(IN_SIMULATOR, reason="runs the script in its own process")
+def test_gpu_benchmark_script_dry_run(tmp_path):
+    """bench/gpu.py runs every section at toy sizes on the simulator (--dry-run)."""
+    script = os.path.join(ROOT, "bench", "gpu.py")
+    help_out = subprocess.run([sys.executable, script, "--help"], capture_output=True,
+                              text=True, timeout=60)
+    assert help_out.returncode == 0 and "--dry-run" in help_out.stdout
+    out_md = tmp_path / "dry.md"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    run = subprocess.run([sys.executable, script, "--dry-run", "--repeats", "1",
+                          "--skip-tests", "--out", str(out_md)], capture_output=True,
+                         text=True, timeout=600, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = out_md.read_text()
+    for row in ("OU EM kernels, final state", "OU EM kernels, stats only",
+                "fs.simulate end to end", "RNG only", "GBM 3-dim EM kernel"):
+        assert row in table, row
+    assert "WRONG" not in table, table
+    assert table.count(": ok") >= 7, table  # 4 OU kernel rows, 2 RNG rows, 1 GBM row
+
+
+# --- the simulator run (CI without a GPU) ---------------------------------------------
+
+SIMULATOR_TEST = "test_device_tests_under_the_simulator"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def simulator_run(request, tmp_path_factory):
+    """Start the simulator subprocess when this module starts, so that it runs while the
+    PTX tests compile here (two cores: about half the wall time); its test waits for it."""
+    wanted = any(item.name == SIMULATOR_TEST for item in request.session.items)
+    if CUDA_OK or IN_SIMULATOR or not wanted:
+        yield None
+        return
+    log_path = tmp_path_factory.mktemp("cudasim") / "pytest.log"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
+           os.path.join(ROOT, "tests", "test_cuda.py")]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    yield proc, log_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(CUDA_OK, reason="the device tests ran in this process")
+def test_device_tests_under_the_simulator(simulator_run):
+    if simulator_run is None:
+        pytest.skip("this process is the simulator run")
+    proc, log_path = simulator_run
+    proc.wait(timeout=900)
+    text = log_path.read_text()
+    tail = text[-6000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in text and " failed" not in text, tail
+    # The device tests must have run there, not been skipped.
+    assert "cannot run in this process" not in text, tail
+    print(tail)
