@@ -66,9 +66,9 @@ def main(argv=None):
     print("| dtype | engine | path-steps/s | ns/path-step | ratio to numpy | mean X_1 | var X_1 |")
     print("|---|---|---|---|---|---|---|")
     for dtype in ("float32", "float64"):
-        fs.simulate(model, X0, (0.0, T1), k, 1000, dtype=dtype, device="cpu")  # compile
+        fs.simulate(model, X0, (0.0, T1), k, 1000, dtype=dtype, device="cpu", progress=False)  # compile
         t_fs, res = best_of(lambda: fs.simulate(model, X0, (0.0, T1), k, n, dtype=dtype,
-                                                device="cpu"), args.repeat)
+                                                device="cpu", progress=False), args.repeat)
         t_np, x_np = best_of(lambda: numpy_em(n, k, dtype), args.repeat)
         rate_fs, rate_np = n * k / t_fs, n * k / t_np
         for name, rate, x in (("fastsde", rate_fs, res.x[:, 0]), ("numpy", rate_np, x_np)):
