@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import time
+import types
 import warnings
 
 import numpy as np
@@ -356,6 +357,54 @@ def _resolve_device(device):
     return "cuda" if ok else "cpu"
 
 
+def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
+             save_at, stats, first_path, keep_paths, on_nonfinite, debug=False):
+    """Every check of :func:`simulate`, in its order, before anything is compiled or
+    allocated; also run user functions once in plain Python (the pre-flight).
+
+    The device is checked by name only, not resolved (a Dask client checks a request that
+    its workers will run). Returns the normalised request as a ``types.SimpleNamespace``.
+    """
+    _check_model(model)
+    n_steps = _check_count(n_steps, "n_steps", 1, 2**40)
+    n_paths = _check_count(n_paths, "n_paths", 1)
+    first_path = _check_count(first_path, "first_path", 0)
+    if first_path + n_paths > _MAX_PATH_INDEX:
+        raise ValueError(f"first_path + n_paths must be <= 2**64 (the path counter); got "
+                         f"{first_path} + {n_paths}")
+    t0, t1, h = _check_t_span(t_span, n_steps)
+    if n_steps * max(model.noise_dim, 1) > _MAX_NORMALS_PER_PATH:
+        raise ValueError(f"n_steps={n_steps} with noise_dim={model.noise_dim} exceeds the "
+                         f"stream's 2**58 normals per path")
+    method_obj = _methods.resolve_method(method, model)
+    device = _check_device(device)
+    seed = _check_seed(seed)
+    dtype_t = _check_dtype(dtype)
+    x0_mode, x0_rows, x0_mean, x0_std = _check_x0(x0, model.dim, n_paths)
+    params_arr = _check_params(params, model, n_paths)
+    save_steps = _check_save_at(save_at, t0, t1, h, n_steps)
+    if not isinstance(stats, (bool, np.bool_)):
+        raise TypeError(f"stats must be True or False; got {stats!r}")
+    if keep_paths is None:
+        keep_paths = save_at is not None and not stats
+    elif not isinstance(keep_paths, (bool, np.bool_)):
+        raise TypeError(f"keep_paths must be True, False or None; got {keep_paths!r}")
+    if not isinstance(debug, (bool, np.bool_)):
+        raise TypeError(f"debug must be True or False; got {debug!r}")
+    if not isinstance(on_nonfinite, str) or on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got "
+                         f"{on_nonfinite!r}")
+    x_start = x0_mean if x0_mode == 2 else x0_rows[0]
+    _preflight(model, x_start, params_arr[0], t0, dtype_t)
+
+    return types.SimpleNamespace(
+        n_steps=n_steps, n_paths=n_paths, first_path=first_path, t0=t0, t1=t1, h=h,
+        method=method_obj, device=device, seed=seed, dtype=dtype_t, x0_mode=x0_mode,
+        x0_rows=x0_rows, x0_mean=x0_mean, x0_std=x0_std, params_arr=params_arr,
+        save_steps=save_steps, stats=bool(stats), keep_paths=bool(keep_paths),
+        on_nonfinite=on_nonfinite, debug=bool(debug), x_start=x_start)
+
+
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
              keep_paths=None, on_nonfinite="count", progress=True, debug=False,
@@ -427,39 +476,15 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     fastsde.NonFiniteError
         ``on_nonfinite="raise"`` and some paths left the finite numbers.
     """
-    _check_model(model)
-    n_steps = _check_count(n_steps, "n_steps", 1, 2**40)
-    n_paths = _check_count(n_paths, "n_paths", 1)
-    first_path = _check_count(first_path, "first_path", 0)
-    if first_path + n_paths > _MAX_PATH_INDEX:
-        raise ValueError(f"first_path + n_paths must be <= 2**64 (the path counter); got "
-                         f"{first_path} + {n_paths}")
-    t0, t1, h = _check_t_span(t_span, n_steps)
-    if n_steps * max(model.noise_dim, 1) > _MAX_NORMALS_PER_PATH:
-        raise ValueError(f"n_steps={n_steps} with noise_dim={model.noise_dim} exceeds the "
-                         f"stream's 2**58 normals per path")
-    method_obj = _methods.resolve_method(method, model)
-    device = _check_device(device)
-    seed = _check_seed(seed)
-    dtype_t = _check_dtype(dtype)
-    x0_mode, x0_rows, x0_mean, x0_std = _check_x0(x0, model.dim, n_paths)
-    params_arr = _check_params(params, model, n_paths)
-    save_steps = _check_save_at(save_at, t0, t1, h, n_steps)
-    if not isinstance(stats, (bool, np.bool_)):
-        raise TypeError(f"stats must be True or False; got {stats!r}")
-    if keep_paths is None:
-        keep_paths = save_at is not None and not stats
-    elif not isinstance(keep_paths, (bool, np.bool_)):
-        raise TypeError(f"keep_paths must be True, False or None; got {keep_paths!r}")
-    stats = bool(stats)
-    if not isinstance(debug, (bool, np.bool_)):
-        raise TypeError(f"debug must be True or False; got {debug!r}")
-    if not isinstance(on_nonfinite, str) or on_nonfinite not in NONFINITE_POLICIES:
-        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got "
-                         f"{on_nonfinite!r}")
-    device = _resolve_device(device)
-    x_start = x0_mean if x0_mode == 2 else x0_rows[0]
-    _preflight(model, x_start, params_arr[0], t0, dtype_t)
+    req = validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
+                   save_at, stats, first_path, keep_paths, on_nonfinite, debug)
+    device = _resolve_device(req.device)
+    n_steps, n_paths, first_path = req.n_steps, req.n_paths, req.first_path
+    t0, t1, h, method_obj, seed, dtype_t = req.t0, req.t1, req.h, req.method, req.seed, req.dtype
+    x0_mode, x0_rows, x0_mean, x0_std = req.x0_mode, req.x0_rows, req.x0_mean, req.x0_std
+    params_arr, save_steps, stats, keep_paths = (req.params_arr, req.save_steps, req.stats,
+                                                 req.keep_paths)
+    x_start = req.x_start
 
     dim = model.dim
     n_save = save_steps.shape[0]

@@ -22,7 +22,6 @@ import warnings
 import numpy as np
 
 from . import api
-from . import methods as _methods
 from .errors import FastSDEError, NonFiniteError, OutputTooLargeError
 from .kernels import philox
 from .result import Result
@@ -101,40 +100,14 @@ def _validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, 
     The device is only checked by name: ``"cuda"`` need not work on the client, only on
     the workers (which resolve ``"auto"`` for themselves).
     """
-    api._check_model(model)
-    n_steps = api._check_count(n_steps, "n_steps", 1, 2**40)
-    n_paths = api._check_count(n_paths, "n_paths", 1)
-    first_path = api._check_count(first_path, "first_path", 0)
-    if first_path + n_paths > api._MAX_PATH_INDEX:
-        raise ValueError(f"first_path + n_paths must be <= 2**64 (the path counter); got "
-                         f"{first_path} + {n_paths}")
-    t0, t1, h = api._check_t_span(t_span, n_steps)
-    if n_steps * max(model.noise_dim, 1) > api._MAX_NORMALS_PER_PATH:
-        raise ValueError(f"n_steps={n_steps} with noise_dim={model.noise_dim} exceeds the "
-                         f"stream's 2**58 normals per path")
-    method_obj = _methods.resolve_method(method, model)
-    device = api._check_device(device)
-    seed = api._check_seed(seed)
-    dtype_t = api._check_dtype(dtype)
-    x0_mode, x0_rows, x0_mean, _ = api._check_x0(x0, model.dim, n_paths)
-    params_arr = api._check_params(params, model, n_paths)
-    save_steps = api._check_save_at(save_at, t0, t1, h, n_steps)
-    if not isinstance(stats, (bool, np.bool_)):
-        raise TypeError(f"stats must be True or False; got {stats!r}")
-    if keep_paths is None:
-        keep_paths = save_at is not None and not stats
-    elif not isinstance(keep_paths, (bool, np.bool_)):
-        raise TypeError(f"keep_paths must be True, False or None; got {keep_paths!r}")
-    if not isinstance(on_nonfinite, str) or on_nonfinite not in api.NONFINITE_POLICIES:
-        raise ValueError(f"on_nonfinite must be one of {api.NONFINITE_POLICIES}; got "
-                         f"{on_nonfinite!r}")
-    x_start = x0_mean if x0_mode == 2 else x0_rows[0]
-    api._preflight(model, x_start, params_arr[0], t0, dtype_t)
-    return dict(n_steps=n_steps, n_paths=n_paths, first_path=first_path, t0=t0, t1=t1, h=h,
-                method=method_obj.name, device=device, seed=seed, dtype=dtype_t,
-                x0_mode=x0_mode, x0_rows=x0_rows, params_arr=params_arr,
-                save_steps=save_steps, stats=bool(stats), keep_paths=bool(keep_paths),
-                x_start=x_start, x0=x0, params=params, t_span=t_span, save_at=save_at)
+    req = api.validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype,
+                       params, save_at, stats, first_path, keep_paths, on_nonfinite)
+    return dict(n_steps=req.n_steps, n_paths=req.n_paths, first_path=req.first_path,
+                t0=req.t0, t1=req.t1, h=req.h, method=req.method.name, device=req.device,
+                seed=req.seed, dtype=req.dtype, x0_mode=req.x0_mode, x0_rows=req.x0_rows,
+                params_arr=req.params_arr, save_steps=req.save_steps, stats=req.stats,
+                keep_paths=req.keep_paths, x_start=req.x_start, x0=x0, params=params,
+                t_span=t_span, save_at=save_at)
 
 
 def _check_flag(value, name):
