@@ -218,7 +218,10 @@ def test_keyboard_interrupt_leaves_the_interpreter_usable():
         threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         t = time.perf_counter()
         try:
-            fs.simulate(m, 0.0, (0, 1), 1000, 10**8, device="cpu", stats=True, progress=False)
+            # 3 x 10^10 path-steps: a minute or more, so finishing first is impossible,
+            # and a missed interrupt fails the test in minutes, not at the timeout.
+            fs.simulate(m, 0.0, (0, 1), 1000, 3 * 10**7, device="cpu", stats=True,
+                        progress=False)
             print("finished?!")
         except KeyboardInterrupt:
             print("interrupted after %.1f s" % (time.perf_counter() - t))

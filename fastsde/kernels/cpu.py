@@ -422,7 +422,10 @@ def run(kernel, args):
     """
     try:
         kernel(*args)
-    except SystemError:
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Ctrl-C during the call: stop, do not rerun
         serial = getattr(kernel, "fastsde_serial", None)
         if serial is None:
             raise
