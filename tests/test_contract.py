@@ -212,6 +212,10 @@ def test_sliced_run_equals_one_call(ou, monkeypatch):
 def test_keyboard_interrupt_leaves_the_interpreter_usable():
     script = textwrap.dedent("""
         import os, signal, threading, time
+        # A process started in the background by a non-interactive shell inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler; an interactive
+        # interpreter has it, so install it as such a user would have it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import fastsde as fs
         m = fs.OU(1.0, 0.5)
         fs.simulate(m, 0.0, (0, 1), 10, 100, device="cpu")   # compile first
