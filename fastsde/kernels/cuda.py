@@ -36,13 +36,11 @@ from numba import cuda
 
 from ..errors import ModelError
 from . import philox, steps
-from .target import compile_functions
+from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
 #: the calls to the compiled versions).
-RNG_FUNCTIONS = tuple(name for name, value in vars(philox).items()
-                      if isinstance(value, types.FunctionType)
-                      and value.__module__ == philox.__name__)
+RNG_FUNCTIONS = module_functions(philox)
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 
 X0_SHARED, X0_PER_PATH, X0_NORMAL = 0, 1, 2

@@ -37,3 +37,10 @@ def compile_functions(module, names, jit):
         compiled[name] = jit(rebound)
     namespace.update(compiled)
     return types.SimpleNamespace(**compiled)
+
+
+def module_functions(module):
+    """Names of the plain functions defined in ``module`` (not imported into it): the set
+    to compile, so that a function added to the math module needs no list kept in step."""
+    return tuple(name for name, value in vars(module).items()
+                 if isinstance(value, types.FunctionType) and value.__module__ == module.__name__)
