@@ -217,17 +217,19 @@ def fastsde_launcher(model, dtype, n_paths, n_steps, stats, x0=0.0, rng_only=Fal
     d_x = cuda.device_array((n_paths, dim), dtype)
     d_save = cuda.device_array((1, n_paths, dim) if stats else (0, 0, dim), dtype)
     d_bad = cuda.to_device(np.zeros(n_chunks, np.int64))
-    d_stats = None
+    reductions = []
     if stats:
         shape = (n_chunks, 1, dim)
         d_stats = (cuda.device_array(shape, np.int64), cuda.device_array(shape, np.float64),
                    cuda.device_array(shape, np.float64))
+        reductions.append(("stats", kernel.stats, d_save, 1, 0, d_stats))
     h = 1.0 / n_steps
     args = (d_rows, 0, zeros, zeros, d_params, 0.0, h, 1.0, n_steps, d_save_steps, key0,
-            key1, np.uint64(0), chunk, d_x, d_save, d_bad)
+            key1, np.uint64(0), chunk, 0, d_x, d_save,
+            cuda.device_array((0, 0, 1), dtype), cuda.device_array(0, np.float64), d_bad)
 
     def go():
-        kc.launch(kernel, args, d_stats)
+        kc.launch(kernel, args, reductions)
 
     return go, d_x.copy_to_host
 

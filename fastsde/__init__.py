@@ -13,8 +13,9 @@ from .generative import GaussianMixture, GaussianMixturePath  # noqa: E402
 from .mlp import MLPField  # noqa: E402
 from .models import GBM, OU, BrownianMotion  # noqa: E402
 from .result import Result  # noqa: E402
+from .montecarlo import Estimate, Histogram  # noqa: E402
 
 __all__ = ["simulate", "SDE", "ODE", "Normal", "OU", "GBM", "BrownianMotion", "Result",
-           "METHODS", "Method", "RNG_VERSION", "FastSDEError", "ModelError",
+           "Estimate", "Histogram", "METHODS", "Method", "RNG_VERSION", "FastSDEError", "ModelError",
            "IncompatibleMethodError", "DeviceError", "NonFiniteError", "OutputTooLargeError",
            "GaussianMixturePath", "GaussianMixture", "MLPField", "metrics", "__version__"]

@@ -17,7 +17,10 @@ import numpy as np
 from . import methods as _methods
 
 from .errors import DeviceError, ModelError, NonFiniteError, OutputTooLargeError
+from . import montecarlo
 from .kernels import philox
+from .kernels import layout
+from .kernels.layout import STAT_GROUPS, KernelArgs
 from .model import ODE, SDE, Normal
 from .result import Result
 from .streams import key_from_seed
@@ -202,11 +205,9 @@ def _available_memory():
 
 
 def _chunk_size(n_paths, n_save, dim, stats):
-    chunk = CHUNK_PATHS
-    if stats:
-        while (-(-n_paths // chunk)) * n_save * dim * 24 > STATS_BUFFER_BYTES:
-            chunk *= 2
-    return chunk
+    """Paths per statistics chunk: fixed, so that a path's chunk never depends on the
+    request's size (statistics are streamed per kernel call, see _run_stream)."""
+    return CHUNK_PATHS
 
 
 def merge_chunk_stats(count, mean, m2):
@@ -237,6 +238,8 @@ def merge_chunk_stats(count, mean, m2):
 
 
 NONFINITE_POLICIES = ("count", "warn", "raise")
+#: Names that Result.estimate gives to the statistics of hitting times.
+RESERVED_ESTIMATES = ("hit_time", "hit_probability")
 
 
 def _preflight(model, x_start, p_row, t0, dtype):
@@ -295,52 +298,113 @@ def _stiffness_advice(model, x_start, p_row, t0, h):
 SLICE_PATH_STEPS = 2 * 10**8
 
 
-def _slice_args(args, a, b, ca, cb, paths_tmp):
-    """The kernel arguments for paths [a, b) (chunks [ca, cb)) of a run."""
-    (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps, key0, key1,
-     first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2, nonfinite) = args
-    rows = x0_rows[a:b] if x0_mode == 1 else x0_rows
-    prm = params[a:b] if params.shape[0] > 1 else params
-    stats = st_count.shape[0] > 0
-    return (rows, x0_mode, x0_mean, x0_std, prm, t0, h, t1, n_steps, save_steps, key0, key1,
-            first_path + np.uint64(a), chunk, x_out[a:b],
-            paths_tmp if paths_out.shape[0] > 0 else paths_out,
-            st_count[ca:cb] if stats else st_count, st_mean[ca:cb] if stats else st_mean,
-            st_m2[ca:cb] if stats else st_m2, nonfinite[ca:cb])
+def _slice_plan(n_paths, chunk, cost_per_path, bytes_per_chunk, slice_steps):
+    """Chunks per kernel call: a power of two (so that the per-chunk statistics of each
+    call form one subtree of the merge tree and streamed results equal one call's bit for
+    bit), about ``slice_steps`` path-steps of work, and per-call statistics buffers within
+    ``STATS_BUFFER_BYTES``."""
+    by_work = max(1, slice_steps // max(cost_per_path * chunk, 1))
+    by_memory = max(1, STATS_BUFFER_BYTES // max(bytes_per_chunk, 1))
+    limit = min(by_work, by_memory)
+    return 1 << (limit.bit_length() - 1)
 
 
-def _run_in_slices(backend, kernel, args, chunk, cost_per_path, progress):
-    """Run the kernel over chunk-aligned slices of the paths (results are identical to
-    one call: statistics are per chunk and chunks do not move)."""
-    x_out, paths_out = args[14], args[15]
-    n_paths = x_out.shape[0]
+def _progress_bar(n_paths, progress):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=n_paths, unit="path", unit_scale=True, delay=2.0, desc="fastsde",
+                leave=False)
+
+
+def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, progress):
+    """Run the kernel over chunk-aligned slices of the paths with constant memory.
+
+    Parameters
+    ----------
+    base : dict
+        The inputs of :class:`KernelArgs` for the whole run.
+    outputs : dict
+        ``x`` (n_paths, dim) or None, ``paths`` (n_save, n_paths, dim) or None,
+        ``hits`` (n_paths,) or None, per-group Welford widths ``groups`` {prefix: width
+        or None}, ``hist`` (n_threads, n_save, dim, bins + 2) or None, and the empty
+        placeholders of each kernel output.
+
+    Returns
+    -------
+    dict
+        Merged (count, mean, m2) per statistics group and the number of non-finite paths.
+    """
+    n_save = base["save_steps"].shape[0]
+    widths = outputs["groups"]
+    bytes_per_chunk = 24 * n_save * sum(w for w in widths.values() if w) + 8
     slice_steps = getattr(backend, "SLICE_PATH_STEPS", SLICE_PATH_STEPS)
-    per_slice = max(1, slice_steps // (cost_per_path * chunk)) * chunk
-    if per_slice >= n_paths:
-        backend.run(kernel, args)
-        return
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_paths, unit="path", unit_scale=True, delay=2.0,
-                       desc="fastsde", leave=False)
-        except ImportError:
-            bar = None
+    cps = _slice_plan(n_paths, chunk, cost_per_path, bytes_per_chunk, slice_steps)
+    per_slice = cps * chunk
+    n_chunks_total = -(-n_paths // chunk)
+    level = cps.bit_length() - 1
+    rows_of = lambda n: min(n, cps)  # noqa: E731
+    buffers = {}
+    for group in STAT_GROUPS:
+        prefix = group[0].split("_")[0]
+        width = widths.get(prefix)
+        if width:
+            rows = (1 if prefix == "hit" else n_save)
+            shape = (rows_of(n_chunks_total), rows, width)
+            buffers[prefix] = (np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape))
+    merges = {prefix: montecarlo.StreamingMerge() for prefix in buffers}
+    nonfinite = np.zeros(rows_of(n_chunks_total), np.int64)
+    empty = outputs["empty"]
+    bar = _progress_bar(n_paths, progress) if n_paths > per_slice else None
+    n_bad = 0
     try:
         for a in range(0, n_paths, per_slice):
             b = min(a + per_slice, n_paths)
-            tmp = (np.empty((paths_out.shape[0], b - a, paths_out.shape[2]), paths_out.dtype)
-                   if paths_out.shape[0] > 0 else None)
-            backend.run(kernel, _slice_args(args, a, b, a // chunk, -(-b // chunk), tmp))
-            if tmp is not None:
-                paths_out[:, a:b] = tmp
+            nc = -(-(b - a) // chunk)
+            args = dict(base)
+            if base["x0_mode"] == 1:
+                args["x0_rows"] = base["x0_rows"][a:b]
+            if base["params"].shape[0] > 1:
+                args["params"] = base["params"][a:b]
+            args.update(first_path=base["first_path"] + np.uint64(a), n_paths=b - a,
+                        nonfinite=nonfinite[:nc])
+            args["x_out"] = outputs["x"][a:b] if outputs["x"] is not None else empty["x_out"]
+            args["hit_out"] = (outputs["hits"][a:b] if outputs["hits"] is not None
+                               else empty["hit_out"])
+            paths_tmp = None
+            if outputs["paths"] is not None:
+                paths_tmp = np.empty((n_save, b - a, outputs["paths"].shape[2]),
+                                     outputs["paths"].dtype)
+                args["paths_out"] = paths_tmp
+            else:
+                args["paths_out"] = empty["paths_out"]
+            for group in STAT_GROUPS:
+                prefix = group[0].split("_")[0]
+                if prefix in buffers:
+                    for name, buf in zip(group, buffers[prefix]):
+                        buf[:nc] = 0
+                        args[name] = buf[:nc]
+                else:
+                    for name in group:
+                        args[name] = empty[name]
+            args["hist"] = outputs["hist"] if outputs["hist"] is not None else empty["hist"]
+            backend.run(kernel, KernelArgs(**args))
+            if paths_tmp is not None:
+                outputs["paths"][:, a:b] = paths_tmp
+            n_bad += int(nonfinite[:nc].sum())
+            for prefix, (cnt, mean, m2) in buffers.items():
+                root = merge_chunk_stats(cnt[:nc], mean[:nc], m2[:nc])
+                merges[prefix].add(*root, level)
             if bar is not None:
                 bar.update(b - a)
     finally:
         if bar is not None:
             bar.close()
+    merged = {prefix: m.result() for prefix, m in merges.items()}
+    return merged, n_bad
 
 
 def _resolve_device(device):
@@ -358,7 +422,9 @@ def _resolve_device(device):
 
 
 def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
-             save_at, stats, first_path, keep_paths, on_nonfinite, debug=False):
+             save_at, stats, first_path, keep_paths, on_nonfinite, debug=False,
+             observables=None, stop_when=None, histogram=None, antithetic=False,
+             keep_x=True):
     """Every check of :func:`simulate`, in its order, before anything is compiled or
     allocated; also run user functions once in plain Python (the pre-flight).
 
@@ -394,21 +460,42 @@ def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, p
     if not isinstance(on_nonfinite, str) or on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got "
                          f"{on_nonfinite!r}")
+    obs = montecarlo.check_observables(observables)
+    for name, _ in obs:
+        if name in RESERVED_ESTIMATES:
+            raise ValueError(f"observables: the name {name!r} is reserved for the hitting "
+                             f"statistics; choose another")
+    stop = montecarlo.check_stop_when(stop_when)
+    hist = montecarlo.check_histogram(histogram, model.dim)
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise TypeError(f"antithetic must be True or False; got {antithetic!r}")
+    if antithetic and (first_path % 2 or n_paths % 2):
+        raise ValueError(f"antithetic=True pairs path 2m with path 2m + 1, so n_paths and "
+                         f"first_path must be even; got n_paths={n_paths}, "
+                         f"first_path={first_path}")
+    if not isinstance(keep_x, (bool, np.bool_)):
+        raise TypeError(f"keep_x must be True or False; got {keep_x!r}")
+    if not (keep_x or keep_paths or stats or obs or hist is not None):
+        raise ValueError("keep_x=False with nothing else asked for (stats, observables, "
+                         "histogram, keep_paths) would return nothing")
     x_start = x0_mean if x0_mode == 2 else x0_rows[0]
     _preflight(model, x_start, params_arr[0], t0, dtype_t)
+    montecarlo.preflight(obs, stop, x_start, params_arr[0], t0, dtype_t)
 
     return types.SimpleNamespace(
         n_steps=n_steps, n_paths=n_paths, first_path=first_path, t0=t0, t1=t1, h=h,
         method=method_obj, device=device, seed=seed, dtype=dtype_t, x0_mode=x0_mode,
         x0_rows=x0_rows, x0_mean=x0_mean, x0_std=x0_std, params_arr=params_arr,
         save_steps=save_steps, stats=bool(stats), keep_paths=bool(keep_paths),
-        on_nonfinite=on_nonfinite, debug=bool(debug), x_start=x_start)
+        on_nonfinite=on_nonfinite, debug=bool(debug), x_start=x_start, obs=obs, stop=stop,
+        hist=hist, antithetic=bool(antithetic), keep_x=bool(keep_x))
 
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
              keep_paths=None, on_nonfinite="count", progress=True, debug=False,
-             _rng_only=False):
+             observables=None, stop_when=None, histogram=None, antithetic=False,
+             keep_x=True, _rng_only=False):
     """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
 
     Parameters
@@ -456,6 +543,29 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         Compile the kernel with bounds checking (slower): an index outside an array in a
         user function raises ``fastsde.ModelError`` instead of touching memory that is
         not its own.
+    observables : dict of {str: function}, optional
+        ``{name: f(t, x, p) -> float}``, plain Python functions compiled into the kernel.
+        Mean and variance of each are accumulated in float64 at every save time;
+        ``Result.estimate(name)`` gives the value, standard error and 95% interval.
+        Paths whose state or value is not finite are left out (``Result.obs_count``).
+    stop_when : function, optional
+        ``g(t, x, p)``: a path stops (is absorbed) the first time g > 0 on the step grid
+        (checked at t0 and after every step). Its state stays at the first state with
+        g > 0; ``Result.hit_time`` (n_paths,) holds the time (+inf if it never stopped,
+        when ``keep_x``), and the count, mean and variance of the hitting times are
+        accumulated in the kernel (``Result.estimate("hit_time")``, ``"hit_probability"``).
+    histogram : dict, optional
+        ``dict(bins=int, range=(lo, hi) or array (dim, 2))``: per-component histograms of
+        the state at every save time, counted in the kernel (``Result.histogram``).
+    antithetic : bool
+        Paths 2m and 2m + 1 use the same normals with opposite signs (n_paths and
+        first_path must be even); observables are accumulated per pair, so their
+        standard errors account for the pairing. Path 2m equals path 2m of a run without
+        antithetic variates.
+    keep_x : bool
+        Store the final states (and hitting times). False: a statistics-only run
+        (stats, observables, histogram) whose memory does not grow with n_paths; it is
+        streamed through the kernel in slices, so n_paths = 10**10 fits on a laptop.
 
     Returns
     -------
@@ -477,7 +587,8 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         ``on_nonfinite="raise"`` and some paths left the finite numbers.
     """
     req = validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
-                   save_at, stats, first_path, keep_paths, on_nonfinite, debug)
+                   save_at, stats, first_path, keep_paths, on_nonfinite, debug, observables,
+                   stop_when, histogram, antithetic, keep_x)
     device = _resolve_device(req.device)
     n_steps, n_paths, first_path = req.n_steps, req.n_paths, req.first_path
     t0, t1, h, method_obj, seed, dtype_t = req.t0, req.t1, req.h, req.method, req.seed, req.dtype
@@ -487,20 +598,25 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     x_start = req.x_start
 
     dim = model.dim
+    obs, stop, hist, antithetic, keep_x = req.obs, req.stop, req.hist, req.antithetic, req.keep_x
+    n_obs = len(obs)
     n_save = save_steps.shape[0]
     itemsize = np.dtype(dtype_t).itemsize
     chunk = _chunk_size(n_paths, n_save, dim, stats)
-    n_chunks = -(-n_paths // chunk)
-    out_bytes = n_paths * dim * itemsize * (1 + (n_save if keep_paths else 0))
-    out_bytes += (n_chunks * n_save * dim * 24) if stats else 0
+    # Stored outputs grow with n_paths; statistics, observables and histograms do not
+    # (they are streamed per kernel call), so only the former can be refused for size.
+    out_bytes = n_paths * dim * itemsize * ((1 if keep_x else 0)
+                                            + (n_save if keep_paths else 0))
+    out_bytes += n_paths * 8 if (keep_x and stop is not None) else 0
     available = _available_memory()
     if available is not None and out_bytes > 0.8 * available:
         raise OutputTooLargeError(
-            f"the requested output needs {out_bytes / 2**30:.2f} GiB but only "
+            f"the requested stored output needs {out_bytes / 2**30:.2f} GiB but only "
             f"{available / 2**30:.2f} GiB of memory is available (n_paths={n_paths}, "
-            f"dim={dim}, n_save={n_save}, keep_paths={keep_paths}); ask for fewer save "
-            f"times (save_at), stats=True without keep_paths, or split the run with "
-            f"first_path")
+            f"dim={dim}, keep_x={keep_x}, keep_paths={keep_paths}, n_save={n_save}). "
+            f"Alternatives: keep_x=False with stats=True, observables=... or "
+            f"histogram=... (computed in the kernel with constant memory, for any "
+            f"n_paths); fewer save times (save_at); or split the run with first_path")
 
     key0, key1 = key_from_seed(seed)
     if device == "cuda":
@@ -508,24 +624,34 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     else:
         from .kernels import cpu as backend
     kernel = backend.get_kernel(model, method_obj, dtype_t, debug=bool(debug),
-                                rng_only=bool(_rng_only))
+                                rng_only=bool(_rng_only), obs=obs, stop=stop)
 
-    x_out = np.empty((n_paths, dim), dtype_t)
-    paths_out = np.empty((n_save if keep_paths else 0, n_paths if keep_paths else 0, dim),
-                         dtype_t)
-    stat_shape = (n_chunks, n_save, dim) if stats else (0, 0, dim)
-    st_count = np.zeros(stat_shape, np.int64)
-    st_mean = np.zeros(stat_shape, np.float64)
-    st_m2 = np.zeros(stat_shape, np.float64)
-    nonfinite = np.zeros(n_chunks, np.int64)
-    args = (x0_rows.astype(dtype_t), x0_mode, x0_mean.astype(dtype_t), x0_std.astype(dtype_t),
-            np.ascontiguousarray(params_arr, dtype=dtype_t), t0, h, t1, n_steps, save_steps,
-            key0, key1, np.uint64(first_path), chunk, x_out, paths_out, st_count, st_mean,
-            st_m2, nonfinite)
+    empty = layout.empty_args(dim, model.n_params, n_obs, dtype_t)._asdict()
+    hist_buf = None
+    hist_lo = hist_scale = np.zeros(dim)
+    if hist is not None:
+        bins, lo, hi = hist
+        copies = backend.histogram_copies() if hasattr(backend, "histogram_copies") else 1
+        hist_buf = np.zeros((copies, n_save, dim, bins + 2), np.int64)
+        hist_lo, hist_scale = lo, bins / (hi - lo)
+    outputs = dict(
+        x=np.empty((n_paths, dim), dtype_t) if keep_x else None,
+        paths=np.empty((n_save, n_paths, dim), dtype_t) if keep_paths else None,
+        hits=np.empty(n_paths, np.float64) if (keep_x and stop is not None) else None,
+        groups={"st": dim if stats else None, "ob": n_obs or None,
+                "hit": 1 if stop is not None else None},
+        hist=hist_buf, empty=empty)
+    base = dict(x0_rows=x0_rows.astype(dtype_t), x0_mode=x0_mode,
+                x0_mean=x0_mean.astype(dtype_t), x0_std=x0_std.astype(dtype_t),
+                params=np.ascontiguousarray(params_arr, dtype=dtype_t), t0=t0, h=h, t1=t1,
+                n_steps=n_steps, save_steps=save_steps, key0=key0, key1=key1,
+                first_path=np.uint64(first_path), n_paths=n_paths, chunk=chunk,
+                antithetic=int(antithetic), hist_lo=np.ascontiguousarray(hist_lo, np.float64),
+                hist_scale=np.ascontiguousarray(hist_scale, np.float64))
     start = time.perf_counter()
     try:
-        _run_in_slices(backend, kernel, args, chunk, n_steps * max(model.drift_cost, 1),
-                       progress)
+        merged, n_nonfinite = _run_stream(backend, kernel, base, outputs, n_paths, chunk,
+                                          n_steps * max(model.drift_cost, 1), progress)
     except IndexError as exc:
         raise ModelError(f"a function of the model {model.name!r} indexed outside an array "
                          f"during the run (found by debug=True bounds checking): {exc}. "
@@ -535,18 +661,29 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
 
     mean = var = count = None
     if stats:
-        count, mean, m2 = merge_chunk_stats(st_count, st_mean, st_m2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.where(count > 1, m2 / np.maximum(count - 1, 1), np.nan)
-        mean = np.where(count > 0, mean, np.nan)
+        count, mean, var = _finish_stats(*merged["st"])
+    extra_fields = {}
+    if obs:
+        c, m, v = _finish_stats(*merged["ob"])
+        extra_fields.update(obs_names=tuple(name for name, _ in obs), obs_count=c,
+                            obs_mean=m, obs_var=v)
+    if stop is not None:
+        c, m, v = _finish_stats(*merged["hit"])
+        extra_fields.update(hit_time=outputs["hits"], hit_count=int(c[0, 0]),
+                            hit_mean=float(m[0, 0]), hit_var=float(v[0, 0]))
+    if hist is not None:
+        counts = hist_buf.sum(axis=0)
+        extra_fields["histogram"] = montecarlo.Histogram(
+            edges=montecarlo.histogram_edges(*hist), counts=counts[..., 1:-1],
+            below=counts[..., 0], above=counts[..., -1])
     result = Result(
-        x=x_out, t=_save_times(save_steps, t0, t1, h, n_steps),
-        paths=paths_out if keep_paths else None, mean=mean, var=var, count=count,
-        n_nonfinite=int(nonfinite.sum()), device=device, method=method_obj.name,
+        x=outputs["x"], t=_save_times(save_steps, t0, t1, h, n_steps),
+        paths=outputs["paths"], mean=mean, var=var, count=count,
+        n_nonfinite=n_nonfinite, device=device, method=method_obj.name,
         dtype=np.dtype(dtype_t).name, seed=seed, rng_version=philox.RNG_VERSION,
         n_steps=n_steps, first_path=first_path, elapsed_s=elapsed,
         path_steps_per_s=n_paths * n_steps / elapsed if elapsed > 0 else float("inf"),
-        model=model.name)
+        model=model.name, extra={"n_paths": n_paths, "dim": dim}, antithetic=antithetic, **extra_fields)
     if result.n_nonfinite and on_nonfinite != "count":
         message = (f"{result.n_nonfinite} of {n_paths} paths ({result.n_nonfinite / n_paths:.3g}) "
                    f"left the finite numbers; they are counted in Result.n_nonfinite and left "
@@ -557,3 +694,10 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
             raise err
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return result
+
+
+def _finish_stats(count, mean, m2):
+    """(count, mean, unbiased variance) from a merged Welford state; NaN where undefined."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(count > 1, m2 / np.maximum(count - 1, 1), np.nan)
+    return count, np.where(count > 0, mean, np.nan), var

@@ -56,6 +56,68 @@ class Result:
     path_steps_per_s: float
     model: str = ""
     extra: dict = field(default_factory=dict)
+    antithetic: bool = False
+    obs_names: tuple = ()
+    obs_count: object = None
+    obs_mean: object = None
+    obs_var: object = None
+    hit_time: object = None
+    hit_count: object = None
+    hit_mean: object = None
+    hit_var: object = None
+    histogram: object = None
+
+    def estimate(self, name, t=None):
+        """The Monte Carlo estimate of an observable, or of the hitting statistics.
+
+        Parameters
+        ----------
+        name : str
+            An observable's name; ``"hit_probability"`` (fraction of the finite paths
+            that stopped by t1, binomial standard error); ``"hit_time"`` (mean hitting
+            time of the paths that stopped, conditional on stopping by t1).
+        t : float, optional
+            A save time (observables only); default the last one, t1.
+
+        Returns
+        -------
+        fastsde.Estimate
+            ``value``, ``se``, ``ci`` (95%) and ``n`` (independent units: paths, or
+            antithetic pairs).
+        """
+        from .montecarlo import Estimate
+
+        if name in ("hit_time", "hit_probability"):
+            if self.hit_count is None:
+                raise ValueError(f"estimate({name!r}) needs a run with stop_when=...")
+            if t is not None:
+                raise ValueError(f"estimate({name!r}) is over the whole run; t must be None")
+            if self.antithetic:
+                raise ValueError(f"estimate({name!r}) treats paths as independent, which "
+                                 f"antithetic pairs are not; with antithetic=True use an "
+                                 f"observable of the stopped state (its pairs are handled)")
+            if name == "hit_time":
+                return Estimate.from_moments(self.hit_mean, self.hit_var, self.hit_count)
+            n = self.n_paths - self.n_nonfinite
+            prob = self.hit_count / n if n > 0 else float("nan")
+            var = prob * (1.0 - prob) * n / (n - 1) if n > 1 else float("nan")
+            return Estimate.from_moments(prob, var, n)
+        if name not in self.obs_names:
+            known = list(self.obs_names) + (["hit_time", "hit_probability"]
+                                            if self.hit_count is not None else [])
+            raise KeyError(f"no estimate named {name!r}; this result has {known}")
+        o = self.obs_names.index(name)
+        if t is None:
+            s = len(self.t) - 1
+        else:
+            hits = np.flatnonzero(np.isclose(self.t, float(t), rtol=0, atol=1e-9 * max(
+                1.0, float(np.max(np.abs(self.t))))))
+            if hits.size == 0:
+                raise ValueError(f"t={t!r} is not a save time; save times are "
+                                 f"{self.t.tolist()[:10]}")
+            s = int(hits[0])
+        return Estimate.from_moments(self.obs_mean[s, o], self.obs_var[s, o],
+                                     self.obs_count[s, o])
 
     @property
     def n_paths(self):
@@ -69,7 +131,11 @@ class Result:
     def dim(self):
         if self.x is not None:
             return self.x.shape[1]
-        return (self.mean if self.mean is not None else self.paths).shape[-1]
+        if self.mean is not None or self.paths is not None:
+            return (self.mean if self.mean is not None else self.paths).shape[-1]
+        if self.histogram is not None:
+            return self.histogram.counts.shape[1]
+        return int(self.extra["dim"])
 
     def __repr__(self):
         return (f"Result(model={self.model}, method={self.method!r}, device={self.device!r}, "
@@ -106,9 +172,10 @@ class Result:
             raise ValueError(f"component must be in [0, {self.dim}); got {component!r}")
         x_final = self.x if self.x is not None else (
             self.paths[-1] if self.paths is not None else None)
-        if x_final is None:
-            raise ValueError("Result.plot() needs final states: this result kept only "
-                             "statistics (fastsde.distributed.simulate without keep_x)")
+        if x_final is None and self.histogram is None:
+            raise ValueError("Result.plot() needs final states or an in-kernel histogram: "
+                             "this result kept only statistics (run with keep_x=True or "
+                             "histogram=dict(bins=..., range=...))")
         if ax is None:
             fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         else:
@@ -129,11 +196,19 @@ class Result:
                              label="mean ± 2 sd")
             ax0.legend(loc="best")
         ax0.set(xlabel="t", ylabel=f"X[{component}]", title=self.model)
-        final = x_final[:, component].astype(np.float64)
-        final = final[np.isfinite(final)]
-        ax1.hist(final, bins=bins, density=True, alpha=0.6, label=f"X at t = {self.t[-1]:g}")
+        if x_final is not None:
+            final = x_final[:, component].astype(np.float64)
+            final = final[np.isfinite(final)]
+            ax1.hist(final, bins=bins, density=True, alpha=0.6,
+                     label=f"X at t = {self.t[-1]:g}")
+            lo, hi = final.min(), final.max()
+        else:  # the histogram counted in the kernel (statistics-only runs)
+            edges = self.histogram.edges[component]
+            ax1.stairs(self.histogram.density(-1, component), edges, fill=True, alpha=0.6,
+                       label=f"X at t = {self.t[-1]:g} (in-kernel histogram)")
+            lo, hi = edges[0], edges[-1]
         if exact_density is not None:
-            grid = np.linspace(final.min(), final.max(), 400)
+            grid = np.linspace(lo, hi, 400)
             ax1.plot(grid, exact_density(grid), "k", label="exact")
         ax1.set(xlabel=f"X[{component}]", ylabel="density")
         ax1.legend(loc="best")
@@ -143,24 +218,43 @@ class Result:
     def to_xarray(self):
         """The result as an ``xarray.Dataset`` (needs the optional ``xarray`` package).
 
-        Variables: ``x`` (path, component); ``paths`` (time, path, component) when saved;
-        ``mean``, ``var`` (time, component) when accumulated. Attributes: model, method,
-        device, dtype, seed, rng_version, n_steps, first_path.
+        Variables: ``x`` (path, component) and ``hit_time`` (path) when stored; ``paths``
+        (time, path, component) when saved; ``mean``, ``var``, ``count`` (time, component)
+        when accumulated; ``obs_mean``, ``obs_var``, ``obs_count`` (time, observable)
+        with observables; ``histogram`` (time, component, bin) with ``bin_edges``
+        (component, edge). Attributes: model, method, device, dtype, seed, rng_version,
+        n_steps, first_path, n_paths, n_nonfinite, antithetic.
         """
         try:
             import xarray as xr
         except ImportError as exc:
             raise ImportError("Result.to_xarray() needs xarray: pip install xarray") from exc
-        path_index = np.arange(self.first_path, self.first_path + self.n_paths)
-        coords = {"time": self.t, "path": path_index, "component": np.arange(self.dim)}
-        data = {} if self.x is None else {"x": (("path", "component"), self.x)}
+        coords = {"time": self.t, "component": np.arange(self.dim)}
+        if self.x is not None or self.paths is not None:
+            coords["path"] = np.arange(self.first_path, self.first_path + self.n_paths,
+                                       dtype=np.uint64)
+        data = {}
+        if self.x is not None:
+            data["x"] = (("path", "component"), self.x)
+        if self.hit_time is not None:
+            data["hit_time"] = (("path",), self.hit_time)
         if self.paths is not None:
             data["paths"] = (("time", "path", "component"), self.paths)
         if self.mean is not None:
             data["mean"] = (("time", "component"), self.mean)
             data["var"] = (("time", "component"), self.var)
+            data["count"] = (("time", "component"), self.count)
+        if self.obs_names:
+            coords["observable"] = list(self.obs_names)
+            data["obs_mean"] = (("time", "observable"), self.obs_mean)
+            data["obs_var"] = (("time", "observable"), self.obs_var)
+            data["obs_count"] = (("time", "observable"), self.obs_count)
+        if self.histogram is not None:
+            data["histogram"] = (("time", "component", "bin"), self.histogram.counts)
+            data["bin_edges"] = (("component", "edge"), self.histogram.edges)
         attrs = dict(model=self.model, method=self.method, device=self.device,
                      dtype=self.dtype, seed=str(self.seed), rng_version=self.rng_version,
                      n_steps=self.n_steps, first_path=self.first_path,
-                     n_nonfinite=self.n_nonfinite)
+                     n_paths=self.n_paths, n_nonfinite=self.n_nonfinite,
+                     antithetic=int(self.antithetic))
         return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -29,6 +29,9 @@ from fastsde.kernels import cuda_available
 from fastsde.kernels import philox
 from fastsde.kernels.cpu import _rng as cpu_rng
 
+from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, gbm_params, obs_square,
+                       outside_box)
+
 pytestmark = pytest.mark.cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,6 +111,13 @@ SCALAR = fs.SDE(scalar_drift, scalar_diffusion, dim=2, noise="scalar", params=(0
                 name="scalar2")
 GENERAL = fs.SDE(general_drift, general_diffusion, dim=2, noise="general", noise_dim=3,
                  params=(0.5, 1.0), name="general2x3")
+
+SQUARE = obs_square
+
+
+def ABOVE_TWO(t, x, p):  # noqa: N802 - a constant-like model function
+    return x[0] - 2.0
+
 
 N = 40          # paths per run: more than the simulator grid (32 threads), so threads loop
 STEPS = 12
@@ -410,6 +420,58 @@ def test_ulp_comparison_rejects_another_seed():
         _assert_same(gpu, other, bitwise=False)
 
 
+#: Monte Carlo outputs (observables, stopping, histograms, antithetic pairs, streamed
+#: statistics-only runs) on both devices. The CPU kernels are those of
+#: tests/test_montecarlo.py (same model functions: one compile, shared by the disk cache).
+MC_CASES = [
+    ("linear-observables-antithetic-histogram", LINEAR,
+     dict(x0=fs.Normal(1.0, 0.1), params=gbm_params(0.05, 0.4), save_at=3, stats=True,
+          observables=LINEAR_OBS, antithetic=True, first_path=6,
+          histogram=dict(bins=6, range=(0.7, 1.3)))),
+    ("box-stopping-stored", BOX,
+     dict(x0=0.5, params=(0.6, 0.0, 1.0), save_at=4, stats=True, keep_paths=True,
+          observables=BOX_OBS, stop_when=outside_box,
+          histogram=dict(bins=5, range=(-0.2, 1.2)))),
+    ("box-stopping-statistics-only", BOX,
+     dict(x0=fs.Normal(0.5, 0.3), params=(0.6, 0.0, 1.0), save_at=2, keep_x=False,
+          observables=BOX_OBS, stop_when=outside_box, histogram=dict(bins=3, range=(0, 1)))),
+]
+MC_FIELDS = ("x", "paths", "mean", "var", "count", "obs_mean", "obs_var", "obs_count",
+             "hit_time", "hit_count", "hit_mean", "hit_var", "n_nonfinite")
+
+
+@device_only
+@pytest.mark.parametrize("case", MC_CASES, ids=[c[0] for c in MC_CASES])
+def test_monte_carlo_outputs_equal_cpu(case):
+    _, model, kw = case
+    gpu = _run(model, "euler_maruyama", "cuda", **kw)
+    cpu = _run(model, "euler_maruyama", "cpu", **kw)
+    for name in MC_FIELDS:
+        g, c = getattr(gpu, name), getattr(cpu, name)
+        assert (g is None) == (c is None), name
+        if g is None:
+            continue
+        if BITWISE or name in ("count", "obs_count", "hit_count", "n_nonfinite"):
+            assert np.array_equal(g, c, equal_nan=True), name
+        else:
+            np.testing.assert_allclose(g, c, rtol=1e-12, atol=1e-14, err_msg=name)
+    for part in ("counts", "below", "above"):
+        assert np.array_equal(getattr(gpu.histogram, part), getattr(cpu.histogram, part))
+    assert gpu.histogram.counts.sum() > 0
+    if cpu.hit_count is not None:
+        assert 0 < cpu.hit_count < N  # some paths stopped, some did not
+
+
+@device_only
+def test_monte_carlo_comparison_rejects_another_stopping_level():
+    """The comparison above is not vacuous: a shifted boundary changes the outputs."""
+    _, model, kw = MC_CASES[1]
+    gpu = _run(model, "euler_maruyama", "cuda", **kw)
+    cpu = _run(model, "euler_maruyama", "cpu", **dict(kw, params=(0.6, 0.0, 0.9)))
+    assert not np.array_equal(gpu.hit_time, cpu.hit_time)
+    assert not np.array_equal(gpu.histogram.counts, cpu.histogram.counts)
+
+
 def _f32_error_ratio(model, method, kw, gpu_kw=None):
     """max |x_gpu32 - x_cpu64| over max |x_cpu32 - x_cpu64| (plus a floor of 16 eps32)."""
     g32 = _run(model, method, "cuda", dtype="float32", **dict(kw, **(gpu_kw or {})))
@@ -538,42 +600,53 @@ def test_launch_arguments_match_the_compiled_signature(monkeypatch):
     seen = []
     real_launch = kc.launch
 
-    def spy(kernel, device_args, device_stats=None):
-        seen.append((kernel, device_args, device_stats))
-        real_launch(kernel, device_args, device_stats)
+    def spy(kernel, device_args, reductions=()):
+        seen.append((kernel, device_args, reductions))
+        real_launch(kernel, device_args, reductions)
 
     def host(a):
         return a.copy_to_host() if hasattr(a, "copy_to_host") else a
 
     monkeypatch.setattr(kc, "launch", spy)
-    for model, kw in ((OU, dict(x0=fs.Normal(0, 1), stats=True, save_at=2)),
+    for model, kw in ((OU, dict(x0=fs.Normal(0, 1), stats=True, save_at=2,
+                                observables={"sq": SQUARE}, stop_when=ABOVE_TWO,
+                                histogram=dict(bins=4, range=(-1, 1)))),
                       (GBM, dict(x0=np.ones((N, 2)), params=np.ones((N, 2)), save_at=2,
                                  dtype="float32"))):
         _run(model, "euler_maruyama", "cuda", **kw)
-        kernel, device_args, device_stats = seen[-1]
+        kernel, device_args, reductions = seen[-1]
         types = tuple(numba.typeof(host(a)) for a in device_args)
-        assert types == kc.path_signature(model, kernel.dtype)
-        if device_stats is not None:
-            stats_types = tuple(numba.typeof(host(a)) for a in
-                                (device_args[15], device_args[13], *device_stats))
-            assert stats_types == kc.stats_signature(kernel.dtype)
+        assert types == kc.path_signature(model, kernel.dtype, kernel.n_obs)
+        for red in reductions:
+            if red[0] == "stats":
+                _, disp, buf, gate, pair, out = red
+                buf_dtype = np.dtype(host(buf).dtype).type
+                stats_types = tuple(numba.typeof(host(a)) for a in
+                                    (buf, device_args[13], gate, pair, *out))
+                assert stats_types == kc.stats_signature(buf_dtype)
+            else:
+                _, buf, lo, scale, hist = red
+                parts = 1
+                hist_types = tuple(numba.typeof(host(a)) for a in (buf, lo, scale, parts,
+                                                                    hist))
+                assert hist_types == kc.hist_signature(kernel.dtype)
 
 
 @device_only
 def test_stats_only_run_copies_back_only_statistics():
     from fastsde import api
     from fastsde.kernels import cuda as kc
+    from fastsde.kernels import layout
 
     kernel = kc.get_kernel(OU, methods.METHODS["euler_maruyama"], np.float64)
     n, chunk = 40, api.CHUNK_PATHS
-    sentinel = -12345.0
-    x_out = np.full((n, 1), sentinel)
     st = [np.zeros((1, 2, 1), np.int64), np.zeros((1, 2, 1)), np.zeros((1, 2, 1))]
-    args = (np.zeros((1, 1)), 0, np.zeros(1), np.zeros(1), OU.params.reshape(1, -1), 0.0,
-            0.1, 1.0, 10, np.array([0, 10]), np.uint64(1), np.uint64(2), np.uint64(0),
-            chunk, x_out, np.zeros((0, 0, 1)), *st, np.zeros(1, np.int64))
-    kc.run(kernel, args, copy_x=False)
-    assert np.all(x_out == sentinel)
+    args = layout.empty_args(1, OU.n_params, 0, np.float64)._replace(
+        params=OU.params.reshape(1, -1), h=0.1, t1=1.0, n_steps=10,
+        save_steps=np.array([0, 10]), key0=np.uint64(1), key1=np.uint64(2), n_paths=n,
+        chunk=chunk, st_count=st[0], st_mean=st[1], st_m2=st[2],
+        nonfinite=np.zeros(1, np.int64))
+    kc.run(kernel, args)
     assert st[0].tolist() == [[[n], [n]]] and st[1][0, 0, 0] == 0.0 and st[2][0, 1, 0] > 0
 
 
@@ -651,6 +724,21 @@ def test_generative_models_compile_to_ptx_for_sm90(case):
     _, model, method, _ = case
     ptx = kc.compile_ptx(model, methods.METHODS[method], np.float32, cc=(9, 0))
     assert ".target sm_90" in ptx["path"] and ".entry" in ptx["path"]
+
+
+@needs_nvvm
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_monte_carlo_kernels_compile_to_ptx_for_sm90(dtype):
+    """Observables, stopping, the histogram kernel: typing errors the simulator does not
+    catch fail here."""
+    from fastsde.kernels import cuda as kc
+
+    ptx = kc.compile_ptx(BOX, methods.METHODS["euler_maruyama"], np.dtype(dtype).type,
+                         cc=(9, 0), obs=tuple(BOX_OBS.items()), stop=outside_box)
+    for name in ("path", "stats", "hist"):
+        assert ".target sm_90" in ptx[name] and ".entry" in ptx[name], name
+        assert "fma.rn" not in ptx[name], name
+    assert "atom.shared.add" in ptx["hist"] and "atom.global.add" in ptx["hist"]
 
 
 @needs_nvvm

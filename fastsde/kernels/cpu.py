@@ -22,7 +22,8 @@ from numba.extending import intrinsic
 
 from .. import __version__
 from ..errors import ModelError
-from . import philox, steps
+from . import layout, philox, steps
+from .. import montecarlo
 from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name).
@@ -102,26 +103,17 @@ def _enable_disk_cache(dispatcher, fingerprint):
 
 
 @njit(inline="always", **_JIT)
-def _record(X, l, lanes, dim, i, c, s, paths_out, st_count, st_mean, st_m2):
-    """Save the state X[j * lanes + l] of path i (chunk c) at save index s: into the stored
-    paths and/or the chunk's Welford statistics. A path with any non-finite component is
-    left out of the statistics (and counted by the caller)."""
-    if paths_out.shape[0] > 0:
-        for j in range(dim):
-            paths_out[s, i, j] = X[j * lanes + l]
-    if st_count.shape[0] > 0:
-        finite = True
-        for j in range(dim):
-            if not math.isfinite(X[j * lanes + l]):
-                finite = False
-        if finite:
-            for j in range(dim):
-                v = np.float64(X[j * lanes + l])
-                n = st_count[c, s, j] + 1
-                st_count[c, s, j] = n
-                d = v - st_mean[c, s, j]
-                st_mean[c, s, j] += d / n
-                st_m2[c, s, j] += d * (v - st_mean[c, s, j])
+def _welford(count, mean, m2, c, s, j, v):
+    """Welford's update of accumulator [c, s, j] with the float64 value v (the arithmetic
+    that cuda.stats_kernel repeats, in the same order)."""
+    n = count[c, s, j] + 1
+    count[c, s, j] = n
+    d = v - mean[c, s, j]
+    mean[c, s, j] += d / n
+    m2[c, s, j] += d * (v - mean[c, s, j])
+
+
+_hist_slot = njit(inline="always", **_JIT)(layout.hist_slot)
 
 
 def compile_user_functions(model, jit, **options):
@@ -169,7 +161,7 @@ def _make_rng_only_step(dim, noise_dim):
     return step
 
 
-def _make_kernel(model, method, dtype, debug=False, rng_only=False):
+def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None):
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
     has_noise = model.kind == "sde"
@@ -182,8 +174,15 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
     else:
         step_py = method.factory(model)(drift, diffusion, noise_term, dim, dtype)
     step = njit(inline="always", **options)(step_py)
+    jit_inline = njit(inline="always", **options)
+    observe = montecarlo.make_observe(obs, jit_inline)
+    stop_fn = jit_inline(stop if stop is not None else montecarlo.never_stop)
+    has_stop = stop is not None
+    n_obs = len(obs)
+    n_obs_c = max(n_obs, 1)
     normal_block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
-    record = _record
+    welford = _welford
+    hist_slot = _hist_slot
     alloc_g = _make_diffusion_alloc(gshape, dtype)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
@@ -191,16 +190,72 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
     n_params_model = model.n_params
     n_params_c = max(n_params_model, 1)
     stack_empty = _stack_empty
+    pair_mask = ~np.uint64(1)
+    nan = dtype(np.nan)
+
+    def save_block(X, P, OBV, x, p, ov, n_live, b0, c, s, t_s, antithetic, tid, paths_out,
+                   st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_lo,
+                   hist_scale):
+        """Everything asked for at save index s, for the live lanes of one block."""
+        if paths_out.shape[0] > 0:
+            for l in range(n_live):
+                for j in range(dim):
+                    paths_out[s, b0 + l, j] = X[j * lanes + l]
+        want_stats = st_count.shape[0] > 0
+        want_hist = hist.shape[0] > 0
+        if want_stats or want_hist:
+            bins = hist.shape[3] - 2
+            for l in range(n_live):
+                # A path with any non-finite component is left out as a whole.
+                finite = True
+                for j in range(dim):
+                    finite = finite and math.isfinite(X[j * lanes + l])
+                if finite:
+                    for j in range(dim):
+                        v = np.float64(X[j * lanes + l])
+                        if want_stats:
+                            welford(st_count, st_mean, st_m2, c, s, j, v)
+                        if want_hist:
+                            slot = hist_slot(v, hist_lo[j], hist_scale[j], bins)
+                            hist[tid, s, j, slot] += 1
+        if n_obs > 0 and ob_count.shape[0] > 0:
+            for l in range(n_live):
+                finite = True
+                for j in range(dim):
+                    x[j] = X[j * lanes + l]
+                    finite = finite and math.isfinite(x[j])
+                for j in range(n_params_model):
+                    p[j] = P[j * lanes + l]
+                observe(t_s, x, p, ov)
+                for o in range(n_obs):
+                    OBV[o * lanes + l] = ov[o] if finite else nan
+            # Antithetic pairs (lanes 2m, 2m + 1) enter as one unit, their mean: the
+            # pairs are independent, the paths within a pair are not.
+            unit = 2 if antithetic else 1
+            for l in range(0, n_live, unit):
+                for o in range(n_obs):
+                    v = np.float64(OBV[o * lanes + l])
+                    if antithetic:
+                        v = (v + np.float64(OBV[o * lanes + l + 1])) * 0.5
+                    if math.isfinite(v):
+                        welford(ob_count, ob_mean, ob_m2, c, s, o, v)
+
+    save_block = njit(inline="always", **options)(save_block)
 
     def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
-                  save_steps, key0, key1, first_path, chunk, x_out, paths_out, st_count,
-                  st_mean, st_m2, nonfinite):
+                  save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
+                  paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
+                  hit_count, hit_mean, hit_m2, hist, hist_lo, hist_scale, nonfinite):
         """Advance the paths of chunk c (serial; the parallel kernel maps it over chunks,
         which keeps Numba's parallel passes off the large body and compiles faster)."""
-        n_paths = x_out.shape[0]
         n_save = save_steps.shape[0]
         n_params = params.shape[1]
         per_path_params = params.shape[0] > 1
+        keep_x = x_out.shape[0] > 0
+        keep_hits = hit_out.shape[0] > 0
+        hit_stats = hit_count.shape[0] > 0
+        # Histogram copies are per thread: integer counts, summed by the caller.
+        tid = numba.get_thread_id() if hist.shape[0] > 1 else 0
         hd = dtype(h)
         sqrt_h = dtype(math.sqrt(h))
         # Component-major lane state and noise (element [j * lanes + l]), so that loops
@@ -208,7 +263,15 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
         X = np.zeros(dim * lanes, dtype)
         Z = np.empty(4 * lanes, dtype)
         DW = np.zeros(noise_dim * lanes, dtype)
+        OBV = np.empty(n_obs_c * lanes, dtype)
+        HT = np.empty(lanes, np.float64)
         alive = np.empty(lanes, np.bool_)
+        # Antithetic pairs: path 2m + 1 draws the normals of path 2m (its counter with the
+        # low bit cleared), negated. The counter stays arithmetic in the lane index (a load
+        # from an array would keep LLVM from vectorising the Philox loop).
+        # The negation is applied in the per-path loop (exact, as -(sqrt(h) z)), which keeps
+        # the vectorised loops the same as without antithetic variates.
+        pair_bits = pair_mask if antithetic != 0 else ~np.uint64(0)
         # Per-path scratch on the stack: LLVM keeps it in registers.
         x = stack_empty(dim, dtype)
         x_new = stack_empty(dim, dtype)
@@ -220,6 +283,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
         g0 = alloc_g()
         g1 = alloc_g()
         dw = stack_empty(noise_dim, dtype)
+        ov = stack_empty(n_obs_c, dtype)
         p = numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
         # Parameters per lane, loaded once per lane block (shared or per path).
         P = np.zeros(n_params_c * lanes, dtype)
@@ -230,6 +294,9 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
             n_live = min(lanes, stop - b0)
             path0 = first_path + np.uint64(b0)
             for l in range(lanes):
+                path = path0 + np.uint64(l)
+                odd = antithetic != 0 and (path & np.uint64(1)) != 0
+                HT[l] = np.inf
                 # Lanes past the chunk's end run on zeros and are never written out.
                 alive[l] = l < n_live
                 prow = min(b0 + l, n_paths - 1) if per_path_params else 0
@@ -244,25 +311,36 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                         if j % 4 == 0:
                             z0, z1, z2, z3 = normal_block(
                                 key0, key1, np.uint64(j // 4), stream_init,
-                                path0 + np.uint64(l))
+                                path & pair_bits)
                         r = j % 4
                         z = z0 if r == 0 else (z1 if r == 1 else (z2 if r == 2 else z3))
-                        X[j * lanes + l] = x0_mean[j] + x0_std[j] * z
+                        X[j * lanes + l] = x0_mean[j] + x0_std[j] * (-z if odd else z)
                 else:
                     row = b0 + l if x0_mode == X0_PER_PATH else 0
                     for j in range(dim):
                         X[j * lanes + l] = x0_rows[row, j]
+            if has_stop:
+                # A path that starts in the stopping region stops at t0.
+                for l in range(n_live):
+                    for j in range(dim):
+                        x[j] = X[j * lanes + l]
+                    for j in range(n_params_model):
+                        p[j] = P[j * lanes + l]
+                    if stop_fn(dtype(t0), x, p) > 0:
+                        HT[l] = t0
+                        alive[l] = False
             s = 0
             if n_save > 0 and save_steps[0] == 0:
-                for l in range(n_live):
-                    record(X, l, lanes, dim, b0 + l, c, 0, paths_out, st_count, st_mean,
-                           st_m2)
+                save_block(X, P, OBV, x, p, ov, n_live, b0, c, 0, dtype(t0), antithetic,
+                           tid, paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
+                           ob_m2, hist, hist_lo, hist_scale)
                 s = 1
             current_block = -1
             for k in range(n_steps):
                 t = dtype(t0 + k * h)
                 t_mid = dtype(t0 + (k + 0.5) * h)
-                t_next = dtype(t1) if k + 1 == n_steps else dtype(t0 + (k + 1) * h)
+                t_next64 = t1 if k + 1 == n_steps else t0 + (k + 1) * h
+                t_next = dtype(t_next64)
                 if has_noise:
                     for j in range(noise_dim):
                         q = k * noise_dim + j
@@ -271,7 +349,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                             for l in range(lanes):  # the vectorised RNG
                                 z0, z1, z2, z3 = normal_block(
                                     key0, key1, np.uint64(block), stream_inc,
-                                    path0 + np.uint64(l))
+                                    (path0 + np.uint64(l)) & pair_bits)
                                 Z[l] = z0
                                 Z[lanes + l] = z1
                                 Z[2 * lanes + l] = z2
@@ -283,8 +361,10 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                 for l in range(lanes):
                     for j in range(dim):
                         x[j] = X[j * lanes + l]
+                    # Under antithetic variates path0 is even, so odd lanes are odd paths.
+                    mirrored = antithetic != 0 and (l & 1) == 1
                     for j in range(noise_dim):
-                        dw[j] = DW[j * lanes + l]
+                        dw[j] = -DW[j * lanes + l] if mirrored else DW[j * lanes + l]
                     for j in range(n_params_model):
                         p[j] = P[j * lanes + l]
                     step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt,
@@ -292,38 +372,52 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
                     # A path that leaves the finite numbers is frozen at its first
                     # non-finite state: not advanced further, counted, kept out of
                     # the statistics. Selects, not branches, keep the loop vectorisable.
+                    # A stopped path is frozen the same way, at its first state in the
+                    # stopping region.
                     was_alive = alive[l]
                     finite = True
                     for j in range(dim):
                         finite = finite and math.isfinite(x_new[j])
                         X[j * lanes + l] = x_new[j] if was_alive else x[j]
-                    alive[l] = was_alive and finite
+                    if has_stop:
+                        hit = was_alive and finite and stop_fn(t_next, x_new, p) > 0
+                        HT[l] = t_next64 if hit else HT[l]
+                        alive[l] = was_alive and finite and not hit
+                    else:
+                        alive[l] = was_alive and finite
                 if s < n_save and save_steps[s] == k + 1:
-                    for l in range(n_live):
-                        record(X, l, lanes, dim, b0 + l, c, s, paths_out, st_count,
-                               st_mean, st_m2)
+                    save_block(X, P, OBV, x, p, ov, n_live, b0, c, s, t_next, antithetic,
+                               tid, paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
+                               ob_m2, hist, hist_lo, hist_scale)
                     s += 1
             for l in range(n_live):
                 finite = True
                 for j in range(dim):
                     v = X[j * lanes + l]
-                    x_out[b0 + l, j] = v
-                    if not math.isfinite(v):
-                        finite = False
+                    if keep_x:
+                        x_out[b0 + l, j] = v
+                    finite = finite and math.isfinite(v)
                 if not finite:
                     bad += 1
+                if keep_hits:
+                    hit_out[b0 + l] = HT[l]
+                if hit_stats and HT[l] < np.inf:
+                    welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
         nonfinite[c] = bad
 
     run_chunk = njit(**options)(run_chunk)
 
     def kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps,
-               key0, key1, first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2,
-               nonfinite):
-        n_chunks = (x_out.shape[0] + chunk - 1) // chunk
+               key0, key1, first_path, n_paths, chunk, antithetic, x_out, paths_out,
+               hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2, hit_count,
+               hit_mean, hit_m2, hist, hist_lo, hist_scale, nonfinite):
+        n_chunks = (n_paths + chunk - 1) // chunk
         for c in prange(n_chunks):
             run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
-                      save_steps, key0, key1, first_path, chunk, x_out, paths_out, st_count,
-                      st_mean, st_m2, nonfinite)
+                      save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
+                      paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean,
+                      ob_m2, hit_count, hit_mean, hit_m2, hist, hist_lo, hist_scale,
+                      nonfinite)
 
     # Debug kernels run serially: an exception raised inside a parallel region does not
     # propagate cleanly out of Numba's thread pool (it surfaces as a SystemError).
@@ -333,31 +427,32 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False):
     dispatcher.fastsde_serial = njit(**options)(kernel) if not debug else None
     fingerprint = hashlib.sha256(repr((
         __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
-        method.name, np.dtype(dtype).name, debug, rng_only, lanes)).encode()).hexdigest()
+        method.name, np.dtype(dtype).name, debug, rng_only, lanes,
+        montecarlo.fingerprint(obs, stop))).encode()).hexdigest()
     _enable_disk_cache(dispatcher, fingerprint)
     return dispatcher
-
-
-def _dummy_args(model, dtype):
-    """Zero-size arguments of the kernel's exact types, to compile before allocating."""
-    d = model.dim
-    f = np.float64
-    u = np.uint64(0)
-    return (np.zeros((1, d), dtype), 0, np.zeros(d, dtype), np.zeros(d, dtype),
-            np.zeros((1, max(model.n_params, 0)), dtype), f(0), f(0), f(0), 0,
-            np.zeros(1, np.int64), u, u, u, 1, np.zeros((0, d), dtype),
-            np.zeros((0, 0, d), dtype), np.zeros((0, 0, d), np.int64),
-            np.zeros((0, 0, d), f), np.zeros((0, 0, d), f), np.zeros(0, np.int64))
 
 
 _KERNELS = {}
 
 
 
-def _diagnose(model, dtype, error):
+def _diagnose(model, dtype, error, obs=(), stop=None):
     """Turn a kernel compile failure into a ModelError naming the user function at fault."""
     arr1 = numba.types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     scalar = numba.from_dtype(np.dtype(dtype))
+    scalar_fns = [(f"observables[{name!r}]", fn) for name, fn in obs]
+    scalar_fns += [("stop_when", stop)] if stop is not None else []
+    for role, fn in scalar_fns:
+        try:
+            result = njit((scalar, arr1, arr1))(fn).nopython_signatures[0].return_type
+        except Exception as exc:  # noqa: BLE001
+            summary = "\n".join(str(exc).strip().splitlines()[:12])
+            raise ModelError(f"{role} function {fn.__name__!r} could not be compiled by "
+                             f"Numba for dtype {np.dtype(dtype).name}:\n{summary}") from None
+        if not isinstance(result, (numba.types.Number, numba.types.Boolean)):
+            raise ModelError(f"{role} function {fn.__name__!r} must return a number; "
+                             f"Numba types its result as {result}")
     for role, fn in model.functions:
         out_ndim = 2 if (role == "diffusion" and model.noise == "general") else 1
         out = numba.types.Array(numba.from_dtype(np.dtype(dtype)), out_ndim, "C")
@@ -374,7 +469,7 @@ def _diagnose(model, dtype, error):
                      + "\n".join(lines[:12])) from None
 
 
-def get_kernel(model, method, dtype, debug=False, rng_only=False):
+def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None):
     """The compiled CPU kernel for (model, method, dtype), compiling it on first use.
 
     Parameters
@@ -385,6 +480,10 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False):
     rng_only : bool
         The RNG-only ceiling: the same kernel with the scheme's state update replaced by
         adding the increments (benchmarks only).
+    obs : tuple of (name, function)
+        Observables ``f(t, x, p) -> float`` evaluated at the save times.
+    stop : function or None
+        ``g(t, x, p)``: a path stops the first time it is positive.
 
     Raises
     ------
@@ -392,19 +491,27 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False):
         A user function does not compile; raised before anything is allocated.
     """
     dtype = np.dtype(dtype).type
-    key = (model.fingerprint, method.name, np.dtype(dtype).name, debug, rng_only)
+    key = (model.fingerprint, method.name, np.dtype(dtype).name, debug, rng_only,
+           montecarlo.fingerprint(obs, stop))
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = _make_kernel(model, method, dtype, debug, rng_only)
-        sig = tuple(numba.typeof(a) for a in _dummy_args(model, dtype))
+        kernel = _make_kernel(model, method, dtype, debug, rng_only, obs, stop)
+        sig = tuple(numba.typeof(a) for a in
+                    layout.empty_args(model.dim, model.n_params, len(obs), dtype))
         try:
             kernel.compile(sig)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
-            _diagnose(model, dtype, exc)
+            _diagnose(model, dtype, exc, obs, stop)
         _KERNELS[key] = kernel
     return kernel
+
+
+def histogram_copies():
+    """Histogram copies for the CPU: one per possible worker thread (each counts into its
+    own, ``numba.get_thread_id()``), summed by the caller."""
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def run(kernel, args):

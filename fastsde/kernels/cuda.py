@@ -35,7 +35,8 @@ import numpy as np
 from numba import cuda
 
 from ..errors import ModelError
-from . import philox, steps
+from .. import montecarlo
+from . import layout, philox, steps
 from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
@@ -203,13 +204,22 @@ def _lane_select(z0, z1, z2, z3, lane):
     return z3
 
 
-def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False):
+def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False, obs=(),
+                      stop=None):
     """The plain Python source of the path kernel, closed over compiled device functions.
 
     ``rng_only``: the RNG-only ceiling, the same kernel with the scheme's state update
-    replaced by adding the increments (as the CPU backend's, for benchmarks).
+    replaced by adding the increments (as the CPU backend's, for benchmarks). ``obs`` and
+    ``stop``: observables and the stopping function (fastsde.montecarlo).
     """
     rng, noise_ns = device_functions(fastmath, fresh=fresh)
+    observe = montecarlo.make_observe(obs, device_jit(fastmath))
+    stop_fn = device_jit(fastmath)(stop if stop is not None else montecarlo.never_stop)
+    has_stop = stop is not None
+    n_obs = len(obs)
+    n_obs_c = max(n_obs, 1)
+    pair_mask = ~np.uint64(1)
+    nan = dtype(np.nan)
     if rng_only:
         from .cpu import _make_rng_only_step
 
@@ -225,12 +235,16 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
     nb_dtype = numba.from_dtype(np.dtype(dtype))
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
+    save_observables = device_jit(fastmath)(_make_save_observables(observe, n_obs, dim, nan))
 
     def path_kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
-                    save_steps, key0, key1, first_path, chunk, x_out, save_buf, bad):
+                    save_steps, key0, key1, first_path, chunk, antithetic, x_out, save_buf,
+                    obs_buf, hit_buf, bad):
         n_paths = x_out.shape[0]
         n_save = save_steps.shape[0]
         write_save = save_buf.shape[0] > 0
+        write_obs = obs_buf.shape[0] > 0
+        write_hits = hit_buf.shape[0] > 0
         hd = dtype(h)
         sqrt_h = dtype(math.sqrt(h))
         x = cuda.local.array(dim, nb_dtype)
@@ -243,15 +257,22 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
         g0 = cuda.local.array(gshape, nb_dtype)
         g1 = cuda.local.array(gshape, nb_dtype)
         dw = cuda.local.array(noise_dim, nb_dtype)
+        ov = cuda.local.array(n_obs_c, nb_dtype)
         for i in range(cuda.grid(1), n_paths, cuda.gridsize(1)):
+            # Antithetic pairs: path 2m + 1 draws the normals of path 2m, negated.
             path = first_path + np.uint64(i)
+            odd = antithetic != 0 and (path & np.uint64(1)) != 0
+            if antithetic != 0:
+                path = path & pair_mask
+            scale = -sqrt_h if odd else sqrt_h
             if x0_mode == X0_NORMAL:
                 z0 = z1 = z2 = z3 = dtype(0.0)
                 for j in range(dim):
                     if j % 4 == 0:
                         z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(j // 4),
                                                       stream_init, path)
-                    x[j] = x0_mean[j] + x0_std[j] * lane_select(z0, z1, z2, z3, j % 4)
+                    z = lane_select(z0, z1, z2, z3, j % 4)
+                    x[j] = x0_mean[j] + x0_std[j] * (-z if odd else z)
             else:
                 row = i if x0_mode == X0_PER_PATH else 0
                 for j in range(dim):
@@ -259,15 +280,21 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
             # Parameters are read from global memory through a row view: shared ones are
             # one broadcast, cached load per warp; per-path ones one row per thread.
             p = params[i if params.shape[0] > 1 else 0]
+            alive = True
+            hit_time = np.inf
+            if has_stop and stop_fn(dtype(t0), x, p) > 0:
+                alive = False
+                hit_time = t0
             s = 0
             if n_save > 0 and save_steps[0] == 0:
                 if write_save:
                     for j in range(dim):
                         save_buf[0, i, j] = x[j]
+                if write_obs:
+                    save_observables(obs_buf, 0, i, dtype(t0), x, p, ov)
                 s = 1
             current_block = -1
             z0 = z1 = z2 = z3 = dtype(0.0)
-            alive = True
             for k in range(n_steps):
                 t = dtype(t0 + k * h)
                 t_mid = dtype(t0 + (k + 0.5) * h)
@@ -280,21 +307,29 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
                             z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),
                                                           stream_inc, path)
                             current_block = block
-                        dw[j] = sqrt_h * lane_select(z0, z1, z2, z3, q & 3)
+                        dw[j] = scale * lane_select(z0, z1, z2, z3, q & 3)
                 # A path that leaves the finite numbers is frozen at its first non-finite
                 # state, as on the CPU: not advanced further (its noise is still drawn, in
                 # step with the stream), counted, kept out of the statistics.
+                # A stopped path is frozen the same way, at its first state with g > 0.
                 if alive:
                     step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt, x_new)
                     for j in range(dim):
                         x[j] = x_new[j]
                         if not math.isfinite(x_new[j]):
                             alive = False
+                    if has_stop and alive and stop_fn(t_next, x, p) > 0:
+                        alive = False
+                        hit_time = t1 if k + 1 == n_steps else t0 + (k + 1) * h
                 if s < n_save and save_steps[s] == k + 1:
                     if write_save:
                         for j in range(dim):
                             save_buf[s, i, j] = x[j]
+                    if write_obs:
+                        save_observables(obs_buf, s, i, t_next, x, p, ov)
                     s += 1
+            if write_hits:
+                hit_buf[i] = hit_time
             finite = True
             for j in range(dim):
                 x_out[i, j] = x[j]
@@ -307,13 +342,30 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
     return path_kernel
 
 
-def stats_kernel(save_buf, chunk, count, mean, m2):
-    """Per-chunk Welford statistics of the saved states, in path order within a chunk.
+def _make_save_observables(observe, n_obs, dim, nan):
+    """Writes every observable of path i at save index s into ``obs_buf`` (NaN for a
+    path whose state is not finite, as the CPU driver records it)."""
 
-    One thread per (chunk c, save index s, component j), the same arithmetic as
-    cpu._record in the same order, so the float64 results equal the CPU's bit for bit. A
-    path with any non-finite component at that save time is left out, as on the CPU.
-    ``save_buf`` (n_save, n_paths, dim); ``count``, ``mean``, ``m2`` (n_chunks, n_save, dim).
+    def save_observables(obs_buf, s, i, t_s, x, p, ov):
+        finite = True
+        for j in range(dim):
+            finite = finite and math.isfinite(x[j])
+        observe(t_s, x, p, ov)
+        for o in range(n_obs):
+            obs_buf[s, i, o] = ov[o] if finite else nan
+
+    return save_observables
+
+
+def stats_kernel(save_buf, chunk, row_gate, pair, count, mean, m2):
+    """Per-chunk Welford statistics of saved values, in path order within a chunk.
+
+    One thread per (chunk c, save index s, column j), the same arithmetic as the CPU
+    driver's in the same order, so the float64 results equal the CPU's bit for bit.
+    ``save_buf`` (n_save, n_paths, width): states, observables or hitting times;
+    ``count``, ``mean``, ``m2`` (n_chunks, n_save, width). ``row_gate``: a path with any
+    non-finite column is left out (states); else each value is gated alone (observables,
+    hitting times). ``pair``: antithetic pairs (paths 2m, 2m + 1) enter as their mean.
     """
     n_chunks = count.shape[0]
     n_save = count.shape[1]
@@ -327,13 +379,16 @@ def stats_kernel(save_buf, chunk, count, mean, m2):
         n = 0
         mu = 0.0
         q = 0.0
-        for i in range(c * chunk, min(c * chunk + chunk, n_paths)):
-            finite = True
-            for jj in range(dim):
-                if not math.isfinite(save_buf[s, i, jj]):
-                    finite = False
+        for i in range(c * chunk, min(c * chunk + chunk, n_paths), 2 if pair else 1):
+            v = np.float64(save_buf[s, i, j])
+            if pair:
+                v = (v + np.float64(save_buf[s, i + 1, j])) * 0.5
+            finite = math.isfinite(v)
+            if row_gate:
+                for jj in range(dim):
+                    if not math.isfinite(save_buf[s, i, jj]):
+                        finite = False
             if finite:
-                v = np.float64(save_buf[s, i, j])
                 n = n + 1
                 d = v - mu
                 mu += d / n
@@ -343,35 +398,110 @@ def stats_kernel(save_buf, chunk, count, mean, m2):
         m2[c, s, j] = q
 
 
-def path_signature(model, dtype):
-    """Numba argument types of the path kernel for (model, dtype)."""
+#: Histogram slots counted in shared memory per block (int32, 8 KiB); histograms with
+#: more bins are counted with global atomics directly.
+HIST_SHARED_SLOTS = 2048
+
+_hist_slot = cuda.jit(device=True)(layout.hist_slot)
+
+
+def hist_kernel(save_buf, lo, scale, parts, hist):
+    """Add the histogram of every (save index s, component j) of ``save_buf`` to ``hist``.
+
+    Task ``q`` of ``n_save * dim * parts`` (grid-stride over blocks) counts paths
+    ``part, part + parts, ...`` of (s, j) in a shared-memory histogram, then adds it to
+    the global one with atomics (exact integer sums, in any order). A path with any
+    non-finite component at save index s is not counted, as on the CPU.
+    ``save_buf`` (n_save, n_paths, dim); ``hist`` (n_save, dim, bins + 2) int64.
+    """
+    n_save = save_buf.shape[0]
+    n_paths = save_buf.shape[1]
+    dim = save_buf.shape[2]
+    slots = hist.shape[2]
+    bins = slots - 2
+    shared = slots <= HIST_SHARED_SLOTS
+    local = cuda.shared.array(HIST_SHARED_SLOTS, numba.int32)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for q in range(cuda.blockIdx.x, n_save * dim * parts, cuda.gridDim.x):
+        sj = q % (n_save * dim)
+        part = q // (n_save * dim)
+        s = sj // dim
+        j = sj % dim
+        if shared:
+            for b in range(tid, slots, nt):
+                local[b] = 0
+            cuda.syncthreads()
+        for i in range(part + tid * parts, n_paths, nt * parts):
+            finite = True
+            for jj in range(dim):
+                if not math.isfinite(save_buf[s, i, jj]):
+                    finite = False
+            if finite:
+                slot = _hist_slot(np.float64(save_buf[s, i, j]), lo[j], scale[j], bins)
+                if shared:
+                    cuda.atomic.add(local, slot, 1)
+                else:
+                    cuda.atomic.add(hist, (s, j, slot), 1)
+        if shared:
+            cuda.syncthreads()
+            for b in range(tid, slots, nt):
+                if local[b] != 0:
+                    cuda.atomic.add(hist, (s, j, b), np.int64(local[b]))
+            cuda.syncthreads()
+
+
+def path_signature(model, dtype, n_obs=0):
+    """Numba argument types of the path kernel for (model, dtype, number of observables)."""
     f = numba.from_dtype(np.dtype(dtype))
     a1 = numba.types.Array(f, 1, "C")
     a2 = numba.types.Array(f, 2, "C")
     a3 = numba.types.Array(f, 3, "C")
     i64, f64, u64 = numba.types.int64, numba.types.float64, numba.types.uint64
     return (a2, i64, a1, a1, a2, f64, f64, f64, i64, numba.types.Array(i64, 1, "C"),
-            u64, u64, u64, i64, a2, a3, numba.types.Array(i64, 1, "C"))
+            u64, u64, u64, i64, i64, a2, a3, a3, numba.types.Array(f64, 1, "C"),
+            numba.types.Array(i64, 1, "C"))
 
 
 def stats_signature(dtype):
-    """Numba argument types of the statistics kernel for saved states of ``dtype``."""
+    """Numba argument types of the statistics kernel for saved values of ``dtype``."""
     f = numba.from_dtype(np.dtype(dtype))
     a3 = numba.types.Array
-    return (a3(f, 3, "C"), numba.types.int64, a3(numba.types.int64, 3, "C"),
-            a3(numba.types.float64, 3, "C"), a3(numba.types.float64, 3, "C"))
+    i64 = numba.types.int64
+    return (a3(f, 3, "C"), i64, i64, i64, a3(i64, 3, "C"), a3(numba.types.float64, 3, "C"),
+            a3(numba.types.float64, 3, "C"))
+
+
+def hist_signature(dtype):
+    """Numba argument types of the histogram kernel."""
+    f = numba.from_dtype(np.dtype(dtype))
+    a = numba.types.Array
+    f64 = numba.types.float64
+    return (a(f, 3, "C"), a(f64, 1, "C"), a(f64, 1, "C"), numba.types.int64,
+            a(numba.types.int64, 3, "C"))
 
 
 class CudaKernel:
-    """A compiled pair (path kernel, statistics kernel) for one (model, method, dtype)."""
+    """The compiled kernels of one (model, method, dtype, observables, stopping): the path
+    kernel, and the statistics and histogram kernels of the run's dtype and of float64
+    (hitting times)."""
 
-    def __init__(self, model, method, dtype, path, stats):
+    def __init__(self, model, method, dtype, path, stats, n_obs=0):
         self.model = model
         self.method = method
         self.dtype = dtype
         self.path = path
         self.stats = stats
+        self.n_obs = n_obs
         self._blocks = {}
+
+    @property
+    def stats64(self):
+        return _stats_dispatcher(np.float64)
+
+    @property
+    def hist(self):
+        return _hist_dispatcher(self.dtype)
 
     def blocks(self, which, threads):
         """Blocks that keep every SM full for kernel ``which`` ("path" or "stats")."""
@@ -439,7 +569,22 @@ def _stats_dispatcher(dtype):
     return _STATS[dtype]
 
 
-def get_kernel(model, method, dtype, debug=False, rng_only=False):
+_HIST = {}
+
+
+def _hist_dispatcher(dtype):
+    if dtype not in _HIST:
+        _HIST[dtype] = jit_kernel(hist_kernel, hist_signature(dtype))
+    return _HIST[dtype]
+
+
+def histogram_copies():
+    """Histogram copies the host keeps for this backend: one (the device sums with
+    atomics)."""
+    return 1
+
+
+def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None):
     """The compiled CUDA kernels for (model, method, dtype), compiling them on first use.
 
     Parameters
@@ -452,6 +597,8 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False):
         allocation); the simulator checks every index anyway and accepts it.
     rng_only : bool
         The RNG-only ceiling (benchmarks): increments added to the state, no scheme.
+    obs, stop
+        Observables and stopping function, as for the CPU driver.
 
     Returns
     -------
@@ -470,17 +617,19 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False):
                          "numba.cuda cannot check indices on a GPU; run the same call with "
                          "device='cpu' (same paths) to find an out-of-bounds index")
     fastmath = FASTMATH[dtype]
-    key = (model.fingerprint, method.name, np.dtype(dtype).name, rng_only, fastmath)
+    key = (model.fingerprint, method.name, np.dtype(dtype).name, rng_only, fastmath,
+           montecarlo.fingerprint(obs, stop))
     kernel = _KERNELS.get(key)
     if kernel is None:
-        source = _make_path_kernel(model, method, dtype, fastmath, rng_only)
+        source = _make_path_kernel(model, method, dtype, fastmath, rng_only, obs=obs,
+                                   stop=stop)
         try:
-            path = jit_kernel(source, path_signature(model, dtype), fastmath)
+            path = jit_kernel(source, path_signature(model, dtype, len(obs)), fastmath)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
             _diagnose(model, dtype, exc)
-        kernel = CudaKernel(model, method, dtype, path, _stats_dispatcher(dtype))
+        kernel = CudaKernel(model, method, dtype, path, _stats_dispatcher(dtype), len(obs))
         _KERNELS[key] = kernel
     return kernel
 
@@ -499,24 +648,26 @@ def _as_if_device(cc):
         _dispatcher.get_current_device = original
 
 
-def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None):
-    """PTX of the path and statistics kernels for ``cc``, compiled as ``get_kernel``
-    compiles them (same fast-math and FMA settings). Needs the CUDA toolkit's NVVM and
-    NVRTC libraries, not a GPU.
+def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=None):
+    """PTX of the path, statistics and histogram kernels for ``cc``, compiled as
+    ``get_kernel`` compiles them (same fast-math and FMA settings). Needs the CUDA
+    toolkit's NVVM and NVRTC libraries, not a GPU.
 
     Returns
     -------
     dict
-        ``{"path": str, "stats": str}``.
+        ``{"path": str, "stats": str, "hist": str}``.
     """
     dtype = np.dtype(dtype).type
     fastmath = FASTMATH[dtype] if fastmath is None else bool(fastmath)
     with _as_if_device(cc), exact_fp():
-        source = _make_path_kernel(model, method, dtype, fastmath, fresh=True)
-        path_ptx, _ = cuda.compile_ptx(source, path_signature(model, dtype), cc=cc,
-                                       fastmath=fastmath)
+        source = _make_path_kernel(model, method, dtype, fastmath, fresh=True, obs=obs,
+                                   stop=stop)
+        path_ptx, _ = cuda.compile_ptx(source, path_signature(model, dtype, len(obs)),
+                                       cc=cc, fastmath=fastmath)
         stats_ptx, _ = cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)
-    return {"path": path_ptx, "stats": stats_ptx}
+        hist_ptx, _ = cuda.compile_ptx(hist_kernel, hist_signature(dtype), cc=cc)
+    return {"path": path_ptx, "stats": stats_ptx, "hist": hist_ptx}
 
 
 # --- running -------------------------------------------------------------------------
@@ -534,95 +685,135 @@ def _batch_paths(n_paths, chunk, bytes_per_path):
     return min(per_batch, -(-n_paths // chunk) * chunk)
 
 
-def launch(kernel, device_args, device_stats=None):
-    """Launch the path kernel (and the statistics kernel) on device arrays; asynchronous.
+def launch(kernel, device_args, reductions=()):
+    """Launch the path kernel, then the reductions of its buffers; asynchronous.
 
     Parameters
     ----------
     kernel : CudaKernel
     device_args : tuple
         The path kernel's arguments: (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
-        n_steps, save_steps, key0, key1, first_path, chunk, x_out, save_buf, bad), arrays
-        on the device; ``save_buf`` (n_save, n_paths, dim) or empty, ``bad`` (n_chunks,)
-        int64 zeros (non-finite paths per chunk are added to it).
-    device_stats : (count, mean, m2) device arrays of shape (n_chunks, n_save, dim), or None
-        Filled from ``save_buf`` by the statistics kernel.
+        n_steps, save_steps, key0, key1, first_path, chunk, antithetic, x_out, save_buf,
+        obs_buf, hit_buf, bad), arrays on the device; ``save_buf`` (n_save, m, dim),
+        ``obs_buf`` (n_save, m, n_obs) and ``hit_buf`` (m,) may be empty; ``bad``
+        (n_chunks,) int64 zeros (non-finite paths per chunk are added to it).
+    reductions : sequence of tuples
+        ``("stats", dispatcher, buf, row_gate, pair, (count, mean, m2))``: per-chunk
+        Welford statistics of ``buf`` (n_save, m, width) into device arrays of shape
+        (n_chunks, n_save, width); ``("hist", buf, lo, scale, hist)``: histograms of
+        ``buf`` added to ``hist`` (n_save, dim, bins + 2).
     """
     threads = SIM_THREADS_PER_BLOCK if simulator_enabled() else THREADS_PER_BLOCK
-    n_paths = device_args[14].shape[0]
+    n_paths = device_args[15].shape[0]
+    chunk = device_args[13]
     blocks = max(1, min(-(-n_paths // threads), kernel.blocks("path", threads)))
     kernel.path[blocks, threads](*device_args)
-    if device_stats is not None:
-        total = device_stats[0].size
-        blocks = max(1, min(-(-total // threads), kernel.blocks("stats", threads)))
-        kernel.stats[blocks, threads](device_args[15], device_args[13], *device_stats)
+    for red in reductions:
+        if red[0] == "stats":
+            _, disp, buf, row_gate, pair, out = red
+            total = out[0].size
+            blocks = max(1, min(-(-total // threads), kernel.blocks("stats", threads)))
+            disp[blocks, threads](buf, chunk, row_gate, pair, *out)
+        else:
+            _, buf, lo, scale, hist = red
+            n_sj = buf.shape[0] * buf.shape[2]
+            full = kernel.blocks("stats", threads)
+            parts = max(1, min(full // max(n_sj, 1), -(-buf.shape[1] // (threads * 64))))
+            blocks = max(1, min(n_sj * parts, full))
+            kernel.hist[blocks, threads](buf, lo, scale, parts, hist)
 
 
-def run(kernel, args, copy_x=True):
+def run(kernel, args):
     """Run the kernels over the paths of ``args`` and copy back what the caller keeps.
 
     Parameters
     ----------
     kernel : CudaKernel
         From :func:`get_kernel`.
-    args : tuple
-        Exactly the CPU kernel's arguments as built by :func:`fastsde.api.simulate`:
-        (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps, key0,
-        key1, first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2, nonfinite).
-        Host arrays; the outputs (x_out, paths_out, st_*, nonfinite) are filled in place.
-    copy_x : bool
-        Copy the final states back into ``x_out``. Stored paths are copied only when
-        ``paths_out`` is not empty and statistics only when ``st_count`` is not: a
-        statistics-only run with ``copy_x=False`` moves only the per-chunk statistics
-        (and the per-chunk count of non-finite paths) back to the host.
+    args : fastsde.kernels.layout.KernelArgs
+        Host arrays, exactly as for the CPU driver; the outputs are filled in place (the
+        histogram is added to). Only what the run keeps crosses the bus: a
+        statistics-only run (``x_out`` empty) moves back only the per-chunk statistics,
+        the histogram and the per-chunk count of non-finite paths.
     """
-    (x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps, key0, key1,
-     first_path, chunk, x_out, paths_out, st_count, st_mean, st_m2, nonfinite) = args
-    n_paths, dim = x_out.shape
-    dtype = x_out.dtype
-    keep = paths_out.shape[0] > 0
-    stats = st_count.shape[0] > 0
-    n_save = save_steps.shape[0]
-    per_path_x0 = x0_mode == X0_PER_PATH
-    per_path_params = params.shape[0] > 1
+    a_ = args
+    n_paths, dim = a_.n_paths, a_.x0_mean.shape[0]
+    dtype = np.dtype(a_.x0_mean.dtype)
+    chunk = a_.chunk
+    keep_x = a_.x_out.shape[0] > 0
+    keep = a_.paths_out.shape[0] > 0
+    stats = a_.st_count.shape[0] > 0
+    want_obs = a_.ob_count.shape[0] > 0
+    want_hits = a_.hit_count.shape[0] > 0 or a_.hit_out.shape[0] > 0
+    want_hist = a_.hist.shape[0] > 0
+    n_save = a_.save_steps.shape[0]
+    n_obs = a_.ob_count.shape[2]
+    per_path_x0 = a_.x0_mode == X0_PER_PATH
+    per_path_params = a_.params.shape[0] > 1
     itemsize = dtype.itemsize
-    bytes_per_path = dim * itemsize * (1 + (n_save if (keep or stats) else 0)
-                                       + (1 if per_path_x0 else 0))
-    bytes_per_path += params.shape[1] * itemsize if per_path_params else 0
-    bytes_per_path += -(-n_save * dim * 24 // chunk) if stats else 0
+    save_states = keep or stats or want_hist
+    bytes_per_path = itemsize * (dim * (1 + (n_save if save_states else 0)
+                                        + (1 if per_path_x0 else 0))
+                                 + (n_save * n_obs if want_obs else 0))
+    bytes_per_path += a_.params.shape[1] * itemsize if per_path_params else 0
+    bytes_per_path += 8 if want_hits else 0
+    bytes_per_path += -(-n_save * (dim + n_obs) * 24 // chunk) + 8
     batch = _batch_paths(n_paths, chunk, bytes_per_path)
     # Everything goes through the default stream: launches are asynchronous, and each
     # copy back waits for the kernels before it, so no explicit synchronisation is needed.
-    d_mean0 = cuda.to_device(np.ascontiguousarray(x0_mean))
-    d_std0 = cuda.to_device(np.ascontiguousarray(x0_std))
-    d_save_steps = cuda.to_device(np.ascontiguousarray(save_steps))
-    d_rows = None if per_path_x0 else cuda.to_device(np.ascontiguousarray(x0_rows))
-    d_params = None if per_path_params else cuda.to_device(np.ascontiguousarray(params))
+    d_mean0 = cuda.to_device(np.ascontiguousarray(a_.x0_mean))
+    d_std0 = cuda.to_device(np.ascontiguousarray(a_.x0_std))
+    d_save_steps = cuda.to_device(np.ascontiguousarray(a_.save_steps))
+    d_rows = None if per_path_x0 else cuda.to_device(np.ascontiguousarray(a_.x0_rows))
+    d_params = None if per_path_params else cuda.to_device(np.ascontiguousarray(a_.params))
+    d_hist = d_lo = d_scale = None
+    if want_hist:
+        d_hist = cuda.to_device(np.zeros(a_.hist.shape[1:], np.int64))
+        d_lo = cuda.to_device(np.ascontiguousarray(a_.hist_lo))
+        d_scale = cuda.to_device(np.ascontiguousarray(a_.hist_scale))
     for a in range(0, n_paths, batch):
         b = min(a + batch, n_paths)
         m = b - a
         ca, cb = a // chunk, -(-b // chunk)
-        rows = (cuda.to_device(np.ascontiguousarray(x0_rows[a:b]))
+        rows = (cuda.to_device(np.ascontiguousarray(a_.x0_rows[a:b]))
                 if per_path_x0 else d_rows)
-        prm = (cuda.to_device(np.ascontiguousarray(params[a:b]))
+        prm = (cuda.to_device(np.ascontiguousarray(a_.params[a:b]))
                if per_path_params else d_params)
         d_x = cuda.device_array((m, dim), dtype)
-        d_save = cuda.device_array((n_save, m, dim) if (keep or stats) else (0, 0, dim),
-                                   dtype)
+        d_save = cuda.device_array((n_save, m, dim) if save_states else (0, 0, dim), dtype)
+        d_obs = cuda.device_array((n_save, m, n_obs) if want_obs else (0, 0, n_obs), dtype)
+        d_hits = cuda.device_array(m if want_hits else 0, np.float64)
         d_bad = cuda.to_device(np.zeros(cb - ca, np.int64))
-        d_stats = None
-        if stats:
-            shape = (cb - ca, n_save, dim)
-            d_stats = (cuda.device_array(shape, np.int64), cuda.device_array(shape, np.float64),
-                       cuda.device_array(shape, np.float64))
-        launch(kernel, (rows, x0_mode, d_mean0, d_std0, prm, t0, h, t1, n_steps,
-                        d_save_steps, key0, key1, first_path + np.uint64(a), chunk, d_x,
-                        d_save, d_bad), d_stats)
-        if stats:
-            for d_arr, host in zip(d_stats, (st_count, st_mean, st_m2)):
+        reductions = []
+        host_stats = []
+        for flag, group, buf, gate, pair, width in (
+                (stats, layout.STAT_GROUPS[0], d_save, 1, 0, dim),
+                (want_obs, layout.STAT_GROUPS[1], d_obs, 0, a_.antithetic, n_obs),
+                (a_.hit_count.shape[0] > 0, layout.STAT_GROUPS[2],
+                 d_hits.reshape(1, m, 1) if want_hits else None, 0, 0, 1)):
+            if not flag:
+                continue
+            shape = (cb - ca, 1 if group[0] == "hit_count" else n_save, width)
+            out = (cuda.device_array(shape, np.int64), cuda.device_array(shape, np.float64),
+                   cuda.device_array(shape, np.float64))
+            disp = kernel.stats64 if group[0] == "hit_count" else kernel.stats
+            reductions.append(("stats", disp, buf, gate, pair, out))
+            host_stats.append((out, [getattr(a_, name) for name in group]))
+        if want_hist:
+            reductions.append(("hist", d_save, d_lo, d_scale, d_hist))
+        launch(kernel, (rows, a_.x0_mode, d_mean0, d_std0, prm, a_.t0, a_.h, a_.t1,
+                        a_.n_steps, d_save_steps, a_.key0, a_.key1,
+                        a_.first_path + np.uint64(a), chunk, a_.antithetic, d_x, d_save,
+                        d_obs, d_hits, d_bad), reductions)
+        for out, hosts in host_stats:
+            for d_arr, host in zip(out, hosts):
                 d_arr.copy_to_host(host[ca:cb])
         if keep:
-            paths_out[:, a:b] = d_save.copy_to_host()  # a strided host slice: via a copy
-        if copy_x:
-            d_x.copy_to_host(x_out[a:b])
-        d_bad.copy_to_host(nonfinite[ca:cb])
+            a_.paths_out[:, a:b] = d_save.copy_to_host()  # a strided host slice: via a copy
+        if keep_x:
+            d_x.copy_to_host(a_.x_out[a:b])
+        if a_.hit_out.shape[0] > 0:
+            d_hits.copy_to_host(a_.hit_out[a:b])
+        d_bad.copy_to_host(a_.nonfinite[ca:cb])
+    if want_hist:
+        a_.hist[0] += d_hist.copy_to_host()
