@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -23,3 +27,44 @@ def linear_flow():
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(12345)
+
+
+# --- the CUDA simulator run (tests/test_cuda.py::test_device_tests_under_the_simulator) ---
+
+SIMULATOR_TEST = "test_device_tests_under_the_simulator"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the simulator check last: its subprocess starts with the session (below)."""
+    last = [item for item in items if item.name == SIMULATOR_TEST]
+    for item in last:
+        items.remove(item)
+        items.append(item)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def simulator_run(request, tmp_path_factory):
+    """Start ``pytest -m cuda tests/test_cuda.py`` under NUMBA_ENABLE_CUDASIM=1 in a
+    subprocess when the session starts (only when that check is selected and numba.cuda
+    cannot run in this process); the check waits for it at the end of the session."""
+    wanted = any(item.name == SIMULATOR_TEST for item in request.session.items)
+    in_simulator = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+    if not wanted or in_simulator:
+        yield None
+        return
+    from fastsde.kernels import cuda_available
+
+    if cuda_available()[0]:
+        yield None
+        return
+    log_path = tmp_path_factory.mktemp("cudasim") / "pytest.log"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
+           os.path.join(ROOT, "tests", "test_cuda.py")]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    yield proc, log_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

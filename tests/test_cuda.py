@@ -784,27 +784,9 @@ def test_gpu_benchmark_script_dry_run(tmp_path):
 
 # --- the simulator run (CI without a GPU) ---------------------------------------------
 
-SIMULATOR_TEST = "test_device_tests_under_the_simulator"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def simulator_run(request, tmp_path_factory):
-    """Start the simulator subprocess when this module starts, so that it runs while the
-    PTX tests compile here (two cores: about half the wall time); its test waits for it."""
-    wanted = any(item.name == SIMULATOR_TEST for item in request.session.items)
-    if CUDA_OK or IN_SIMULATOR or not wanted:
-        yield None
-        return
-    log_path = tmp_path_factory.mktemp("cudasim") / "pytest.log"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
-           os.path.join(ROOT, "tests", "test_cuda.py")]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    yield proc, log_path
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+# The subprocess is started by tests/conftest.py when the session starts, and this test is
+# moved to the end of the session, so that the simulator run (minutes, mostly one core)
+# overlaps the whole suite on a two-core machine instead of only this module.
 
 
 @pytest.mark.skipif(CUDA_OK, reason="the device tests ran in this process")

@@ -180,6 +180,9 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     has_stop = stop is not None
     n_obs = len(obs)
     n_obs_c = max(n_obs, 1)
+    # Compile-time constants: Numba prunes the branches they guard before typing, so a
+    # kernel without observables or stopping compiles none of that code.
+    has_obs = n_obs > 0
     normal_block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
     welford = _welford
     hist_slot = _hist_slot
@@ -193,10 +196,16 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     pair_mask = ~np.uint64(1)
     nan = dtype(np.nan)
 
-    def save_block(X, P, OBV, x, p, ov, n_live, b0, c, s, t_s, antithetic, tid, paths_out,
-                   st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_lo,
-                   hist_scale):
-        """Everything asked for at save index s, for the live lanes of one block."""
+    def save_block(X, P, OBV, n_live, b0, c, s, t_s, antithetic, tid, paths_out, st_count,
+                   st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_lo, hist_scale):
+        """Everything asked for at save index s, for the live lanes of one block.
+
+        Compiled once and called (not inlined) from both save points, which keeps the
+        kernel's compile time down; its scratch is its own, so the hot loop's per-path
+        arrays never escape into a call and stay in registers."""
+        x = stack_empty(dim, dtype)
+        p = numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
+        ov = stack_empty(n_obs_c, dtype)
         if paths_out.shape[0] > 0:
             for l in range(n_live):
                 for j in range(dim):
@@ -218,7 +227,9 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         if want_hist:
                             slot = hist_slot(v, hist_lo[j], hist_scale[j], bins)
                             hist[tid, s, j, slot] += 1
-        if n_obs > 0 and ob_count.shape[0] > 0:
+        if has_obs:
+            if ob_count.shape[0] == 0:
+                return
             for l in range(n_live):
                 finite = True
                 for j in range(dim):
@@ -240,7 +251,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                     if math.isfinite(v):
                         welford(ob_count, ob_mean, ob_m2, c, s, o, v)
 
-    save_block = njit(inline="always", **options)(save_block)
+    save_block = njit(**options)(save_block)
 
     def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
                   save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
@@ -283,7 +294,6 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
         g0 = alloc_g()
         g1 = alloc_g()
         dw = stack_empty(noise_dim, dtype)
-        ov = stack_empty(n_obs_c, dtype)
         p = numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
         # Parameters per lane, loaded once per lane block (shared or per path).
         P = np.zeros(n_params_c * lanes, dtype)
@@ -331,9 +341,9 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         alive[l] = False
             s = 0
             if n_save > 0 and save_steps[0] == 0:
-                save_block(X, P, OBV, x, p, ov, n_live, b0, c, 0, dtype(t0), antithetic,
-                           tid, paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
-                           ob_m2, hist, hist_lo, hist_scale)
+                save_block(X, P, OBV, n_live, b0, c, 0, dtype(t0), antithetic, tid,
+                           paths_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
+                           hist, hist_lo, hist_scale)
                 s = 1
             current_block = -1
             for k in range(n_steps):
@@ -386,8 +396,8 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                     else:
                         alive[l] = was_alive and finite
                 if s < n_save and save_steps[s] == k + 1:
-                    save_block(X, P, OBV, x, p, ov, n_live, b0, c, s, t_next, antithetic,
-                               tid, paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
+                    save_block(X, P, OBV, n_live, b0, c, s, t_next, antithetic, tid,
+                               paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
                                ob_m2, hist, hist_lo, hist_scale)
                     s += 1
             for l in range(n_live):
