@@ -390,7 +390,10 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         finite = finite and math.isfinite(x_new[j])
                         X[j * lanes + l] = x_new[j] if was_alive else x[j]
                     if has_stop:
-                        hit = was_alive and finite and stop_fn(t_next, x_new, p) > 0
+                        # Evaluated for every lane and combined without short-circuits:
+                        # no branch in the loop body.
+                        beyond = stop_fn(t_next, x_new, p) > 0
+                        hit = was_alive & finite & beyond
                         HT[l] = t_next64 if hit else HT[l]
                         alive[l] = was_alive and finite and not hit
                     else:
