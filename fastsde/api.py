@@ -31,7 +31,7 @@ _MAX_PATH_INDEX = 2**64
 _MAX_NORMALS_PER_PATH = 2**58
 #: Paths per work chunk; per-chunk statistics are merged in chunk order.
 CHUNK_PATHS = 512
-#: Upper bound on the per-chunk statistics buffers before chunks are made larger.
+#: Upper bound on one kernel call's per-chunk statistics buffers (calls get fewer chunks).
 STATS_BUFFER_BYTES = 64 * 2**20
 
 

@@ -223,8 +223,8 @@ first_path, keep_paths, on_nonfinite
         None: start a LocalCluster (worker processes, one per usable core, one thread
         each) for this call and close it afterwards.
     paths_per_task : int or None
-        A multiple of the run's chunk size ``fastsde.api.CHUNK_PATHS`` (512, larger only
-        when per-chunk statistics would exceed 64 MiB), or >= n_paths for one task. None:
+        A multiple of the run's chunk size ``fastsde.api.CHUNK_PATHS`` (512), or >=
+        n_paths for one task. None:
         at least four tasks per worker thread and at most ~2e9 path-steps per task, as a
         power-of-two number of chunks (rounded down). GPU workers want larger tasks.
     keep_x : bool

@@ -36,6 +36,21 @@ class Result:
         n_paths * n_steps / elapsed_s.
     model : str
         The model's name.
+    antithetic : bool
+        Paths came in antithetic pairs (observables were accumulated per pair).
+    obs_names : tuple of str
+        Observable names, in the order of the last axis of ``obs_*``.
+    obs_count, obs_mean, obs_var : numpy.ndarray, shape (n_save, n_obs), or None
+        Units (paths, or pairs), mean and unbiased variance of each observable per save
+        time; see :meth:`estimate`.
+    hit_time : numpy.ndarray, shape (n_paths,), or None
+        With ``stop_when`` and ``keep_x``: time of the first state with g > 0 (+inf if
+        none by t1).
+    hit_count : int or None
+        Paths that stopped; ``hit_mean`` / ``hit_var`` are the mean and unbiased
+        variance of their hitting times (float, NaN when undefined).
+    histogram : fastsde.Histogram or None
+        In-kernel histograms of the state, with ``histogram=...``.
     """
 
     x: np.ndarray
