@@ -226,14 +226,8 @@ def merge_chunk_stats(count, mean, m2):
         if count.shape[0] % 2:
             pad = [(0, 1), (0, 0), (0, 0)]
             count, mean, m2 = (np.pad(a, pad) for a in (count, mean, m2))
-        na, nb = count[0::2], count[1::2]
-        n = na + nb
-        delta = mean[1::2] - mean[0::2]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where(n > 0, nb / np.where(n > 0, n, 1), 0.0)
-            mean = mean[0::2] + delta * w
-            m2 = m2[0::2] + m2[1::2] + delta * delta * na * w
-        count = n
+        count, mean, m2 = montecarlo.merge_pair((count[0::2], mean[0::2], m2[0::2]),
+                                                (count[1::2], mean[1::2], m2[1::2]))
     return count[0].astype(np.int64), mean[0], m2[0]
 
 
@@ -298,7 +292,7 @@ def _stiffness_advice(model, x_start, p_row, t0, h):
 SLICE_PATH_STEPS = 2 * 10**8
 
 
-def _slice_plan(n_paths, chunk, cost_per_path, bytes_per_chunk, slice_steps):
+def _slice_plan(chunk, cost_per_path, bytes_per_chunk, slice_steps):
     """Chunks per kernel call: a power of two (so that the per-chunk statistics of each
     call form one subtree of the merge tree and streamed results equal one call's bit for
     bit), about ``slice_steps`` path-steps of work, and per-call statistics buffers within
@@ -342,21 +336,18 @@ def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, p
     widths = outputs["groups"]
     bytes_per_chunk = 24 * n_save * sum(w for w in widths.values() if w) + 8
     slice_steps = getattr(backend, "SLICE_PATH_STEPS", SLICE_PATH_STEPS)
-    cps = _slice_plan(n_paths, chunk, cost_per_path, bytes_per_chunk, slice_steps)
+    cps = _slice_plan(chunk, cost_per_path, bytes_per_chunk, slice_steps)
     per_slice = cps * chunk
     n_chunks_total = -(-n_paths // chunk)
     level = cps.bit_length() - 1
-    rows_of = lambda n: min(n, cps)  # noqa: E731
+    chunks_per_call = min(n_chunks_total, cps)
     buffers = {}
-    for group in STAT_GROUPS:
-        prefix = group[0].split("_")[0]
-        width = widths.get(prefix)
+    for prefix, width in widths.items():
         if width:
-            rows = (1 if prefix == "hit" else n_save)
-            shape = (rows_of(n_chunks_total), rows, width)
+            shape = (chunks_per_call, 1 if prefix == "hit" else n_save, width)
             buffers[prefix] = (np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape))
     merges = {prefix: montecarlo.StreamingMerge() for prefix in buffers}
-    nonfinite = np.zeros(rows_of(n_chunks_total), np.int64)
+    nonfinite = np.zeros(chunks_per_call, np.int64)
     empty = outputs["empty"]
     bar = _progress_bar(n_paths, progress) if n_paths > per_slice else None
     n_bad = 0
@@ -381,8 +372,7 @@ def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, p
                 args["paths_out"] = paths_tmp
             else:
                 args["paths_out"] = empty["paths_out"]
-            for group in STAT_GROUPS:
-                prefix = group[0].split("_")[0]
+            for prefix, group in STAT_GROUPS.items():
                 if prefix in buffers:
                     for name, buf in zip(group, buffers[prefix]):
                         buf[:nc] = 0

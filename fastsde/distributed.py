@@ -364,9 +364,7 @@ def _assemble(model, v, parts, bounds, per, keep_x, elapsed, on_nonfinite, n_wor
         count, mean, m2 = api.merge_chunk_stats(np.stack([p["count"] for p in parts]),
                                                 np.stack([p["mean"] for p in parts]),
                                                 np.stack([p["m2"] for p in parts]))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.where(count > 1, m2 / np.maximum(count - 1, 1), np.nan)
-        mean = np.where(count > 0, mean, np.nan)
+        count, mean, var = api._finish_stats(count, mean, m2)
     x = np.concatenate([p["x"] for p in parts]) if keep_x else None
     paths = (np.concatenate([p["paths"] for p in parts], axis=1) if v["keep_paths"]
              else None)

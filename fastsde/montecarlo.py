@@ -230,8 +230,9 @@ def preflight(obs, stop, x, p, t0, dtype):
 
 
 def merge_pair(a, b):
-    """Chan et al.'s merge of two Welford states (count, mean, m2), arrays of one shape;
-    exactly the arithmetic of one level of :func:`fastsde.api.merge_chunk_stats`."""
+    """Chan et al.'s merge of two Welford states (count, mean, m2), arrays of one shape:
+    one level of :func:`fastsde.api.merge_chunk_stats`, and the fold of
+    :class:`StreamingMerge` (one arithmetic, so both give the same bits)."""
     na, ma, qa = a
     nb, mb, qb = b
     na = na.astype(np.float64)

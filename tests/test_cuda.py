@@ -288,23 +288,19 @@ def _rng_kernels():
             out[i, 2] = w2
             out[i, 3] = w3
 
-    def normals64(k0, k1, blocks, streams, paths, out):
-        i = cuda.grid(1)
-        if i < blocks.shape[0]:
-            z0, z1, z2, z3 = block64(k0, k1, blocks[i], streams[i], paths[i])
-            out[i, 0] = z0
-            out[i, 1] = z1
-            out[i, 2] = z2
-            out[i, 3] = z3
+    def normals_kernel(block):
+        def normals(k0, k1, blocks, streams, paths, out):
+            i = cuda.grid(1)
+            if i < blocks.shape[0]:
+                z0, z1, z2, z3 = block(k0, k1, blocks[i], streams[i], paths[i])
+                out[i, 0] = z0
+                out[i, 1] = z1
+                out[i, 2] = z2
+                out[i, 3] = z3
 
-    def normals32(k0, k1, blocks, streams, paths, out):
-        i = cuda.grid(1)
-        if i < blocks.shape[0]:
-            z0, z1, z2, z3 = block32(k0, k1, blocks[i], streams[i], paths[i])
-            out[i, 0] = z0
-            out[i, 1] = z1
-            out[i, 2] = z2
-            out[i, 3] = z3
+        return normals
+
+    normals64, normals32 = normals_kernel(block64), normals_kernel(block32)
 
     u64 = numba.types.uint64
     a1 = numba.types.Array(u64, 1, "C")

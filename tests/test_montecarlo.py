@@ -18,8 +18,8 @@ import fastsde as fs
 from fastsde import api, montecarlo
 from fastsde.kernels import cpu
 
-from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, gbm_params, obs_call, obs_square,
-                       obs_x, outside_box, ou_params)
+from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, gbm_params, obs_x, outside_box,
+                       ou_params)
 
 K_SE = 5.0
 

@@ -736,48 +736,47 @@ def run(kernel, args):
         statistics-only run (``x_out`` empty) moves back only the per-chunk statistics,
         the histogram and the per-chunk count of non-finite paths.
     """
-    a_ = args
-    n_paths, dim = a_.n_paths, a_.x0_mean.shape[0]
-    dtype = np.dtype(a_.x0_mean.dtype)
-    chunk = a_.chunk
-    keep_x = a_.x_out.shape[0] > 0
-    keep = a_.paths_out.shape[0] > 0
-    stats = a_.st_count.shape[0] > 0
-    want_obs = a_.ob_count.shape[0] > 0
-    want_hits = a_.hit_count.shape[0] > 0 or a_.hit_out.shape[0] > 0
-    want_hist = a_.hist.shape[0] > 0
-    n_save = a_.save_steps.shape[0]
-    n_obs = a_.ob_count.shape[2]
-    per_path_x0 = a_.x0_mode == X0_PER_PATH
-    per_path_params = a_.params.shape[0] > 1
+    n_paths, dim = args.n_paths, args.x0_mean.shape[0]
+    dtype = np.dtype(args.x0_mean.dtype)
+    chunk = args.chunk
+    keep_x = args.x_out.shape[0] > 0
+    keep = args.paths_out.shape[0] > 0
+    stats = args.st_count.shape[0] > 0
+    want_obs = args.ob_count.shape[0] > 0
+    want_hits = args.hit_count.shape[0] > 0 or args.hit_out.shape[0] > 0
+    want_hist = args.hist.shape[0] > 0
+    n_save = args.save_steps.shape[0]
+    n_obs = args.ob_count.shape[2]
+    per_path_x0 = args.x0_mode == X0_PER_PATH
+    per_path_params = args.params.shape[0] > 1
     itemsize = dtype.itemsize
     save_states = keep or stats or want_hist
     bytes_per_path = itemsize * (dim * (1 + (n_save if save_states else 0)
                                         + (1 if per_path_x0 else 0))
                                  + (n_save * n_obs if want_obs else 0))
-    bytes_per_path += a_.params.shape[1] * itemsize if per_path_params else 0
+    bytes_per_path += args.params.shape[1] * itemsize if per_path_params else 0
     bytes_per_path += 8 if want_hits else 0
     bytes_per_path += -(-n_save * (dim + n_obs) * 24 // chunk) + 8
     batch = _batch_paths(n_paths, chunk, bytes_per_path)
     # Everything goes through the default stream: launches are asynchronous, and each
     # copy back waits for the kernels before it, so no explicit synchronisation is needed.
-    d_mean0 = cuda.to_device(np.ascontiguousarray(a_.x0_mean))
-    d_std0 = cuda.to_device(np.ascontiguousarray(a_.x0_std))
-    d_save_steps = cuda.to_device(np.ascontiguousarray(a_.save_steps))
-    d_rows = None if per_path_x0 else cuda.to_device(np.ascontiguousarray(a_.x0_rows))
-    d_params = None if per_path_params else cuda.to_device(np.ascontiguousarray(a_.params))
+    d_mean0 = cuda.to_device(np.ascontiguousarray(args.x0_mean))
+    d_std0 = cuda.to_device(np.ascontiguousarray(args.x0_std))
+    d_save_steps = cuda.to_device(np.ascontiguousarray(args.save_steps))
+    d_rows = None if per_path_x0 else cuda.to_device(np.ascontiguousarray(args.x0_rows))
+    d_params = None if per_path_params else cuda.to_device(np.ascontiguousarray(args.params))
     d_hist = d_lo = d_scale = None
     if want_hist:
-        d_hist = cuda.to_device(np.zeros(a_.hist.shape[1:], np.int64))
-        d_lo = cuda.to_device(np.ascontiguousarray(a_.hist_lo))
-        d_scale = cuda.to_device(np.ascontiguousarray(a_.hist_scale))
+        d_hist = cuda.to_device(np.zeros(args.hist.shape[1:], np.int64))
+        d_lo = cuda.to_device(np.ascontiguousarray(args.hist_lo))
+        d_scale = cuda.to_device(np.ascontiguousarray(args.hist_scale))
     for a in range(0, n_paths, batch):
         b = min(a + batch, n_paths)
         m = b - a
         ca, cb = a // chunk, -(-b // chunk)
-        rows = (cuda.to_device(np.ascontiguousarray(a_.x0_rows[a:b]))
+        rows = (cuda.to_device(np.ascontiguousarray(args.x0_rows[a:b]))
                 if per_path_x0 else d_rows)
-        prm = (cuda.to_device(np.ascontiguousarray(a_.params[a:b]))
+        prm = (cuda.to_device(np.ascontiguousarray(args.params[a:b]))
                if per_path_params else d_params)
         d_x = cuda.device_array((m, dim), dtype)
         d_save = cuda.device_array((n_save, m, dim) if save_states else (0, 0, dim), dtype)
@@ -786,34 +785,36 @@ def run(kernel, args):
         d_bad = cuda.to_device(np.zeros(cb - ca, np.int64))
         reductions = []
         host_stats = []
-        for flag, group, buf, gate, pair, width in (
-                (stats, layout.STAT_GROUPS[0], d_save, 1, 0, dim),
-                (want_obs, layout.STAT_GROUPS[1], d_obs, 0, a_.antithetic, n_obs),
-                (a_.hit_count.shape[0] > 0, layout.STAT_GROUPS[2],
+        for prefix, flag, buf, gate, pair, width in (
+                ("st", stats, d_save, 1, 0, dim),
+                ("ob", want_obs, d_obs, 0, args.antithetic, n_obs),
+                ("hit", args.hit_count.shape[0] > 0,
                  d_hits.reshape(1, m, 1) if want_hits else None, 0, 0, 1)):
             if not flag:
                 continue
-            shape = (cb - ca, 1 if group[0] == "hit_count" else n_save, width)
+            shape = (cb - ca, 1 if prefix == "hit" else n_save, width)
             out = (cuda.device_array(shape, np.int64), cuda.device_array(shape, np.float64),
                    cuda.device_array(shape, np.float64))
-            disp = kernel.stats64 if group[0] == "hit_count" else kernel.stats
+            # Hitting times are float64 whatever the run's dtype.
+            disp = kernel.stats64 if prefix == "hit" else kernel.stats
             reductions.append(("stats", disp, buf, gate, pair, out))
-            host_stats.append((out, [getattr(a_, name) for name in group]))
+            host_stats.append((out, [getattr(args, name) for name in
+                                     layout.STAT_GROUPS[prefix]]))
         if want_hist:
             reductions.append(("hist", d_save, d_lo, d_scale, d_hist))
-        launch(kernel, (rows, a_.x0_mode, d_mean0, d_std0, prm, a_.t0, a_.h, a_.t1,
-                        a_.n_steps, d_save_steps, a_.key0, a_.key1,
-                        a_.first_path + np.uint64(a), chunk, a_.antithetic, d_x, d_save,
+        launch(kernel, (rows, args.x0_mode, d_mean0, d_std0, prm, args.t0, args.h, args.t1,
+                        args.n_steps, d_save_steps, args.key0, args.key1,
+                        args.first_path + np.uint64(a), chunk, args.antithetic, d_x, d_save,
                         d_obs, d_hits, d_bad), reductions)
         for out, hosts in host_stats:
             for d_arr, host in zip(out, hosts):
                 d_arr.copy_to_host(host[ca:cb])
         if keep:
-            a_.paths_out[:, a:b] = d_save.copy_to_host()  # a strided host slice: via a copy
+            args.paths_out[:, a:b] = d_save.copy_to_host()  # a strided host slice: via a copy
         if keep_x:
-            d_x.copy_to_host(a_.x_out[a:b])
-        if a_.hit_out.shape[0] > 0:
-            d_hits.copy_to_host(a_.hit_out[a:b])
-        d_bad.copy_to_host(a_.nonfinite[ca:cb])
+            d_x.copy_to_host(args.x_out[a:b])
+        if args.hit_out.shape[0] > 0:
+            d_hits.copy_to_host(args.hit_out[a:b])
+        d_bad.copy_to_host(args.nonfinite[ca:cb])
     if want_hist:
-        a_.hist[0] += d_hist.copy_to_host()
+        args.hist[0] += d_hist.copy_to_host()

@@ -50,9 +50,9 @@ FIELDS = ("x0_rows", "x0_mode", "x0_mean", "x0_std", "params", "t0", "h", "t1", 
 
 KernelArgs = namedtuple("KernelArgs", FIELDS)
 
-#: Indices of the Welford output triples.
-STAT_GROUPS = (("st_count", "st_mean", "st_m2"), ("ob_count", "ob_mean", "ob_m2"),
-               ("hit_count", "hit_mean", "hit_m2"))
+#: The Welford output triples, by group: states, observables, hitting times.
+STAT_GROUPS = {prefix: (f"{prefix}_count", f"{prefix}_mean", f"{prefix}_m2")
+               for prefix in ("st", "ob", "hit")}
 
 
 def empty_args(dim, n_params, n_obs, dtype):
