@@ -112,13 +112,74 @@ def test_float64_transform_against_libm():
     assert np.abs(s - np.sin(2 * np.pi * u)).max() < 1e-15
 
 
-def test_floor_log2_bisection():
-    v = np.concatenate([np.arange(1, 2**20), 2**np.arange(53), 2**np.arange(1, 54) - 1,
-                        np.random.default_rng(1).integers(1, 2**53, 10**5)]).astype(np.int64)
-    ref = np.array([int(x).bit_length() - 1 for x in v])
-    assert np.array_equal(philox._floor_log2_53(v), ref)
-    small = v[v < 2**24]
-    assert np.array_equal(philox._floor_log2_24(small), ref[v < 2**24])
+def test_bit_primitives_agree_across_targets():
+    """The numpy and CPU versions of the bit casts and the select give the same bits,
+    and the small-integer conversion of the float64 transform is exact."""
+    from fastsde.kernels import bits
+    from fastsde.kernels.cpu import _bits
+    f32_as_i32, i32_as_f32 = _bits["f32_as_i32"], _bits["i32_as_f32"]
+    f64_as_i64, i64_as_f64, select = _bits["f64_as_i64"], _bits["i64_as_f64"], _bits["select"]
+
+    @numba.njit
+    def compiled(f32, i32, f64, i64, flags):
+        out = (np.empty_like(i32), np.empty_like(f32), np.empty_like(i64), np.empty_like(f64),
+               np.empty_like(f64))
+        for n in range(f32.size):
+            out[0][n] = f32_as_i32(f32[n])
+            out[1][n] = i32_as_f32(i32[n])
+            out[2][n] = f64_as_i64(f64[n])
+            out[3][n] = i64_as_f64(i64[n])
+            out[4][n] = select(flags[n], f64[n], -f64[n])
+        return out
+
+    rng = np.random.default_rng(3)
+    i32 = rng.integers(-2**31, 2**31, 4096, dtype=np.int32)
+    i64 = rng.integers(-2**63, 2**63, 4096, dtype=np.int64)
+    f32 = rng.standard_normal(4096).astype(np.float32)
+    f64 = rng.standard_normal(4096)
+    flags = rng.random(4096) < 0.5
+    got = compiled(f32, i32, f64, i64, flags)
+    assert np.array_equal(got[0], bits.f32_as_i32(f32))
+    assert np.array_equal(got[1].view(np.int32), i32)
+    assert np.array_equal(got[2], f64.view(np.int64))
+    assert np.array_equal(got[3].view(np.int64), i64)
+    assert np.array_equal(got[4], bits.select(flags, f64, -f64))
+    v = np.concatenate([np.arange(-2**20, 2**20), 2**np.arange(51) - 1,
+                        -(2**np.arange(51))]).astype(np.int64)
+    assert np.array_equal(philox._small_int_to_f64(v), v.astype(np.float64))
+
+
+def test_log_reduction_splits_at_float32_sqrt2():
+    """The exponent-field reduction puts f in (sqrt(1/2), sqrt(2)] exactly as the written
+    rule says: v = 2m + 1 whose mantissa is just above float32(sqrt 2) is halved."""
+    sqrt2 = np.float32(np.sqrt(2.0))
+    for e in range(1, 24):
+        for f in (sqrt2, np.nextafter(sqrt2, np.float32(3)), np.nextafter(sqrt2, np.float32(0))):
+            v = np.float32(f * np.float32(2.0**e))
+            if v != np.round(v) or int(v) % 2 == 0 or v >= 2**24:
+                continue
+            m = np.int64((int(v) - 1) // 2)
+            exact = np.log((m + 0.5) * 2.0**-23)
+            assert abs(float(philox.log_open_f32(m)) - exact) <= 2 * np.spacing(np.float32(abs(exact)))
+
+
+def test_compiled_transform_equals_numpy_exhaustively():
+    """All 2^23 float32 inputs: the CPU-compiled log and cos/sin give the numpy bits."""
+    log_open_f32, cos_sin_2pi_f32 = _rng.log_open_f32, _rng.cos_sin_2pi_f32
+    @numba.njit
+    def compiled(m):
+        out = np.empty((3, m.size), np.float32)
+        for n in range(m.size):
+            out[0, n] = log_open_f32(np.int32(m[n]))
+            out[1, n], out[2, n] = cos_sin_2pi_f32(np.int32(m[n]))
+        return out
+
+    m = np.arange(2**23, dtype=np.int32)
+    got = compiled(m)
+    c, s = philox.cos_sin_2pi_f32(m)
+    assert np.array_equal(got[0].view(np.int32), philox.log_open_f32(m).view(np.int32))
+    assert np.array_equal(got[1].view(np.int32), c.view(np.int32))
+    assert np.array_equal(got[2].view(np.int32), s.view(np.int32))
 
 
 def test_float64_normals_refine_float32_normals():

@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from .. import __version__
 from ..errors import ModelError
-from . import layout, philox, steps
+from . import bits, layout, philox, steps
 from .. import montecarlo
 from .target import compile_functions, module_functions
 
@@ -37,7 +37,8 @@ LANES = 32
 _JIT = dict(error_model="numpy")
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 
-_rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT))
+_rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT),
+                         bits.cpu_primitives())
 _noise = compile_functions(steps, NOISE_FUNCTIONS, njit(inline="always", **_JIT))
 
 
@@ -70,7 +71,7 @@ def _source_hash():
     import inspect
     import sys
     digest = hashlib.sha256()
-    for module in (philox, steps, sys.modules[__name__]):
+    for module in (bits, philox, steps, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()
 
@@ -114,6 +115,36 @@ def _welford(count, mean, m2, c, s, j, v):
 
 
 _hist_slot = njit(inline="always", **_JIT)(layout.hist_slot)
+
+
+_bits = bits.cpu_primitives()
+_f32_as_i32, _i32_as_f32 = _bits["f32_as_i32"], _bits["i32_as_f32"]
+_f64_as_i64, _i64_as_f64 = _bits["f64_as_i64"], _bits["i64_as_f64"]
+
+
+@njit(inline="always", **_JIT)
+def _blend_f32(mask, if_set, if_clear):
+    """``if_set`` where the int32 ``mask`` is all ones, ``if_clear`` where it is zero."""
+    return _i32_as_f32(np.int32((_f32_as_i32(if_set) & mask)
+                                | (_f32_as_i32(if_clear) & ~mask)))
+
+
+@njit(inline="always", **_JIT)
+def _blend_f64(mask, if_set, if_clear):
+    """``if_set`` where the int64 ``mask`` is all ones, ``if_clear`` where it is zero."""
+    return _i64_as_f64((_f64_as_i64(if_set) & mask) | (_f64_as_i64(if_clear) & ~mask))
+
+
+@njit(inline="always", **_JIT)
+def _to_mask_i32(flag):
+    """All ones (int32) for True, zero for False."""
+    return np.int32(-np.int32(flag))
+
+
+@njit(inline="always", **_JIT)
+def _to_mask_i64(flag):
+    """All ones (int64) for True, zero for False."""
+    return -np.int64(flag)
 
 
 def compile_user_functions(model, jit, **options):
@@ -194,6 +225,12 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     n_params_c = max(n_params_model, 1)
     stack_empty = _stack_empty
     pair_mask = ~np.uint64(1)
+    mask_int = np.int32 if dtype == np.float32 else np.int64
+    LIVE = mask_int(-1)
+    DEAD = mask_int(0)
+    blend = _blend_f32 if dtype == np.float32 else _blend_f64
+    blend64 = _blend_f64
+    to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
     nan = dtype(np.nan)
 
     def save_block(X, P, OBV, n_live, b0, c, s, t_s, antithetic, tid, paths_out, st_count,
@@ -276,7 +313,9 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
         DW = np.zeros(noise_dim * lanes, dtype)
         OBV = np.empty(n_obs_c * lanes, dtype)
         HT = np.empty(lanes, np.float64)
-        alive = np.empty(lanes, np.bool_)
+        # Lane masks of the state's width (all bits set: the path still moves), so that
+        # freezing a path is a bitwise blend that vectorises with the step.
+        live = np.empty(lanes, mask_int)
         # Antithetic pairs: path 2m + 1 draws the normals of path 2m (its counter with the
         # low bit cleared), negated. The counter stays arithmetic in the lane index (a load
         # from an array would keep LLVM from vectorising the Philox loop).
@@ -308,7 +347,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                 odd = antithetic != 0 and (path & np.uint64(1)) != 0
                 HT[l] = np.inf
                 # Lanes past the chunk's end run on zeros and are never written out.
-                alive[l] = l < n_live
+                live[l] = LIVE if l < n_live else DEAD
                 prow = min(b0 + l, n_paths - 1) if per_path_params else 0
                 for j in range(n_params):
                     P[j * lanes + l] = params[prow, j]
@@ -338,7 +377,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         p[j] = P[j * lanes + l]
                     if stop_fn(dtype(t0), x, p) > 0:
                         HT[l] = t0
-                        alive[l] = False
+                        live[l] = DEAD
             s = 0
             if n_save > 0 and save_steps[0] == 0:
                 save_block(X, P, OBV, n_live, b0, c, 0, dtype(t0), antithetic, tid,
@@ -381,23 +420,23 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                          x_new)
                     # A path that leaves the finite numbers is frozen at its first
                     # non-finite state: not advanced further, counted, kept out of
-                    # the statistics. Selects, not branches, keep the loop vectorisable.
-                    # A stopped path is frozen the same way, at its first state in the
-                    # stopping region.
-                    was_alive = alive[l]
+                    # the statistics. A stopped path is frozen the same way, at its
+                    # first state in the stopping region. The freeze is a bitwise blend,
+                    # not a conditional: LLVM turns "X = new if live else X" into a
+                    # conditional store, which does not vectorise.
+                    was_live = live[l]
                     finite = True
                     for j in range(dim):
-                        finite = finite and math.isfinite(x_new[j])
-                        X[j * lanes + l] = x_new[j] if was_alive else x[j]
+                        finite = finite & math.isfinite(x_new[j])
+                        X[j * lanes + l] = blend(was_live, x_new[j], x[j])
+                    keep = was_live & to_mask(finite)
                     if has_stop:
                         # Evaluated for every lane and combined without short-circuits:
                         # no branch in the loop body.
-                        beyond = stop_fn(t_next, x_new, p) > 0
-                        hit = was_alive & finite & beyond
-                        HT[l] = t_next64 if hit else HT[l]
-                        alive[l] = was_alive and finite and not hit
-                    else:
-                        alive[l] = was_alive and finite
+                        hit = keep & to_mask(stop_fn(t_next, x_new, p) > 0)
+                        HT[l] = blend64(np.int64(hit), t_next64, HT[l])
+                        keep = keep & ~hit
+                    live[l] = keep
                 if s < n_save and save_steps[s] == k + 1:
                     save_block(X, P, OBV, n_live, b0, c, s, t_next, antithetic, tid,
                                paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,

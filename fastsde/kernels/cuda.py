@@ -36,7 +36,7 @@ from numba import cuda
 
 from ..errors import ModelError
 from .. import montecarlo
-from . import layout, philox, steps
+from . import bits, layout, philox, steps
 from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
@@ -150,6 +150,20 @@ def device_jit(fastmath):
 _DEVICE_NAMESPACES = {}
 
 
+def device_primitives(jit):
+    """The primitives of :mod:`.bits` for CUDA: libdevice's bit casts (one ``mov.b32`` /
+    ``mov.b64``) and a select (``selp``). The simulator runs device functions as Python,
+    so there the numpy versions serve."""
+    select = jit(bits.select_scalar)
+    if simulator_enabled():
+        return dict(f32_as_i32=bits.f32_as_i32, i32_as_f32=bits.i32_as_f32,
+                    f64_as_i64=bits.f64_as_i64, i64_as_f64=bits.i64_as_f64, select=select)
+    from numba.cuda import libdevice
+    return dict(f32_as_i32=libdevice.float_as_int, i32_as_f32=libdevice.int_as_float,
+                f64_as_i64=libdevice.double_as_longlong,
+                i64_as_f64=libdevice.longlong_as_double, select=select)
+
+
 def device_functions(fastmath, fresh=False):
     """The RNG and noise functions compiled as CUDA device functions.
 
@@ -168,7 +182,7 @@ def device_functions(fastmath, fresh=False):
     key = bool(fastmath)
     if fresh or key not in _DEVICE_NAMESPACES:
         jit = device_jit(key)
-        pair = (compile_functions(philox, RNG_FUNCTIONS, jit),
+        pair = (compile_functions(philox, RNG_FUNCTIONS, jit, device_primitives(jit)),
                 compile_functions(steps, NOISE_FUNCTIONS, jit))
         if fresh:
             return pair

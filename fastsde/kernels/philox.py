@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .bits import f32_as_i32, f64_as_i64, i32_as_f32, i64_as_f64, select  # noqa: F401
+
 RNG_VERSION = 2
 
 PHILOX_M0 = np.uint64(0xD2511F53)
@@ -49,52 +51,21 @@ STREAM_EXTRA = 2
 F32_SCALE = np.float32(2.0**-23)
 F32_HALF_ULP = np.float32(2.0**-24)
 F32_MINUS_TWO = np.float32(-2.0)
-F32_TWO_PI = np.float32(2.0 * math.pi)
 # 52-bit open uniforms: (m + 1/2) 2^-52, extremes 2^-53 and 1 - 2^-53.
 F64_SCALE = 2.0**-52
-F64_TWO_PI = 2.0 * math.pi
 
 # Constants of the branch-free normal transform (RNG_VERSION 2).
 I64_ONE = np.int64(1)
 I64_TWO = np.int64(2)
-I64_THREE = np.int64(3)
-I64_4 = np.int64(4)
-I64_8 = np.int64(8)
-I64_16 = np.int64(16)
-I64_2P4 = np.int64(1 << 4)
-I64_2P8 = np.int64(1 << 8)
-I64_2P16 = np.int64(1 << 16)
-I64_2P32 = np.int64(1 << 32)
-I64_32 = np.int64(32)
-I64_21 = np.int64(21)
-I64_23 = np.int64(23)
-I64_24 = np.int64(24)
 I64_50 = np.int64(50)
 I64_52 = np.int64(52)
-I64_53 = np.int64(53)
-I64_2P20 = np.int64(1 << 20)
 I64_2P49 = np.int64(1 << 49)
 F32_ONE = np.float32(1.0)
 F32_HALF = np.float32(0.5)
 F32_TWO = np.float32(2.0)
-F32_SQRT2 = np.float32(math.sqrt(2.0))
-F32_THREE = np.float32(3.0)
-F32_4 = np.float32(4.0)
-F32_8 = np.float32(8.0)
-F32_16 = np.float32(16.0)
-F32_24 = np.float32(24.0)
-F32_QUARTER = np.float32(0.25)
-F32_2P4 = np.float32(2.0**4)
-F32_2P8 = np.float32(2.0**8)
-F32_2P16 = np.float32(2.0**16)
 F32_2P20 = np.float32(2.0**20)
 F32_2P21 = np.float32(2.0**21)
 F32_2M21 = np.float32(2.0**-21)
-# 2^-j - 1, exact in float32: 1 + b (2^-j - 1) is 1 or 2^-j for b in {0, 1}.
-F32_2M16_M1 = np.float32(2.0**-16 - 1.0)
-F32_2M8_M1 = np.float32(2.0**-8 - 1.0)
-F32_2M4_M1 = np.float32(2.0**-4 - 1.0)
-F32_2M2_M1 = np.float32(2.0**-2 - 1.0)
 # ln 2 split so that k * hi is exact for |k| <= 24 (hi has 16 significant bits).
 F32_LN2_HI = np.float32(0.693145751953125)
 F32_LN2_LO = np.float32(math.log(2.0) - 0.693145751953125)
@@ -111,7 +82,6 @@ F32_SIN_C3 = np.float32(-1.9515295891e-4)
 F32_COS_C1 = np.float32(4.166664568298827e-2)
 F32_COS_C2 = np.float32(-1.388731625493765e-3)
 F32_COS_C3 = np.float32(2.443315711809948e-5)
-F64_SQRT2 = math.sqrt(2.0)
 # fdlibm's split of ln 2 (hi has 32 significant bits, k * hi exact for |k| <= 53).
 F64_LN2_HI = 6.93147180369123816490e-01
 F64_LN2_LO = 1.90821492927058770002e-10
@@ -124,6 +94,29 @@ F64_SIN_C = (1.58962301576546568060e-10, -2.50507477628578072866e-8,
 F64_COS_C = (-1.13585365213876817300e-11, 2.08757008419747316778e-9,
              -2.75573141792967388112e-7, 2.48015872888517045348e-5,
              -1.38888888888730564116e-3, 4.16666666666665929218e-2)
+
+# Bit-pattern constants of the transform (see log_open_f32 and log_open_f64).
+I32_ZERO = np.int32(0)
+I32_ONE = np.int32(1)
+I32_TWO = np.int32(2)
+I32_23 = np.int32(23)
+I32_30 = np.int32(30)
+I32_151 = np.int32(127 + 24)  # exponent bias + the 24 bits of v
+I32_MANTISSA = np.int32(0x7FFFFF)
+# Bits of the float32 just above sqrt(1/2); adding 0x3F800000 minus it to the bits of f in
+# [1, 2) carries into the exponent exactly when f > float32(sqrt(2)).
+F32_SQRT_HALF_BITS = np.int32(0x3F3504F4)
+F32_LOG_SHIFT = np.int32(0x3F800000 - 0x3F3504F4)
+I64_ZERO = np.int64(0)
+I64_62 = np.int64(62)
+I64_1075 = np.int64(1023 + 52)
+I64_MANTISSA = np.int64((1 << 52) - 1)
+F64_SQRT_HALF_BITS = np.int64(0x3FE6A09E667F3BCD)  # the float64 just above sqrt(1/2)
+F64_LOG_SHIFT = np.int64(0x3FF0000000000000 - 0x3FE6A09E667F3BCD)
+F64_2P52 = 2.0**52
+F64_2P52_BITS = np.int64(0x4330000000000000)
+F64_MAGIC = 1.5 * 2.0**52
+F64_MAGIC_BITS = np.int64(0x4338000000000000)
 
 #: Largest |z| a float32 normal can take: sqrt(-2 ln 2^-24).
 F32_NORMAL_MAX = math.sqrt(-2.0 * math.log(2.0**-24))
@@ -178,66 +171,26 @@ def uniform_f64(word, low_word):
 
 
 # The transform below works on the uniform's integer m (u = (m + 1/2) 2^-b) rather than on
-# u: the exponent of u and the quadrant of 2 pi u come from integer operations, so there is
-# no libm call, no data-dependent branch and no bit cast, and the same source vectorises on
-# the CPU, compiles for CUDA and runs on numpy arrays (all three give the same bits, as
-# every operation is a correctly rounded IEEE operation). Selects are written as products
-# with exact 0/1 factors, which numpy arrays also accept.
-
-def _floor_log2_24(v):
-    """floor(log2 v) for integers 1 <= v < 2**24 (int64), by branch-free bisection."""
-    e = np.int64(v >= I64_2P16) * I64_16
-    v = v >> e
-    step = np.int64(v >= I64_2P8) * I64_8
-    v = v >> step
-    e = e + step
-    step = np.int64(v >= I64_2P4) * I64_4
-    v = v >> step
-    e = e + step
-    step = np.int64(v >= I64_4) * I64_TWO
-    v = v >> step
-    return e + step + np.int64(v >= I64_TWO)
-
-
-def _floor_log2_53(v):
-    """floor(log2 v) for integers 1 <= v < 2**53 (int64), by branch-free bisection."""
-    e = np.int64(v >= I64_2P32) * I64_32
-    return e + _floor_log2_24_plus(v >> e)
-
-
-def _floor_log2_24_plus(v):
-    """floor(log2 v) for integers 1 <= v < 2**32 (int64)."""
-    e = np.int64(v >= I64_2P16) * I64_16
-    return e + _floor_log2_24(v >> e)
-
+# u: the exponent of u comes from its bit pattern and the quadrant of 2 pi u from integer
+# operations, so there is no libm call and no data-dependent branch, and the same source
+# vectorises on the CPU, compiles for CUDA and runs on numpy arrays. All targets give the
+# same bits: every operation is a correctly rounded IEEE operation, a bit cast or a select
+# (the primitives of :mod:`.bits`, which each target supplies in its own spelling).
 
 def log_open_f32(m):
-    """ln((m + 1/2) 2^-23) for a 23-bit integer ``m`` (int64), as float32.
+    """ln((m + 1/2) 2^-23) for a 23-bit integer ``m`` (int32 or int64), as float32.
 
-    The odd integer v = 2 m + 1 (u = v 2^-24) is converted exactly to float32 and scaled
-    into [1, 2) by exact powers of two chosen by comparisons (a bisection on the
-    exponent), so every operation is an 8-lane float32 operation on AVX2. Max error
-    against the correctly rounded value: 2 ulp (tested exhaustively over all 2^23 inputs).
+    The odd integer v = 2 m + 1 (u = v 2^-24) is converted exactly to float32; its bit
+    pattern gives the exponent e and the mantissa f with v = f 2^e, f in (sqrt(1/2),
+    sqrt(2)] (adding ``F32_LOG_SHIFT`` carries into the exponent exactly when the mantissa
+    is above sqrt(2)), all exact; then ln f = 2 atanh((f - 1)/(f + 1)) by its series. Max
+    error against the correctly rounded value: 2 ulp (tested exhaustively over all 2^23
+    inputs).
     """
-    f = np.float32(np.int32(m * I64_TWO + I64_ONE))  # exact: v < 2^24
-    big = np.float32(f >= F32_2P16)
-    f = f * (F32_ONE + big * F32_2M16_M1)
-    e = big * F32_16
-    big = np.float32(f >= F32_2P8)
-    f = f * (F32_ONE + big * F32_2M8_M1)
-    e = e + big * F32_8
-    big = np.float32(f >= F32_2P4)
-    f = f * (F32_ONE + big * F32_2M4_M1)
-    e = e + big * F32_4
-    big = np.float32(f >= F32_4)
-    f = f * (F32_ONE + big * F32_2M2_M1)
-    e = e + big * F32_TWO
-    big = np.float32(f >= F32_TWO)
-    f = f * (F32_ONE - F32_HALF * big)
-    e = e + big  # f in [1, 2), v = f 2^e, all exact
-    big = np.float32(f > F32_SQRT2)
-    f = f * (F32_ONE - F32_HALF * big)  # in [sqrt(1/2), sqrt(2)], exact
-    k = e + big - F32_24
+    v = np.float32(m * I32_TWO + I32_ONE)  # exact: v < 2^24
+    shifted = np.int32(f32_as_i32(v) + F32_LOG_SHIFT)
+    k = np.float32((shifted >> I32_23) - I32_151)  # e - 24 (+1 above sqrt 2)
+    f = i32_as_f32(np.int32((shifted & I32_MANTISSA) + F32_SQRT_HALF_BITS))
     s = (f - F32_ONE) / (f + F32_ONE)
     z = s * s
     ln_f = F32_TWO * s + s * z * (F32_LOG_C1 + z * (F32_LOG_C2 + z * (F32_LOG_C3 + z * F32_LOG_C4)))
@@ -245,34 +198,44 @@ def log_open_f32(m):
 
 
 def cos_sin_2pi_f32(m):
-    """(cos, sin) of 2 pi (m + 1/2) 2^-23 for a 23-bit integer ``m`` (int64), as float32.
+    """(cos, sin) of 2 pi (m + 1/2) 2^-23 for a 23-bit integer ``m`` (int32 or int64), as
+    float32.
 
     Exact reduction to |phi| <= pi/4 (nearest quarter turn n, remainder y = m - n 2^21,
-    all exact in float32), then Cephes' minimax polynomials and the quadrant's symmetry.
+    all exact in float32), then Cephes' minimax polynomials; the quadrant swaps cos and
+    sin (a select) and flips their signs (the sign bit).
     """
-    mf = np.float32(np.int32(m))  # exact: m < 2^23
+    mf = np.float32(m)  # exact: m < 2^23
     n = np.floor((mf + F32_2P20) * F32_2M21)  # nearest quarter turn, 0..4
     phi = ((mf - n * F32_2P21) * F32_TWO + F32_ONE) * F32_PI_2M23
-    q = n - F32_4 * np.floor(n * F32_QUARTER)  # quadrant 0..3
     z = phi * phi
     sin_phi = phi + phi * z * (F32_SIN_C1 + z * (F32_SIN_C2 + z * F32_SIN_C3))
     cos_phi = F32_ONE - F32_HALF * z + z * z * (F32_COS_C1 + z * (F32_COS_C2 + z * F32_COS_C3))
-    odd = np.float32(q == F32_ONE) + np.float32(q == F32_THREE)
-    even = F32_ONE - odd
-    sign_cos = F32_ONE - F32_TWO * (np.float32(q == F32_ONE) + np.float32(q == F32_TWO))
-    sign_sin = F32_ONE - F32_TWO * np.float32(q >= F32_TWO)
-    return (sign_cos * (cos_phi * even + sin_phi * odd),
-            sign_sin * (sin_phi * even + cos_phi * odd))
+    q = np.int32(n)
+    odd = (q & I32_ONE) != I32_ZERO
+    # cos is negative in quadrants 1 and 2, sin in 2 and 3 (quadrant 4 is quadrant 0).
+    sign_cos = np.int32(((q + I32_ONE) & I32_TWO) << I32_30)
+    sign_sin = np.int32((q & I32_TWO) << I32_30)
+    return (i32_as_f32(np.int32(f32_as_i32(select(odd, sin_phi, cos_phi)) ^ sign_cos)),
+            i32_as_f32(np.int32(f32_as_i32(select(odd, cos_phi, sin_phi)) ^ sign_sin)))
+
+
+def _small_int_to_f64(v):
+    """float64(v) for an int64 |v| < 2^51, exactly: v added to the bits of 1.5 2^52 is
+    that float plus v (its ulp is 1). AVX2 has no int64-to-float64 conversion."""
+    return i64_as_f64(np.int64(v + F64_MAGIC_BITS)) - F64_MAGIC
 
 
 def log_open_f64(m):
-    """ln((m + 1/2) 2^-52) for a 52-bit integer ``m`` (int64), as float64 (about 1 ulp)."""
-    v = m * I64_TWO + I64_ONE  # odd, < 2^53, u = v 2^-53
-    e = _floor_log2_53(v)
-    f = np.float64(v << (I64_52 - e)) * F64_SCALE  # mantissa in [1, 2), exact
-    big = np.float64(f > F64_SQRT2)
-    f = f * (1.0 - 0.5 * big)
-    k = np.float64(e - I64_53) + big
+    """ln((m + 1/2) 2^-52) for a 52-bit integer ``m`` (int64), as float64 (about 1 ulp).
+
+    The exponent field of 2^52 set over m gives 2^52 + m, hence m + 1/2 exactly; the rest
+    is :func:`log_open_f32`'s reduction and series in float64.
+    """
+    v = (i64_as_f64(np.int64(m | F64_2P52_BITS)) - F64_2P52) + 0.5  # m + 1/2, exact
+    shifted = np.int64(f64_as_i64(v) + F64_LOG_SHIFT)
+    k = _small_int_to_f64((shifted >> I64_52) - I64_1075)
+    f = i64_as_f64(np.int64((shifted & I64_MANTISSA) + F64_SQRT_HALF_BITS))
     s = (f - 1.0) / (f + 1.0)
     z = s * s
     poly = F64_LOG_C[10]
@@ -284,9 +247,8 @@ def log_open_f64(m):
 
 def cos_sin_2pi_f64(m):
     """(cos, sin) of 2 pi (m + 1/2) 2^-52 for a 52-bit integer ``m`` (int64), as float64."""
-    n = (m + I64_2P49) >> I64_50
-    q = n & I64_THREE
-    phi = np.float64((m - (n << I64_50)) * I64_TWO + I64_ONE) * F64_PI_2M52
+    n = (m + I64_2P49) >> I64_50  # nearest quarter turn, 0..4
+    phi = _small_int_to_f64((m - (n << I64_50)) * I64_TWO + I64_ONE) * F64_PI_2M52
     z = phi * phi
     ps = F64_SIN_C[0]
     pc = F64_COS_C[0]
@@ -295,18 +257,18 @@ def cos_sin_2pi_f64(m):
         pc = pc * z + F64_COS_C[i]
     sin_phi = phi + phi * z * ps
     cos_phi = 1.0 - 0.5 * z + z * z * pc
-    odd = np.float64(q & I64_ONE)
-    even = 1.0 - odd
-    sign_cos = 1.0 - 2.0 * np.float64(((q + I64_ONE) >> I64_ONE) & I64_ONE)
-    sign_sin = 1.0 - 2.0 * np.float64(q >> I64_ONE)
-    return (sign_cos * (cos_phi * even + sin_phi * odd),
-            sign_sin * (sin_phi * even + cos_phi * odd))
+    odd = (n & I64_ONE) != I64_ZERO
+    sign_cos = np.int64(((n + I64_ONE) & I64_TWO) << I64_62)
+    sign_sin = np.int64((n & I64_TWO) << I64_62)
+    return (i64_as_f64(np.int64(f64_as_i64(select(odd, sin_phi, cos_phi)) ^ sign_cos)),
+            i64_as_f64(np.int64(f64_as_i64(select(odd, cos_phi, sin_phi)) ^ sign_sin)))
 
 
 def box_muller_f32(word_r, word_a):
     """Two independent float32 standard normals from two 32-bit words."""
-    r = np.sqrt(F32_MINUS_TWO * log_open_f32(np.int64(word_r >> SHIFT9)))
-    c, s = cos_sin_2pi_f32(np.int64(word_a >> SHIFT9))
+    # int32: the integer work of the transform then runs 8 lanes to an AVX2 vector.
+    r = np.sqrt(F32_MINUS_TWO * log_open_f32(np.int32(word_r >> SHIFT9)))
+    c, s = cos_sin_2pi_f32(np.int32(word_a >> SHIFT9))
     return r * c, r * s
 
 

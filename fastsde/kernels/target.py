@@ -9,7 +9,7 @@ calls refer to the compiled versions, then compiled with the target's decorator.
 import types
 
 
-def compile_functions(module, names, jit):
+def compile_functions(module, names, jit, primitives=None):
     """Compile ``names`` from ``module`` with ``jit``, resolving calls between them.
 
     Parameters
@@ -20,6 +20,9 @@ def compile_functions(module, names, jit):
         Functions to compile. Calls among them resolve to the compiled versions.
     jit : callable
         Decorator such as ``numba.njit`` or ``numba.cuda.jit(device=True)``.
+    primitives : dict, optional
+        Names the functions call that the target spells its own way (the bit casts and
+        the select of :mod:`.bits`), bound to the target's versions.
 
     Returns
     -------
@@ -27,6 +30,7 @@ def compile_functions(module, names, jit):
         One attribute per name, holding the compiled function.
     """
     namespace = dict(vars(module))
+    namespace.update(primitives or {})
     compiled = {}
     for name in names:
         plain = getattr(module, name)

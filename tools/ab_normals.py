@@ -1,0 +1,103 @@
+"""Normals per second of this checkout's Gaussian transform against another revision's.
+
+    python tools/ab_normals.py REV [--rounds R]
+
+Loads ``fastsde/kernels/philox.py`` as it is at git revision ``REV`` beside the current
+one, compiles both for the CPU the way the kernels do, and times ``normal_block_f32`` and
+``normal_block_f64`` over 32 lanes (the kernel's lane loop) on one thread, interleaved,
+best of R rounds. It also checks that both give the same bits on the first blocks.
+"""
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numba
+import numpy as np
+from numba import njit
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fastsde.kernels import bits, philox  # noqa: E402
+from fastsde.kernels.target import compile_functions, module_functions  # noqa: E402
+
+LANES = 32
+
+
+def load_revision(rev):
+    source = subprocess.run(["git", "show", f"{rev}:fastsde/kernels/philox.py"],
+                            check=True, capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), "philox_rev.py")
+    with open(path, "w") as f:
+        f.write(source)
+    # Inside the package, so that a revision's relative imports resolve.
+    spec = importlib.util.spec_from_file_location("fastsde.kernels._philox_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compiled(module):
+    return compile_functions(module, module_functions(module),
+                             njit(inline="always", error_model="numpy"),
+                             bits.cpu_primitives())
+
+
+def make_loop(normal_block, dtype):
+    @njit(error_model="numpy")
+    def loop(n_blocks, k0, k1):
+        z = np.zeros(4 * LANES, dtype)
+        acc = np.zeros(LANES, dtype)
+        for b in range(n_blocks):
+            for lane in range(LANES):
+                z0, z1, z2, z3 = normal_block(k0, k1, np.uint64(b), np.uint64(0),
+                                              np.uint64(lane))
+                z[lane] = z0
+                z[LANES + lane] = z1
+                z[2 * LANES + lane] = z2
+                z[3 * LANES + lane] = z3
+            for lane in range(LANES):
+                acc[lane] += z[lane] + z[LANES + lane] + z[2 * LANES + lane] + z[3 * LANES + lane]
+        return acc
+
+    return loop
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rev")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--blocks", type=int, default=50_000)
+    args = ap.parse_args(argv)
+    numba.set_num_threads(1)
+    variants = {args.rev: compiled(load_revision(args.rev)), "this checkout": compiled(philox)}
+    loops = {}
+    k0, k1 = np.uint64(0x1234), np.uint64(0x5678)
+    for name, ns in variants.items():
+        for dtype, fn in ((np.float32, ns.normal_block_f32), (np.float64, ns.normal_block_f64)):
+            loops[(name, np.dtype(dtype).name)] = loop = make_loop(fn, dtype)
+            loop(10, k0, k1)
+    for dtype in ("float32", "float64"):
+        a, b = (loops[(name, dtype)](64, k0, k1) for name in variants)
+        print(f"# {dtype}: same sums over 64 blocks: {np.array_equal(a, b)}")
+    best = {}
+    for _ in range(args.rounds):
+        for key, loop in loops.items():
+            start = time.perf_counter()
+            loop(args.blocks, k0, k1)
+            elapsed = time.perf_counter() - start
+            best[key] = min(best.get(key, np.inf), elapsed / (args.blocks * LANES * 4) * 1e9)
+    print("| dtype | transform | ns per normal (1 thread) | speed-up |")
+    print("|---|---|---|---|")
+    for dtype in ("float32", "float64"):
+        base = best[(args.rev, dtype)]
+        for name in variants:
+            print(f"| {dtype} | {name} | {best[(name, dtype)]:.3f} | "
+                  f"{base / best[(name, dtype)]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
