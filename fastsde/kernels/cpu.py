@@ -404,16 +404,24 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                                 Z[2 * lanes + l] = z2
                                 Z[3 * lanes + l] = z3
                             current_block = block
-                        off = (q & 3) * lanes
-                        for l in range(lanes):
-                            DW[j * lanes + l] = sqrt_h * Z[off + l]
+                        if noise_dim > 1:
+                            off = (q & 3) * lanes
+                            for l in range(lanes):
+                                DW[j * lanes + l] = sqrt_h * Z[off + l]
+                # One noise component: the step reads the normals where the RNG put
+                # them (a separate pass through DW costs a quarter of the step).
+                z_off = (k & 3) * lanes
                 for l in range(lanes):
                     for j in range(dim):
                         x[j] = X[j * lanes + l]
                     # Under antithetic variates path0 is even, so odd lanes are odd paths.
                     mirrored = antithetic != 0 and (l & 1) == 1
                     for j in range(noise_dim):
-                        dw[j] = -DW[j * lanes + l] if mirrored else DW[j * lanes + l]
+                        if noise_dim == 1:
+                            increment = sqrt_h * Z[z_off + l]
+                        else:
+                            increment = DW[j * lanes + l]
+                        dw[j] = -increment if mirrored else increment
                     for j in range(n_params_model):
                         p[j] = P[j * lanes + l]
                     step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt,
