@@ -58,6 +58,38 @@ def best_of(fn, repeat):
     return best, out
 
 
+def best_of_interleaved(fns, repeat):
+    """Best time of each function over ``repeat`` rounds, the functions alternating within a
+    round: a change of machine speed during the run then hits all of them alike, so their
+    ratios stay fair. Returns (times, last outputs), in the order of ``fns``."""
+    for fn in fns:
+        fn()  # warm-up: compilation, caches, page faults
+    best = [float("inf")] * len(fns)
+    outs = [None] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best, outs
+
+
+def with_threads(fn, threads):
+    """``fn`` run on ``threads`` Numba threads (the previous count restored after)."""
+    def run():
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(previous)
+    return run
+
+
+def decay_drift(t, x, p, out):
+    out[0] = -p[0] * x[0]
+
+
 # ---------------------------------------------------------------- engines
 def engine_fastsde(n, dtype, rng_only=False, model=None, method=None, x0=X0):
     model = model or fs.OU(theta=THETA, sigma=SIGMA)
@@ -226,11 +258,11 @@ def main_table(args, lines, chart):
     for dtype in ("float32", "float64"):
         rows = []
         n = args.paths
-        t_np, x_np = best_of(engine_numpy(n, dtype), args.repeat)
+        (t_np, t_ceil, t_fs), (x_np, _, x_fs) = best_of_interleaved(
+            [engine_numpy(n, dtype), engine_fastsde(n, dtype, rng_only=True),
+             engine_fastsde(n, dtype)], args.repeat)
         rate_np = n * STEPS / t_np
-        t_ceil, _ = best_of(engine_fastsde(n, dtype, rng_only=True), args.repeat)
         rate_ceil = n * STEPS / t_ceil
-        t_fs, x_fs = best_of(engine_fastsde(n, dtype), args.repeat)
         rows.append(("fastsde", n, n * STEPS / t_fs, x_fs))
         rows.append(("fastsde RNG-only ceiling", n, rate_ceil, None))
         rows.append(("numpy (vectorised)", n, rate_np, x_np))
@@ -266,11 +298,16 @@ def scaling(args, lines):
               "| case | threads | paths | path-steps/s |", "|---|---|---|---|"]
     max_threads = numba.config.NUMBA_NUM_THREADS
     sizes = [10**4, 10**5, 10**6, 10**7] if not args.quick else [10**3, 10**4]
-    for threads in sorted({1, min(2, max_threads)}):
-        numba.set_num_threads(threads)
-        for n in sizes:
-            t, _ = best_of(engine_fastsde(n, "float32"), args.repeat if n < 10**7 else 1)
+    thread_counts = sorted({1, min(2, max_threads)})
+    speedups = []
+    for n in sizes:
+        # 1 and 2 threads alternate, so that their ratio is measured side by side.
+        times, _ = best_of_interleaved(
+            [with_threads(engine_fastsde(n, "float32"), threads) for threads in thread_counts],
+            args.repeat if n < 10**7 else 2)
+        for threads, t in zip(thread_counts, times):
             lines.append(f"| OU dim 1 | {threads} | {n:.0e} | {n * STEPS / t:.3e} |")
+        speedups.append(f"{n:.0e} paths: {times[0] / times[-1]:.2f}x")
     numba.set_num_threads(max_threads)
     n = sizes[-2] if not args.quick else sizes[-1]
     for dim in (1, 3, 10):
@@ -282,7 +319,13 @@ def scaling(args, lines):
     t, _ = best_of(engine_fastsde(n, "float32", model=model, method="heun"), args.repeat)
     lines.append(f"| OU (additive noise), stochastic Heun | {max_threads} | {n:.0e} | "
                  f"{n * STEPS / t:.3e} |")
-    lines.append("")
+    # No noise: what the time loop, the step and the freeze of non-finite paths cost alone.
+    model = fs.ODE(decay_drift, 1, params=(THETA,), name="decay")
+    t, _ = best_of(engine_fastsde(n, "float32", model=model, method="euler"), args.repeat)
+    lines.append(f"| ODE dx/dt = -x, Euler (no random numbers) | {max_threads} | {n:.0e} | "
+                 f"{n * STEPS / t:.3e} |")
+    lines += ["", f"{thread_counts[-1]} threads / 1 thread (interleaved runs): "
+              + ", ".join(speedups) + ".", ""]
 
 
 COLD = ("import time; t = time.perf_counter(); import fastsde as fs; "

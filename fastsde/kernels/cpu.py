@@ -28,9 +28,11 @@ from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name).
 RNG_FUNCTIONS = module_functions(philox)
-#: Paths advanced together by one chunk. Chosen by measurement (single thread, CPU time,
-#: OU float32): 8 lanes 2.2e8, 16 lanes 2.8e8, 32 lanes 2.9e8 path-steps per CPU-second;
-#: more lanes give the out-of-order core independent vectors to overlap.
+#: Paths advanced together by one chunk. Chosen by measurement (OU Euler-Maruyama, one
+#: thread, kernels of each width timed alternately in one process): float32 16 lanes 2.59,
+#: 32 lanes 2.14-2.36, 64 lanes 2.08-2.17, 128 lanes 2.21 ns per path-step; float64 32
+#: lanes 6.1, 64 lanes 6.5. 32 is within noise of the best for float32 and the best for
+#: float64; more lanes give the out-of-order core independent vectors to overlap.
 LANES = 32
 #: Kernels use numpy's error model: a division by zero gives inf/nan (counted as a
 #: non-finite path) instead of raising, which would also stop LLVM from vectorising.
