@@ -582,9 +582,16 @@ def run(kernel, args):
     A user function that raises inside the parallel kernel surfaces from Numba's thread
     pool as a bare SystemError; the run is then repeated serially, which raises the
     function's own exception (type and message) instead.
+
+    Chunks go to the threads dynamically, a few at a time (about 8 grabs per thread): on a
+    shared machine one core can run slower than the other for a while, and a static split
+    would then wait for it. Which thread runs a chunk never changes a result.
     """
+    n_chunks = -(-args.n_paths // args.chunk)
+    grab = max(1, n_chunks // (8 * numba.get_num_threads()))
     try:
-        kernel(*args)
+        with numba.parallel_chunksize(grab):
+            kernel(*args)
     except SystemError as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
