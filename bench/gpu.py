@@ -207,7 +207,7 @@ def fastsde_launcher(model, dtype, n_paths, n_steps, stats, x0=0.0, rng_only=Fal
 
     dim = model.dim
     kernel = fastsde_kernel(model, dtype, rng_only, fastmath)
-    chunk = api._chunk_size(n_paths, 1, dim, stats)
+    chunk = api.CHUNK_PATHS
     n_chunks = -(-n_paths // chunk)
     key0, key1 = key_from_seed(0)
     d_rows = cuda.to_device(np.full((1, dim), x0, dtype))

@@ -29,7 +29,9 @@ DEVICES = ("cpu", "cuda", "auto")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _MAX_PATH_INDEX = 2**64
 _MAX_NORMALS_PER_PATH = 2**58
-#: Paths per work chunk; per-chunk statistics are merged in chunk order.
+#: Paths per work chunk; per-chunk statistics are merged in chunk order. Fixed, so that a
+#: path's chunk never depends on the request's size (statistics are streamed per kernel
+#: call, see _run_stream).
 CHUNK_PATHS = 512
 #: Upper bound on one kernel call's per-chunk statistics buffers (calls get fewer chunks).
 STATS_BUFFER_BYTES = 64 * 2**20
@@ -202,12 +204,6 @@ def _available_memory():
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def _chunk_size(n_paths, n_save, dim, stats):
-    """Paths per statistics chunk: fixed, so that a path's chunk never depends on the
-    request's size (statistics are streamed per kernel call, see _run_stream)."""
-    return CHUNK_PATHS
 
 
 def merge_chunk_stats(count, mean, m2):
@@ -592,7 +588,7 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     n_obs = len(obs)
     n_save = save_steps.shape[0]
     itemsize = np.dtype(dtype_t).itemsize
-    chunk = _chunk_size(n_paths, n_save, dim, stats)
+    chunk = CHUNK_PATHS
     # Stored outputs grow with n_paths; statistics, observables and histograms do not
     # (they are streamed per kernel call), so only the former can be refused for size.
     out_bytes = n_paths * dim * itemsize * ((1 if keep_x else 0)
@@ -621,7 +617,7 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     hist_lo = hist_scale = np.zeros(dim)
     if hist is not None:
         bins, lo, hi = hist
-        copies = backend.histogram_copies() if hasattr(backend, "histogram_copies") else 1
+        copies = backend.histogram_copies()
         hist_buf = np.zeros((copies, n_save, dim, bins + 2), np.int64)
         hist_lo, hist_scale = lo, bins / (hi - lo)
     outputs = dict(

@@ -265,7 +265,7 @@ first_path, keep_paths, on_nonfinite
     if not (v["stats"] or keep_x or v["keep_paths"]):
         raise ValueError("stats=False with keep_x=False and keep_paths=False would return "
                          "nothing: ask for stats=True, keep_x=True or keep_paths=True")
-    chunk = api._chunk_size(n_paths, n_save, dim, v["stats"])
+    chunk = api.CHUNK_PATHS
     if paths_per_task is not None:
         _task_paths(paths_per_task, n_paths, n_steps, 1, chunk, 1)
     itemsize = np.dtype(v["dtype"]).itemsize

@@ -45,9 +45,6 @@ def select_scalar(condition, if_true, if_false):
     return if_true if condition else if_false
 
 
-NAMES = ("f32_as_i32", "i32_as_f32", "f64_as_i64", "i64_as_f64", "select")
-
-
 def _bitcast_intrinsic(source, target):
     from numba.extending import intrinsic
 

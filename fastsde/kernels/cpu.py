@@ -39,8 +39,9 @@ LANES = 32
 _JIT = dict(error_model="numpy")
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 
-_rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT),
-                         bits.cpu_primitives())
+#: LLVM bit casts and select, bound into the RNG functions and used by the lane blends.
+_bits = bits.cpu_primitives()
+_rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT), _bits)
 _noise = compile_functions(steps, NOISE_FUNCTIONS, njit(inline="always", **_JIT))
 
 
@@ -119,7 +120,6 @@ def _welford(count, mean, m2, c, s, j, v):
 _hist_slot = njit(inline="always", **_JIT)(layout.hist_slot)
 
 
-_bits = bits.cpu_primitives()
 _f32_as_i32, _i32_as_f32 = _bits["f32_as_i32"], _bits["i32_as_f32"]
 _f64_as_i64, _i64_as_f64 = _bits["f64_as_i64"], _bits["i64_as_f64"]
 
@@ -231,7 +231,6 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     LIVE = mask_int(-1)
     DEAD = mask_int(0)
     blend = _blend_f32 if dtype == np.float32 else _blend_f64
-    blend64 = _blend_f64
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
     nan = dtype(np.nan)
 
@@ -444,7 +443,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         # Evaluated for every lane and combined without short-circuits:
                         # no branch in the loop body.
                         hit = keep & to_mask(stop_fn(t_next, x_new, p) > 0)
-                        HT[l] = blend64(np.int64(hit), t_next64, HT[l])
+                        HT[l] = _blend_f64(np.int64(hit), t_next64, HT[l])
                         keep = keep & ~hit
                     live[l] = keep
                 if s < n_save and save_steps[s] == k + 1:
