@@ -228,8 +228,6 @@ def merge_chunk_stats(count, mean, m2):
 
 
 NONFINITE_POLICIES = ("count", "warn", "raise")
-#: Names that Result.estimate gives to the statistics of hitting times.
-RESERVED_ESTIMATES = ("hit_time", "hit_probability")
 
 
 def _preflight(model, x_start, p_row, t0, dtype):
@@ -448,7 +446,7 @@ def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, p
                          f"{on_nonfinite!r}")
     obs = montecarlo.check_observables(observables)
     for name, _ in obs:
-        if name in RESERVED_ESTIMATES:
+        if name in montecarlo.HIT_ESTIMATES:
             raise ValueError(f"observables: the name {name!r} is reserved for the hitting "
                              f"statistics; choose another")
     stop = montecarlo.check_stop_when(stop_when)

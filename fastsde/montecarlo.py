@@ -23,6 +23,9 @@ Z95 = 1.959963984540054
 #: Limits that keep kernels and buffers reasonable.
 MAX_OBSERVABLES = 64
 MAX_BINS = 1 << 20
+#: Names that Result.estimate gives to the statistics of hitting times (so no observable
+#: may take them).
+HIT_ESTIMATES = ("hit_time", "hit_probability")
 
 
 @dataclass(frozen=True)

@@ -100,9 +100,9 @@ class Result:
             ``value``, ``se``, ``ci`` (95%) and ``n`` (independent units: paths, or
             antithetic pairs).
         """
-        from .montecarlo import Estimate
+        from .montecarlo import HIT_ESTIMATES, Estimate
 
-        if name in ("hit_time", "hit_probability"):
+        if name in HIT_ESTIMATES:
             if self.hit_count is None:
                 raise ValueError(f"estimate({name!r}) needs a run with stop_when=...")
             if t is not None:
@@ -118,7 +118,7 @@ class Result:
             var = prob * (1.0 - prob) * n / (n - 1) if n > 1 else float("nan")
             return Estimate.from_moments(prob, var, n)
         if name not in self.obs_names:
-            known = list(self.obs_names) + (["hit_time", "hit_probability"]
+            known = list(self.obs_names) + (list(HIT_ESTIMATES)
                                             if self.hit_count is not None else [])
             raise KeyError(f"no estimate named {name!r}; this result has {known}")
         o = self.obs_names.index(name)
