@@ -54,8 +54,7 @@ def philox_words(counter, key):
 def _blocks(key, path, block, stream):
     path = np.asarray(path, dtype=np.uint64)
     block = np.asarray(block, dtype=np.uint64)
-    c0, c1, c2, c3 = philox.block_counter(block, np.uint64(stream), path)
-    return philox.philox4x32_10(c0, c1, c2, c3, key[0], key[1])
+    return philox.block_words(key[0], key[1], block, np.uint64(stream), path)
 
 
 def normals(seed, path, q, stream=philox.STREAM_INCREMENTS, dtype="float64"):

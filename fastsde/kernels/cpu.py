@@ -2,12 +2,13 @@
 
 Work is split into fixed chunks of consecutive paths (the chunk size depends only on the
 request, never on the thread count); ``prange`` runs chunks in parallel. A chunk advances
-its paths in lanes of ``LANES`` consecutive paths: at each step the Philox words and the
-Gaussian transform of all lanes are computed in one loop over the lanes, which LLVM turns
-into AVX2 code (uint64 multiplies, branch-free polynomial log/sin/cos, no libm call), then
-the scheme's step runs for each lane. Per-chunk statistics (Welford, paths in order) are
-merged on the host in chunk order (Chan et al.), so every output is bit-identical for any
-thread count.
+its paths in lanes of ``LANES`` consecutive paths: every fourth step (one Philox block per
+path) the Philox words of all lanes are computed in one loop over the lanes and their
+Gaussian transform in another, which LLVM turns into SIMD code (uint64 multiplies,
+branch-free polynomial log/sin/cos, no libm call; 512-bit vectors where the CPU has
+AVX-512), then the scheme's step runs for each lane. Per-chunk statistics (Welford, paths
+in order) are merged on the host in chunk order (Chan et al.), so every output is
+bit-identical for any thread count.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ from numba import njit, prange, types
 from numba.core import cgutils, errors
 from numba.core.caching import FunctionCache
 from numba.extending import intrinsic
+from llvmlite.ir.values import FunctionAttributes
 
 from .. import __version__
 from ..errors import ModelError
@@ -28,12 +30,17 @@ from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name).
 RNG_FUNCTIONS = module_functions(philox)
-#: Paths advanced together by one chunk. Chosen by measurement (OU Euler-Maruyama, one
-#: thread, kernels of each width timed alternately in one process): float32 16 lanes 2.59,
-#: 32 lanes 2.14-2.36, 64 lanes 2.08-2.17, 128 lanes 2.21 ns per path-step; float64 32
-#: lanes 6.1, 64 lanes 6.5. 32 is within noise of the best for float32 and the best for
-#: float64; more lanes give the out-of-order core independent vectors to overlap.
-LANES = 32
+#: Paths advanced together, per dtype. Chosen by measurement on a 2-core AVX-512 machine
+#: (OU Euler-Maruyama, 10^6 paths, final state only, 2 threads, path-steps/s): float32
+#: 32 lanes 1.76e9, 64 lanes 1.78-1.84e9, 128 lanes 1.83-1.85e9, 256 lanes 1.71e9;
+#: float64 16 lanes 5.9e8, 32 lanes 7.2e8, 64 lanes 7.6-7.7e8, 128 lanes 7.5e8. Below 64
+#: the time loop's per-step work is too short to overlap the step's latency chain; above
+#: it the lane arrays leave the registers' neighbourhood without a gain.
+LANES = {np.float32: 64, np.float64: 64}
+#: Vector width asked of LLVM for the kernel's loops (see :func:`_prefer_vector_width`).
+#: On this project's AVX-512 machine 512-bit vectors ran OU float32 at 1.62e9 path-steps/s
+#: against 9.2e8 with LLVM's default 256, float64 7.2e8 against 5.5e8.
+VECTOR_BITS = 512
 #: Kernels use numpy's error model: a division by zero gives inf/nan (counted as a
 #: non-finite path) instead of raising, which would also stop LLVM from vectorising.
 _JIT = dict(error_model="numpy")
@@ -43,6 +50,68 @@ NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 _bits = bits.cpu_primitives()
 _rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT), _bits)
 _noise = compile_functions(steps, NOISE_FUNCTIONS, njit(inline="always", **_JIT))
+_block_words, _block_low_words = _rng.block_words, _rng.block_low_words
+_normals_f32, _box_muller_f64 = _rng.normals_f32, _rng.box_muller_f64
+
+
+def _make_fill_normals(dtype, lanes):
+    """The normals of block ``block`` for every lane: ``Z[r * lanes + l]`` is normal r of
+    the block of lane l (path ``(path0 + l) & pair_bits``).
+
+    Two stages, each its own loop over the lanes: the Philox words into ``W`` (uint32),
+    then their Gaussian transform. Apart, each loop vectorises to full registers and the
+    out-of-order core overlaps its iterations; fused (one loop calling
+    ``normal_block_*``), one long body per lane left the vector ports idle. Measured on one
+    AVX-512 core, 64 lanes: float32 0.89 (split) against 1.05-1.08 ns per normal (fused);
+    in the whole kernel float64 ran best with each Box-Muller pair in a loop of its own
+    (7.6e8 against 6.5e8 path-steps/s for one transform loop, 7.0e8 fused). The stages
+    are philox.py's own functions, so the bits are those of ``normal_block_*``.
+    """
+    if dtype == np.float32:
+        def fill(Z, W, key0, key1, block, stream, path0, pair_bits):
+            for l in range(lanes):
+                w0, w1, w2, w3 = _block_words(key0, key1, block, stream,
+                                              (path0 + np.uint64(l)) & pair_bits)
+                W[l] = w0
+                W[lanes + l] = w1
+                W[2 * lanes + l] = w2
+                W[3 * lanes + l] = w3
+            for l in range(lanes):
+                z0, z1, z2, z3 = _normals_f32(np.uint64(W[l]), np.uint64(W[lanes + l]),
+                                              np.uint64(W[2 * lanes + l]),
+                                              np.uint64(W[3 * lanes + l]))
+                Z[l] = z0
+                Z[lanes + l] = z1
+                Z[2 * lanes + l] = z2
+                Z[3 * lanes + l] = z3
+    else:
+        def fill(Z, W, key0, key1, block, stream, path0, pair_bits):
+            for l in range(lanes):
+                path = (path0 + np.uint64(l)) & pair_bits
+                w0, w1, w2, w3 = _block_words(key0, key1, block, stream, path)
+                v0, v1, v2, v3 = _block_low_words(key0, key1, block, stream, path)
+                W[l] = w0
+                W[lanes + l] = w1
+                W[2 * lanes + l] = w2
+                W[3 * lanes + l] = w3
+                W[4 * lanes + l] = v0
+                W[5 * lanes + l] = v1
+                W[6 * lanes + l] = v2
+                W[7 * lanes + l] = v3
+            # normals_f64's two Box-Muller pairs, (words 0, 1) and (words 2, 3), a loop each.
+            for l in range(lanes):
+                z0, z1 = _box_muller_f64(np.uint64(W[l]), np.uint64(W[4 * lanes + l]),
+                                         np.uint64(W[lanes + l]), np.uint64(W[5 * lanes + l]))
+                Z[l] = z0
+                Z[lanes + l] = z1
+            for l in range(lanes):
+                z2, z3 = _box_muller_f64(np.uint64(W[2 * lanes + l]),
+                                         np.uint64(W[6 * lanes + l]),
+                                         np.uint64(W[3 * lanes + l]),
+                                         np.uint64(W[7 * lanes + l]))
+                Z[2 * lanes + l] = z2
+                Z[3 * lanes + l] = z3
+    return njit(inline="always", **_JIT)(fill)
 
 
 @intrinsic
@@ -60,6 +129,50 @@ def _stack_pointer(typingctx, size, dtype):
         return cgutils.alloca_once(builder, context.get_value_type(elem), size=n)
 
     return types.CPointer(elem)(size, dtype), codegen
+
+
+class _AttributesWithStrings(FunctionAttributes):
+    """llvmlite's function attributes plus string attributes (``"name"="value"``), which
+    llvmlite has no spelling for; they are printed after the enumerated ones."""
+
+    def __init__(self, base, strings):
+        super().__init__()
+        for name in base:
+            self.add(name)
+        self.alignstack = base.alignstack
+        self.personality = base.personality
+        self.strings = dict(strings)
+
+    def __bool__(self):
+        return True
+
+    def _to_list(self, ret_type):
+        return (super()._to_list(ret_type)
+                + [f'"{name}"="{value}"' for name, value in self.strings.items()])
+
+
+@intrinsic
+def _prefer_vector_width(typingctx, bits):
+    """Ask LLVM to vectorise the calling function with vectors of ``bits`` bits.
+
+    LLVM's tuning for the Intel cores with AVX-512 (Skylake-X to Sapphire Rapids) prefers
+    256-bit vectors, so without this the lane loops use half of each AVX-512 register. The
+    function attribute ``prefer-vector-width`` overrides that tuning for one function
+    only: nothing else compiled in the process changes. On a CPU without AVX-512 it has
+    no effect (LLVM never uses wider vectors than the CPU has).
+    """
+    if not isinstance(bits, types.IntegerLiteral):
+        raise errors.RequireLiteralValue(bits)
+    width = str(bits.literal_value)
+
+    def codegen(context, builder, sig, args):
+        function = builder.function
+        if not isinstance(function.attributes, _AttributesWithStrings):
+            function.attributes = _AttributesWithStrings(function.attributes, {})
+        function.attributes.strings["prefer-vector-width"] = width
+        return context.get_dummy_value()
+
+    return types.none(bits), codegen
 
 
 @njit(inline="always")
@@ -217,12 +330,14 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     # kernel without observables or stopping compiles none of that code.
     has_obs = n_obs > 0
     normal_block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
+    lanes = LANES[dtype]
+    fill_normals = _make_fill_normals(dtype, lanes)
+    words_per_block = 4 if dtype == np.float32 else 8
     welford = _welford
     hist_slot = _hist_slot
     alloc_g = _make_diffusion_alloc(gshape, dtype)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
-    lanes = LANES
     n_params_model = model.n_params
     n_params_c = max(n_params_model, 1)
     stack_empty = _stack_empty
@@ -297,6 +412,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                   hit_count, hit_mean, hit_m2, hist, hist_lo, hist_scale, nonfinite):
         """Advance the paths of chunk c (serial; the parallel kernel maps it over chunks,
         which keeps Numba's parallel passes off the large body and compiles faster)."""
+        _prefer_vector_width(VECTOR_BITS)
         n_save = save_steps.shape[0]
         n_params = params.shape[1]
         per_path_params = params.shape[0] > 1
@@ -311,6 +427,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
         # over the lanes touch contiguous memory and vectorise.
         X = np.zeros(dim * lanes, dtype)
         Z = np.empty(4 * lanes, dtype)
+        W = np.empty(words_per_block * lanes, np.uint32)
         DW = np.zeros(noise_dim * lanes, dtype)
         OBV = np.empty(n_obs_c * lanes, dtype)
         HT = np.empty(lanes, np.float64)
@@ -396,14 +513,8 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         q = k * noise_dim + j
                         block = q >> 2
                         if block != current_block:
-                            for l in range(lanes):  # the vectorised RNG
-                                z0, z1, z2, z3 = normal_block(
-                                    key0, key1, np.uint64(block), stream_inc,
-                                    (path0 + np.uint64(l)) & pair_bits)
-                                Z[l] = z0
-                                Z[lanes + l] = z1
-                                Z[2 * lanes + l] = z2
-                                Z[3 * lanes + l] = z3
+                            fill_normals(Z, W, key0, key1, np.uint64(block), stream_inc,
+                                         path0, pair_bits)
                             current_block = block
                         if noise_dim > 1:
                             off = (q & 3) * lanes
@@ -488,7 +599,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     dispatcher.fastsde_serial = njit(**options)(kernel) if not debug else None
     fingerprint = hashlib.sha256(repr((
         __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
-        method.name, np.dtype(dtype).name, debug, rng_only, lanes,
+        method.name, np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
         montecarlo.fingerprint(obs, stop))).encode()).hexdigest()
     _enable_disk_cache(dispatcher, fingerprint)
     return dispatcher

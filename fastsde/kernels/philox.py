@@ -63,9 +63,6 @@ I64_2P49 = np.int64(1 << 49)
 F32_ONE = np.float32(1.0)
 F32_HALF = np.float32(0.5)
 F32_TWO = np.float32(2.0)
-F32_2P20 = np.float32(2.0**20)
-F32_2P21 = np.float32(2.0**21)
-F32_2M21 = np.float32(2.0**-21)
 # ln 2 split so that k * hi is exact for |k| <= 24 (hi has 16 significant bits).
 F32_LN2_HI = np.float32(0.693145751953125)
 F32_LN2_LO = np.float32(math.log(2.0) - 0.693145751953125)
@@ -99,7 +96,9 @@ F64_COS_C = (-1.13585365213876817300e-11, 2.08757008419747316778e-9,
 I32_ZERO = np.int32(0)
 I32_ONE = np.int32(1)
 I32_TWO = np.int32(2)
+I32_21 = np.int32(21)
 I32_23 = np.int32(23)
+I32_2P20 = np.int32(1 << 20)
 I32_30 = np.int32(30)
 I32_151 = np.int32(127 + 24)  # exponent bias + the 24 bits of v
 I32_MANTISSA = np.int32(0x7FFFFF)
@@ -201,17 +200,17 @@ def cos_sin_2pi_f32(m):
     """(cos, sin) of 2 pi (m + 1/2) 2^-23 for a 23-bit integer ``m`` (int32 or int64), as
     float32.
 
-    Exact reduction to |phi| <= pi/4 (nearest quarter turn n, remainder y = m - n 2^21,
-    all exact in float32), then Cephes' minimax polynomials; the quadrant swaps cos and
-    sin (a select) and flips their signs (the sign bit).
+    Exact reduction to |phi| <= pi/4 in integers (nearest quarter turn q, remainder
+    y = m - q 2^21, phi = (2 y + 1) pi 2^-23 with one rounding), then Cephes' minimax
+    polynomials; the quadrant swaps cos and sin (a select) and flips their signs (the sign
+    bit). (Until this was written in integers the same q and 2 y + 1 came from exact
+    float32 operations and a floor: the same bits, with five more vector operations.)
     """
-    mf = np.float32(m)  # exact: m < 2^23
-    n = np.floor((mf + F32_2P20) * F32_2M21)  # nearest quarter turn, 0..4
-    phi = ((mf - n * F32_2P21) * F32_TWO + F32_ONE) * F32_PI_2M23
+    q = np.int32((m + I32_2P20) >> I32_21)  # nearest quarter turn, 0..4
+    phi = np.float32(np.int32(((m - (q << I32_21)) << I32_ONE) + I32_ONE)) * F32_PI_2M23
     z = phi * phi
     sin_phi = phi + phi * z * (F32_SIN_C1 + z * (F32_SIN_C2 + z * F32_SIN_C3))
     cos_phi = F32_ONE - F32_HALF * z + z * z * (F32_COS_C1 + z * (F32_COS_C2 + z * F32_COS_C3))
-    q = np.int32(n)
     odd = (q & I32_ONE) != I32_ZERO
     # cos is negative in quadrants 1 and 2, sin in 2 and 3 (quadrant 4 is quadrant 0).
     sign_cos = np.int32(((q + I32_ONE) & I32_TWO) << I32_30)
@@ -281,21 +280,44 @@ def box_muller_f64(word_r, low_r, word_a, low_a):
     return r * c, r * s
 
 
-def normal_block_f32(k0, k1, block, stream, path):
-    """The four float32 normals of one block (one Philox call)."""
+# A block's normals in two stages, the Philox words and then their transform, so that a
+# driver can run each stage as its own loop over the lanes (the CPU driver does: the two
+# loops vectorise and schedule better apart than fused). normal_block_f32/f64 compose them.
+
+def block_words(k0, k1, block, stream, path):
+    """The four Philox words (uint64 holding 32 bits) of block ``block`` of ``path`` in
+    ``stream``."""
     c0, c1, c2, c3 = block_counter(block, stream, path)
-    w0, w1, w2, w3 = philox4x32_10(c0, c1, c2, c3, k0, k1)
+    return philox4x32_10(c0, c1, c2, c3, k0, k1)
+
+
+def block_low_words(k0, k1, block, stream, path):
+    """The four words that extend a block's words to 52-bit uniforms in float64."""
+    return block_words(k0, k1, block, stream | LOW_BITS_FLAG, path)
+
+
+def normals_f32(w0, w1, w2, w3):
+    """The four float32 normals of a block from its words."""
     z0, z1 = box_muller_f32(w0, w1)
     z2, z3 = box_muller_f32(w2, w3)
     return z0, z1, z2, z3
 
 
-def normal_block_f64(k0, k1, block, stream, path):
-    """The four float64 normals of one block (two Philox calls: high and low bits)."""
-    c0, c1, c2, c3 = block_counter(block, stream, path)
-    w0, w1, w2, w3 = philox4x32_10(c0, c1, c2, c3, k0, k1)
-    c0, c1, c2, c3 = block_counter(block, stream | LOW_BITS_FLAG, path)
-    v0, v1, v2, v3 = philox4x32_10(c0, c1, c2, c3, k0, k1)
+def normals_f64(w0, w1, w2, w3, v0, v1, v2, v3):
+    """The four float64 normals of a block from its words ``w`` and low words ``v``."""
     z0, z1 = box_muller_f64(w0, v0, w1, v1)
     z2, z3 = box_muller_f64(w2, v2, w3, v3)
     return z0, z1, z2, z3
+
+
+def normal_block_f32(k0, k1, block, stream, path):
+    """The four float32 normals of one block (one Philox call)."""
+    w0, w1, w2, w3 = block_words(k0, k1, block, stream, path)
+    return normals_f32(w0, w1, w2, w3)
+
+
+def normal_block_f64(k0, k1, block, stream, path):
+    """The four float64 normals of one block (two Philox calls: high and low bits)."""
+    w0, w1, w2, w3 = block_words(k0, k1, block, stream, path)
+    v0, v1, v2, v3 = block_low_words(k0, k1, block, stream, path)
+    return normals_f64(w0, w1, w2, w3, v0, v1, v2, v3)
