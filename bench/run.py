@@ -371,6 +371,27 @@ def write_chart(chart, path):
     return True
 
 
+def cpu_description():
+    """The processor's model name, LLVM's name for it and its widest SIMD: the figures
+    depend on them (AVX-512 runs the kernels' lane loops on 512-bit vectors)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import llvmlite.binding as llvm
+    from fastsde.kernels import cpu
+    features = llvm.get_host_cpu_features()
+    simd = next((name for name in ("avx512f", "avx2", "neon", "sse2") if features.get(name)),
+                "no SIMD flag known")
+    return (f"{model} (LLVM: {llvm.get_host_cpu_name()}, {simd}; fastsde asks for "
+            f"{cpu.VECTOR_BITS}-bit vectors)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paths", type=int, default=1_000_000)
@@ -388,7 +409,7 @@ def main(argv=None):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"# fastsde CPU benchmark, {date}", "",
              f"`python bench/run.py{' --quick' if args.quick else ''}` on "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+             f"{cpu_description()}, {os.cpu_count()} CPUs, "
              f"Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads), "
              f"numpy {np.__version__}, fastsde {fs.__version__} (RNG_VERSION "
              f"{fs.RNG_VERSION}); 1-minute load average at start {load:.2f}.", ""]
