@@ -3,9 +3,11 @@
     python tools/ab_normals.py REV [--rounds R]
 
 Loads ``fastsde/kernels/philox.py`` as it is at git revision ``REV`` beside the current
-one, compiles both for the CPU the way the kernels do, and times ``normal_block_f32`` and
-``normal_block_f64`` over 32 lanes (the kernel's lane loop) on one thread, interleaved,
-best of R rounds. It also checks that both give the same bits on the first blocks.
+one, compiles both for the CPU the way the kernels do, and times the normals of the
+kernel's lane loops (the kernel's lanes and vector width; the Philox words, then their
+transform, where the revision has the two stages, else ``normal_block_*`` in one loop) on
+one thread, interleaved, best of R rounds. It also says whether both give the same bits on
+the first blocks (they must, unless RNG_VERSION differs).
 """
 
 import argparse
@@ -21,10 +23,12 @@ import numpy as np
 from numba import njit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from fastsde.kernels import bits, philox  # noqa: E402
+from fastsde.kernels import bits, cpu, philox  # noqa: E402
 from fastsde.kernels.target import compile_functions, module_functions  # noqa: E402
 
-LANES = 32
+LANES = cpu.LANES[np.float32]
+VECTOR_BITS = cpu.VECTOR_BITS
+prefer_vector_width = cpu._prefer_vector_width
 
 
 def load_revision(rev):
@@ -46,19 +50,62 @@ def compiled(module):
                              bits.cpu_primitives())
 
 
-def make_loop(normal_block, dtype):
+def make_loop(ns, dtype):
+    two_stage = hasattr(ns, "block_words")
+    if dtype == np.float32:
+        normal_block = ns.normal_block_f32
+        transform = ns.normals_f32 if two_stage else None
+    else:
+        normal_block = ns.normal_block_f64
+        transform = ns.normals_f64 if two_stage else None
+    words = ns.block_words if two_stage else None
+    low_words = ns.block_low_words if two_stage else None
+    f64 = dtype == np.float64
+
     @njit(error_model="numpy")
     def loop(n_blocks, k0, k1):
+        prefer_vector_width(VECTOR_BITS)
         z = np.zeros(4 * LANES, dtype)
+        w = np.zeros(8 * LANES, np.uint32)
         acc = np.zeros(LANES, dtype)
         for b in range(n_blocks):
-            for lane in range(LANES):
-                z0, z1, z2, z3 = normal_block(k0, k1, np.uint64(b), np.uint64(0),
-                                              np.uint64(lane))
-                z[lane] = z0
-                z[LANES + lane] = z1
-                z[2 * LANES + lane] = z2
-                z[3 * LANES + lane] = z3
+            if two_stage:
+                for lane in range(LANES):
+                    w0, w1, w2, w3 = words(k0, k1, np.uint64(b), np.uint64(0), np.uint64(lane))
+                    w[lane] = w0
+                    w[LANES + lane] = w1
+                    w[2 * LANES + lane] = w2
+                    w[3 * LANES + lane] = w3
+                    if f64:
+                        v0, v1, v2, v3 = low_words(k0, k1, np.uint64(b), np.uint64(0),
+                                                   np.uint64(lane))
+                        w[4 * LANES + lane] = v0
+                        w[5 * LANES + lane] = v1
+                        w[6 * LANES + lane] = v2
+                        w[7 * LANES + lane] = v3
+                for lane in range(LANES):
+                    if f64:
+                        z0, z1, z2, z3 = transform(
+                            np.uint64(w[lane]), np.uint64(w[LANES + lane]),
+                            np.uint64(w[2 * LANES + lane]), np.uint64(w[3 * LANES + lane]),
+                            np.uint64(w[4 * LANES + lane]), np.uint64(w[5 * LANES + lane]),
+                            np.uint64(w[6 * LANES + lane]), np.uint64(w[7 * LANES + lane]))
+                    else:
+                        z0, z1, z2, z3 = transform(
+                            np.uint64(w[lane]), np.uint64(w[LANES + lane]),
+                            np.uint64(w[2 * LANES + lane]), np.uint64(w[3 * LANES + lane]))
+                    z[lane] = z0
+                    z[LANES + lane] = z1
+                    z[2 * LANES + lane] = z2
+                    z[3 * LANES + lane] = z3
+            else:
+                for lane in range(LANES):
+                    z0, z1, z2, z3 = normal_block(k0, k1, np.uint64(b), np.uint64(0),
+                                                  np.uint64(lane))
+                    z[lane] = z0
+                    z[LANES + lane] = z1
+                    z[2 * LANES + lane] = z2
+                    z[3 * LANES + lane] = z3
             for lane in range(LANES):
                 acc[lane] += z[lane] + z[LANES + lane] + z[2 * LANES + lane] + z[3 * LANES + lane]
         return acc
@@ -77,12 +124,12 @@ def main(argv=None):
     loops = {}
     k0, k1 = np.uint64(0x1234), np.uint64(0x5678)
     for name, ns in variants.items():
-        for dtype, fn in ((np.float32, ns.normal_block_f32), (np.float64, ns.normal_block_f64)):
-            loops[(name, np.dtype(dtype).name)] = loop = make_loop(fn, dtype)
+        for dtype in (np.float32, np.float64):
+            loops[(name, np.dtype(dtype).name)] = loop = make_loop(ns, dtype)
             loop(10, k0, k1)
     for dtype in ("float32", "float64"):
         a, b = (loops[(name, dtype)](64, k0, k1) for name in variants)
-        print(f"# {dtype}: same sums over 64 blocks: {np.array_equal(a, b)}")
+        print(f"# {dtype}: same sums over 64 blocks (the same bits): {np.array_equal(a, b)}")
     best = {}
     for _ in range(args.rounds):
         for key, loop in loops.items():

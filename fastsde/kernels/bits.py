@@ -1,15 +1,20 @@
-"""Bit casts and selects: the few primitives whose spelling differs between targets.
+"""Bit casts, selects and the float32 FMA: the few primitives whose spelling differs
+between targets.
 
 :mod:`.philox` calls these by name. The definitions below are the numpy ones (they work on
 numpy scalars and arrays, for the host reference and the CUDA simulator);
 :func:`cpu_primitives` and :mod:`.cuda` give the same names compiled versions, which
 :func:`.target.compile_functions` binds in place of these. Every version is exact (a bit
-cast reinterprets, a select picks), so all targets give the same bits.
+cast reinterprets, a select picks, a fused multiply-add rounds once as IEEE 754 defines
+it), so all targets give the same bits.
 
 Why they exist: taking the exponent of a float from its bits, and building a float64 from
 a 52-bit integer by setting its exponent field, replace a bisection and an int64-to-float64
 conversion that AVX2 does not have (LLVM would leave them scalar); a select is one blend
-where the product-with-0/1 form costs three operations.
+where the product-with-0/1 form costs three operations; an FMA is one operation (and one
+rounding) where a product and a sum are two, and the float32 transform's polynomials are
+chains of them (the CPU has it in hardware since AVX2, CUDA always; numpy has none, so the
+numpy version emulates it exactly in float64).
 """
 
 import numpy as np
@@ -33,6 +38,27 @@ def f64_as_i64(x):
 def i64_as_f64(i):
     """The float64 whose bits are int64 ``i``."""
     return np.asarray(i, np.int64).view(np.float64)[()]
+
+
+def fma_f32(a, b, c):
+    """``a * b + c`` for float32, rounded once (IEEE fusedMultiplyAdd), on numpy values.
+
+    The product of two float32 is exact in float64; the float64 sum is made round-to-odd
+    (its exact error by Knuth's TwoSum decides whether to step to the odd neighbour), and
+    a round-to-odd value with 53 >= 24 + 2 bits rounds to the same float32 as the exact
+    sum (Boldo and Melquiond, 2008), so no double-rounding error is possible.
+    """
+    a64 = np.asarray(a, np.float32).astype(np.float64)
+    b64 = np.asarray(b, np.float32).astype(np.float64)
+    c64 = np.asarray(c, np.float32).astype(np.float64)
+    product = a64 * b64
+    total = product + c64
+    back = total - product
+    error = (product - (total - back)) + (c64 - back)
+    even = (total.view(np.int64) & 1) == 0
+    towards = np.where(error > 0, np.inf, -np.inf)
+    odd = np.where((error != 0) & even, np.nextafter(total, towards), total)
+    return odd.astype(np.float32)[()]
 
 
 def select(condition, if_true, if_false):
@@ -78,10 +104,33 @@ def _select_intrinsic():
     return select_
 
 
+def _fma_f32_intrinsic():
+    """LLVM's ``llvm.fma.f32``: the FMA instruction (vectorised with the loop), or libm's
+    correctly rounded ``fmaf`` on a CPU without one."""
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def fma_f32_(typingctx, a, b, c):
+        if not (a == b == c == types.float32):
+            return None
+
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [f32],
+                                                  ir.FunctionType(f32, [f32] * 3))
+            return builder.call(fn, args)
+
+        return types.float32(a, b, c), codegen
+
+    return fma_f32_
+
+
 def cpu_primitives():
     """The primitives for Numba's CPU target: LLVM ``bitcast`` and ``select`` instructions
     (a conditional expression would reach LLVM as branches, which it does not always
-    turn back into a select before vectorising)."""
+    turn back into a select before vectorising) and ``llvm.fma.f32``."""
     from numba import types
     return dict(
         f32_as_i32=_bitcast_intrinsic(types.float32, types.int32),
@@ -89,4 +138,5 @@ def cpu_primitives():
         f64_as_i64=_bitcast_intrinsic(types.float64, types.int64),
         i64_as_f64=_bitcast_intrinsic(types.int64, types.float64),
         select=_select_intrinsic(),
+        fma_f32=_fma_f32_intrinsic(),
     )

@@ -157,11 +157,13 @@ def device_primitives(jit):
     select = jit(bits.select_scalar)
     if simulator_enabled():
         return dict(f32_as_i32=bits.f32_as_i32, i32_as_f32=bits.i32_as_f32,
-                    f64_as_i64=bits.f64_as_i64, i64_as_f64=bits.i64_as_f64, select=select)
+                    f64_as_i64=bits.f64_as_i64, i64_as_f64=bits.i64_as_f64, select=select,
+                    fma_f32=bits.fma_f32)
     from numba.cuda import libdevice
     return dict(f32_as_i32=libdevice.float_as_int, i32_as_f32=libdevice.int_as_float,
                 f64_as_i64=libdevice.double_as_longlong,
-                i64_as_f64=libdevice.longlong_as_double, select=select)
+                i64_as_f64=libdevice.longlong_as_double, select=select,
+                fma_f32=libdevice.fmaf)
 
 
 def device_functions(fastmath, fresh=False):
