@@ -31,15 +31,17 @@ from .target import compile_functions, module_functions
 #: Every function of philox.py (they call each other by name).
 RNG_FUNCTIONS = module_functions(philox)
 #: Paths advanced together, per dtype. Chosen by measurement on a 2-core AVX-512 machine
-#: (OU Euler-Maruyama, 10^6 paths, final state only, 2 threads, path-steps/s): float32
+#: (RNG_VERSION 2 kernels, OU Euler-Maruyama, 10^6 paths, final state only, 2 threads,
+#: path-steps/s, one process per width, so within the machine's 5-10% drift): float32
 #: 32 lanes 1.76e9, 64 lanes 1.78-1.84e9, 128 lanes 1.83-1.85e9, 256 lanes 1.71e9;
 #: float64 16 lanes 5.9e8, 32 lanes 7.2e8, 64 lanes 7.6-7.7e8, 128 lanes 7.5e8. Below 64
 #: the time loop's per-step work is too short to overlap the step's latency chain; above
 #: it the lane arrays leave the registers' neighbourhood without a gain.
 LANES = {np.float32: 64, np.float64: 64}
 #: Vector width asked of LLVM for the kernel's loops (see :func:`_prefer_vector_width`).
-#: On this project's AVX-512 machine 512-bit vectors ran OU float32 at 1.62e9 path-steps/s
-#: against 9.2e8 with LLVM's default 256, float64 7.2e8 against 5.5e8.
+#: On this project's AVX-512 machine (RNG_VERSION 2 kernels, one process each) 512-bit
+#: vectors ran OU float32 at 1.62e9 path-steps/s against 9.2e8 with LLVM's default 256,
+#: float64 7.2e8 against 5.5e8.
 VECTOR_BITS = 512
 #: Kernels use numpy's error model: a division by zero gives inf/nan (counted as a
 #: non-finite path) instead of raising, which would also stop LLVM from vectorising.
@@ -59,10 +61,10 @@ def _make_fill_normals(dtype, lanes):
     the block of lane l (path ``(path0 + l) & pair_bits``).
 
     Two stages, each its own loop over the lanes: the Philox words into ``W`` (uint32),
-    then their Gaussian transform. Apart, each loop vectorises to full registers and the
-    out-of-order core overlaps its iterations; fused (one loop calling
-    ``normal_block_*``), one long body per lane left the vector ports idle. Measured on one
-    AVX-512 core, 64 lanes: float32 0.89 (split) against 1.05-1.08 ns per normal (fused);
+    then their Gaussian transform. Apart, each loop is shorter and the out-of-order core
+    overlaps its iterations better than those of one fused loop calling
+    ``normal_block_*``. Measured (RNG_VERSION 2) on one AVX-512 core, 64 lanes: float32
+    0.89 (split) against 1.05-1.08 ns per normal (fused);
     in the whole kernel float64 ran best with each Box-Muller pair in a loop of its own
     (7.6e8 against 6.5e8 path-steps/s for one transform loop, 7.0e8 fused). The stages
     are philox.py's own functions, so the bits are those of ``normal_block_*``.
