@@ -1,6 +1,5 @@
 """The stream contract and the output modes of simulate()."""
 
-import hashlib
 import math
 import os
 import subprocess
