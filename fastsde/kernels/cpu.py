@@ -68,16 +68,37 @@ def _make_fill_normals(dtype, lanes):
     in the whole kernel float64 ran best with each Box-Muller pair in a loop of its own
     (7.6e8 against 6.5e8 path-steps/s for one transform loop, 7.0e8 fused). The stages
     are philox.py's own functions, so the bits are those of ``normal_block_*``.
+
+    In float32 the words loop runs two lanes, half the block apart, per iteration: two
+    independent Philox chains in program order. The ten rounds of one vector of lanes are
+    a single dependency chain (multiply, shift, xor), and with one chain an iteration the
+    multiplies and shifts, which share one port on this AVX-512 core, were left idle
+    between rounds (our reading of the figures, not a profile). Measured with
+    ``tools/ab_kernel.py 212b96c`` (RNG_VERSION 3, one process, against the same kernel
+    with one chain; bench/results/ab_kernel-2026-12-01.md and runs before it): OU float32
+    +9 to +12% on 1 thread, +9 to +16% on 2. Four chains were no faster than two and eight
+    slower (register spills). float64 has two chains per lane already (the words and the
+    low words) and gained nothing from four.
     """
+    half = lanes // 2
+
+    @njit(inline="always", **_JIT)
+    def store_words(W, offset, l, w0, w1, w2, w3):
+        W[offset + l] = w0
+        W[lanes + offset + l] = w1
+        W[2 * lanes + offset + l] = w2
+        W[3 * lanes + offset + l] = w3
+
     if dtype == np.float32:
         def fill(Z, W, key0, key1, block, stream, path0, pair_bits):
-            for l in range(lanes):
-                w0, w1, w2, w3 = _block_words(key0, key1, block, stream,
+            # Lanes l and l + half in one iteration: two independent Philox chains.
+            for l in range(half):
+                a0, a1, a2, a3 = _block_words(key0, key1, block, stream,
                                               (path0 + np.uint64(l)) & pair_bits)
-                W[l] = w0
-                W[lanes + l] = w1
-                W[2 * lanes + l] = w2
-                W[3 * lanes + l] = w3
+                b0, b1, b2, b3 = _block_words(key0, key1, block, stream,
+                                              (path0 + np.uint64(l + half)) & pair_bits)
+                store_words(W, 0, l, a0, a1, a2, a3)
+                store_words(W, half, l, b0, b1, b2, b3)
             for l in range(lanes):
                 z0, z1, z2, z3 = _normals_f32(np.uint64(W[l]), np.uint64(W[lanes + l]),
                                               np.uint64(W[2 * lanes + l]),
@@ -92,14 +113,8 @@ def _make_fill_normals(dtype, lanes):
                 path = (path0 + np.uint64(l)) & pair_bits
                 w0, w1, w2, w3 = _block_words(key0, key1, block, stream, path)
                 v0, v1, v2, v3 = _block_low_words(key0, key1, block, stream, path)
-                W[l] = w0
-                W[lanes + l] = w1
-                W[2 * lanes + l] = w2
-                W[3 * lanes + l] = w3
-                W[4 * lanes + l] = v0
-                W[5 * lanes + l] = v1
-                W[6 * lanes + l] = v2
-                W[7 * lanes + l] = v3
+                store_words(W, 0, l, w0, w1, w2, w3)
+                store_words(W, 4 * lanes, l, v0, v1, v2, v3)
             # normals_f64's two Box-Muller pairs, (words 0, 1) and (words 2, 3), a loop each.
             for l in range(lanes):
                 z0, z1 = _box_muller_f64(np.uint64(W[l]), np.uint64(W[4 * lanes + l]),

@@ -1,0 +1,89 @@
+"""The CPU kernel of this checkout against another revision's, side by side in one process.
+
+    python tools/ab_kernel.py REV [--rounds R] [--paths N] [--dtype float32]
+
+Loads ``fastsde/kernels/cpu.py`` as it is at git revision ``REV`` (or the file REV) beside
+the current one
+(the rest of the package is this checkout's), and runs the runner's OU problem (theta = 1,
+sigma = 0.5, X0 = 1, t in [0, 1], 1000 Euler-Maruyama steps, final state only) through
+``fastsde.simulate`` with each kernel and with vectorised numpy, alternating within each
+round, best of R rounds. Prints path-steps/s, the ratio to numpy and whether the two
+kernels gave the same final states (they must: a kernel change is not a stream change).
+"""
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+import fastsde  # noqa: E402
+import fastsde.kernels  # noqa: E402
+from fastsde.kernels import cpu  # noqa: E402
+import run as runner  # noqa: E402
+
+
+def load_revision(rev):
+    if os.path.isfile(rev):  # a cpu.py to try, not yet committed
+        with open(rev) as f:
+            source = f.read()
+    else:
+        source = subprocess.run(["git", "show", f"{rev}:fastsde/kernels/cpu.py"],
+                                check=True, capture_output=True, text=True,
+                                cwd=os.path.join(HERE, "..")).stdout
+    path = os.path.join(tempfile.mkdtemp(), "cpu_rev.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("fastsde.kernels._cpu_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the module hashes its own source
+    spec.loader.exec_module(module)
+    return module
+
+
+def with_backend(module, engine):
+    """``engine`` run with ``module`` as fastsde's CPU backend."""
+    def run():
+        previous = fastsde.kernels.cpu
+        fastsde.kernels.cpu = module
+        try:
+            return engine()
+        finally:
+            fastsde.kernels.cpu = previous
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rev")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--paths", type=int, default=10**6)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--rng-only", action="store_true",
+                    help="time the RNG-only ceiling kernels instead")
+    args = ap.parse_args(argv)
+    n, dtype = args.paths, args.dtype
+    other = load_revision(args.rev)
+    engines = {
+        "numpy": runner.engine_numpy(n, dtype),
+        args.rev: with_backend(other, runner.engine_fastsde(n, dtype, args.rng_only)),
+        "this checkout": with_backend(cpu, runner.engine_fastsde(n, dtype, args.rng_only)),
+    }
+    times, outs = runner.best_of_interleaved(list(engines.values()), args.rounds)
+    print(f"# {dtype}, {n:.0e} paths x {runner.STEPS} steps"
+          f"{', RNG-only ceiling' if args.rng_only else ''}; best of {args.rounds} rounds")
+    print(f"# same final states: {np.array_equal(outs[1], outs[2])}")
+    print("| kernel | path-steps/s | x numpy |")
+    print("|---|---|---|")
+    for name, t in zip(engines, times):
+        print(f"| {name} | {n * runner.STEPS / t:.3e} | {times[0] / t:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
