@@ -80,6 +80,9 @@ def _make_fill_normals(dtype, lanes):
     slower (register spills). float64 has two chains per lane already (the words and the
     low words) and gained nothing from four.
     """
+    if lanes % 2:
+        raise ValueError(f"lanes must be even (the words loop runs two lanes at a time); "
+                         f"got {lanes}")
     half = lanes // 2
 
     @njit(inline="always", **_JIT)
