@@ -5,7 +5,6 @@ fastsde.FastSDEError before doing any work, and when exactly one argument is inv
 message names it. Never a crash, hang or garbage.
 """
 
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings

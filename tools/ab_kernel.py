@@ -12,11 +12,8 @@ kernels gave the same final states (they must: a kernel change is not a stream c
 """
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -27,24 +24,7 @@ import fastsde  # noqa: E402
 import fastsde.kernels  # noqa: E402
 from fastsde.kernels import cpu  # noqa: E402
 import run as runner  # noqa: E402
-
-
-def load_revision(rev):
-    if os.path.isfile(rev):  # a cpu.py to try, not yet committed
-        with open(rev) as f:
-            source = f.read()
-    else:
-        source = subprocess.run(["git", "show", f"{rev}:fastsde/kernels/cpu.py"],
-                                check=True, capture_output=True, text=True,
-                                cwd=os.path.join(HERE, "..")).stdout
-    path = os.path.join(tempfile.mkdtemp(), "cpu_rev.py")
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("fastsde.kernels._cpu_rev", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the module hashes its own source
-    spec.loader.exec_module(module)
-    return module
+from revision import load_kernel_module  # noqa: E402
 
 
 def with_backend(module, engine):
@@ -69,7 +49,7 @@ def main(argv=None):
                     help="time the RNG-only ceiling kernels instead")
     args = ap.parse_args(argv)
     n, dtype = args.paths, args.dtype
-    other = load_revision(args.rev)
+    other = load_kernel_module(args.rev, "cpu")
     engines = {
         "numpy": runner.engine_numpy(n, dtype),
         args.rev: with_backend(other, runner.engine_fastsde(n, dtype, args.rng_only)),

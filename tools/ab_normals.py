@@ -11,11 +11,8 @@ the first blocks (they must, unless RNG_VERSION differs).
 """
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numba
@@ -25,23 +22,11 @@ from numba import njit
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fastsde.kernels import bits, cpu, philox  # noqa: E402
 from fastsde.kernels.target import compile_functions, module_functions  # noqa: E402
+from revision import load_kernel_module  # noqa: E402
 
 LANES = cpu.LANES[np.float32]
 VECTOR_BITS = cpu.VECTOR_BITS
 prefer_vector_width = cpu._prefer_vector_width
-
-
-def load_revision(rev):
-    source = subprocess.run(["git", "show", f"{rev}:fastsde/kernels/philox.py"],
-                            check=True, capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(), "philox_rev.py")
-    with open(path, "w") as f:
-        f.write(source)
-    # Inside the package, so that a revision's relative imports resolve.
-    spec = importlib.util.spec_from_file_location("fastsde.kernels._philox_rev", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def compiled(module):
@@ -120,7 +105,8 @@ def main(argv=None):
     ap.add_argument("--blocks", type=int, default=50_000)
     args = ap.parse_args(argv)
     numba.set_num_threads(1)
-    variants = {args.rev: compiled(load_revision(args.rev)), "this checkout": compiled(philox)}
+    variants = {args.rev: compiled(load_kernel_module(args.rev, "philox")),
+                "this checkout": compiled(philox)}
     loops = {}
     k0, k1 = np.uint64(0x1234), np.uint64(0x5678)
     for name, ns in variants.items():

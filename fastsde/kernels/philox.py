@@ -207,9 +207,10 @@ def cos_sin_2pi_f32(m):
 
     Exact reduction to |phi| <= pi/4 in integers (nearest quarter turn q, remainder
     y = m - q 2^21, phi = (2 y + 1) pi 2^-23 with one rounding), then Cephes' minimax
-    polynomials by fused multiply-adds (RNG_VERSION 3); the quadrant swaps cos and sin (a select) and flips their signs (the sign
-    bit). (Until this was written in integers the same q and 2 y + 1 came from exact
-    float32 operations and a floor: the same bits, with five more vector operations.)
+    polynomials by fused multiply-adds (RNG_VERSION 3); the quadrant swaps cos and sin (a
+    select) and flips their signs (the sign bit). (Until this was written in integers the
+    same q and 2 y + 1 came from exact float32 operations and a floor: the same bits, with
+    five more vector operations.)
     """
     q = np.int32((m + I32_2P20) >> I32_21)  # nearest quarter turn, 0..4
     phi = np.float32(np.int32(((m - (q << I32_21)) << I32_ONE) + I32_ONE)) * F32_PI_2M23
