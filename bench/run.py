@@ -95,8 +95,8 @@ def engine_fastsde(n, dtype, rng_only=False, model=None, method=None, x0=X0):
     model = model or fs.OU(theta=THETA, sigma=SIGMA)
 
     def run():
-        return fs.simulate(model, x0, (0.0, T1), STEPS, n, method=method, dtype=dtype,
-                           device="cpu", progress=False, _rng_only=rng_only).x[:, 0]
+        return fs.api._simulate(model, x0, (0.0, T1), STEPS, n, method=method, dtype=dtype,
+                           device="cpu", progress=False, rng_only=rng_only).x[:, 0]
     return run
 
 

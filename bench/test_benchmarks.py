@@ -22,8 +22,8 @@ MODEL = fs.OU(theta=1.0, sigma=0.5)
 
 
 def _fastsde(dtype, rng_only=False):
-    return fs.simulate(MODEL, 1.0, (0.0, 1.0), N_STEPS, N_PATHS, dtype=dtype, device="cpu",
-                       progress=False, _rng_only=rng_only)
+    return fs.api._simulate(MODEL, 1.0, (0.0, 1.0), N_STEPS, N_PATHS, dtype=dtype, device="cpu",
+                       progress=False, rng_only=rng_only)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -56,16 +56,26 @@ def _check_count(value, name, low=1, high=None):
     return int(value)
 
 
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_t_span(t_span, n_steps):
+    message = (f"t_span must be a pair of finite numbers (t0, t1) with t1 > t0 and t1 - t0 "
+               f"finite; got {t_span!r}")
+    # A string is a sequence too: "05" would unpack to ("0", "5").
+    if isinstance(t_span, (str, bytes)):
+        raise ValueError(message)
     try:
         t0, t1 = t_span
-        t0, t1 = float(t0), float(t1)
     except (TypeError, ValueError):
-        raise ValueError(f"t_span must be a pair of finite numbers (t0, t1) with t1 > t0; "
-                         f"got {t_span!r}") from None
-    if not (math.isfinite(t0) and math.isfinite(t1)) or not t1 > t0:
-        raise ValueError(f"t_span must be a pair of finite numbers (t0, t1) with t1 > t0; "
-                         f"got {t_span!r}")
+        raise ValueError(message) from None
+    if not (_is_real(t0) and _is_real(t1)):
+        raise ValueError(message)
+    t0, t1 = float(t0), float(t1)
+    if not (math.isfinite(t0) and math.isfinite(t1)) or not t1 > t0 \
+            or not math.isfinite(t1 - t0):
+        raise ValueError(message)
     h = (t1 - t0) / n_steps
     if not h > 0 or t0 + h == t0:
         raise ValueError(f"t_span={t_span!r} with n_steps={n_steps} gives a step h={h!r} too "
@@ -132,6 +142,18 @@ def _check_x0(x0, dim, n_paths):
         raise ValueError("x0 must be finite; got non-finite values "
                          f"(first at index {np.argwhere(~np.isfinite(rows))[0].tolist()})")
     return mode, np.ascontiguousarray(rows), zeros, zeros
+
+
+def _check_representable(arr, name, dtype):
+    """Refuse finite float64 values that overflow to inf in the run's dtype."""
+    big = float(np.finfo(dtype).max)
+    with np.errstate(invalid="ignore"):
+        over = np.abs(arr) > big
+    if np.any(over):
+        first = np.argwhere(over)[0].tolist()
+        raise ValueError(f"{name} must be representable in dtype={np.dtype(dtype).name} "
+                         f"(|value| <= {big:.6g}); got {np.asarray(arr)[tuple(first)]!r} at "
+                         f"index {first}")
 
 
 def _check_params(params, model, n_paths):
@@ -308,7 +330,7 @@ def _progress_bar(n_paths, progress):
                 leave=False)
 
 
-def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, progress):
+def _run_stream(backend, kernel, base, outputs, sz, cost_per_path, progress):
     """Run the kernel over chunk-aligned slices of the paths with constant memory.
 
     Parameters
@@ -316,18 +338,20 @@ def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, p
     base : dict
         The inputs of :class:`KernelArgs` for the whole run.
     outputs : dict
-        ``x`` (n_paths, dim) or None, ``paths`` (n_save, n_paths, dim) or None,
-        ``hits`` (n_paths,) or None, per-group Welford widths ``groups`` {prefix: width
-        or None}, ``hist`` (n_threads, n_save, dim, bins + 2) or None, and the empty
-        placeholders of each kernel output.
+        From :func:`layout.output_buffers`: ``x`` (n_paths, dim) or None, ``paths``
+        (n_save, n_paths, dim) or None, ``hits`` (n_paths,) or None, ``hist`` (n_threads,
+        n_save, dim, bins + 2) or None, and ``empty``, the empty placeholders of each
+        kernel output.
+    sz : layout.Sizes
+        The request's sizes: every buffer here is sized from it.
 
     Returns
     -------
     dict
         Merged (count, mean, m2) per statistics group and the number of non-finite paths.
     """
-    n_save = base["save_steps"].shape[0]
-    widths = outputs["groups"]
+    n_paths, chunk, n_save = sz.n_paths, sz.chunk, sz.n_save
+    widths = layout.stat_widths(sz)
     bytes_per_chunk = 24 * n_save * sum(w for w in widths.values() if w) + 8
     slice_steps = getattr(backend, "SLICE_PATH_STEPS", SLICE_PATH_STEPS)
     cps = _slice_plan(chunk, cost_per_path, bytes_per_chunk, slice_steps)
@@ -335,11 +359,7 @@ def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, p
     n_chunks_total = -(-n_paths // chunk)
     level = cps.bit_length() - 1
     chunks_per_call = min(n_chunks_total, cps)
-    buffers = {}
-    for prefix, width in widths.items():
-        if width:
-            shape = (chunks_per_call, 1 if prefix == "hit" else n_save, width)
-            buffers[prefix] = (np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape))
+    buffers = layout.stat_buffers(sz, chunks_per_call)
     merges = {prefix: montecarlo.StreamingMerge() for prefix in buffers}
     nonfinite = np.zeros(chunks_per_call, np.int64)
     empty = outputs["empty"]
@@ -361,8 +381,7 @@ def _run_stream(backend, kernel, base, outputs, n_paths, chunk, cost_per_path, p
                                else empty["hit_out"])
             paths_tmp = None
             if outputs["paths"] is not None:
-                paths_tmp = np.empty((n_save, b - a, outputs["paths"].shape[2]),
-                                     outputs["paths"].dtype)
+                paths_tmp = np.empty((n_save, b - a, sz.dim), outputs["paths"].dtype)
                 args["paths_out"] = paths_tmp
             else:
                 args["paths_out"] = empty["paths_out"]
@@ -408,7 +427,7 @@ def _resolve_device(device):
 def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
              save_at, stats, first_path, keep_paths, on_nonfinite, debug=False,
              observables=None, stop_when=None, histogram=None, antithetic=False,
-             keep_x=True):
+             keep_x=True, progress=True):
     """Every check of :func:`simulate`, in its order, before anything is compiled or
     allocated; also run user functions once in plain Python (the pre-flight).
 
@@ -462,6 +481,11 @@ def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, p
     if not (keep_x or keep_paths or stats or obs or hist is not None):
         raise ValueError("keep_x=False with nothing else asked for (stats, observables, "
                          "histogram, keep_paths) would return nothing")
+    for name, arr in (("x0", x0_rows), ("x0 (fs.Normal mean)", x0_mean),
+                      ("x0 (fs.Normal std)", x0_std), ("params", params_arr)):
+        _check_representable(arr, name, dtype_t)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False; got {progress!r}")
     x_start = x0_mean if x0_mode == 2 else x0_rows[0]
     _preflight(model, x_start, params_arr[0], t0, dtype_t)
     montecarlo.preflight(obs, stop, x_start, params_arr[0], t0, dtype_t)
@@ -472,14 +496,14 @@ def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, p
         x0_rows=x0_rows, x0_mean=x0_mean, x0_std=x0_std, params_arr=params_arr,
         save_steps=save_steps, stats=bool(stats), keep_paths=bool(keep_paths),
         on_nonfinite=on_nonfinite, debug=bool(debug), x_start=x_start, obs=obs, stop=stop,
-        hist=hist, antithetic=bool(antithetic), keep_x=bool(keep_x))
+        hist=hist, antithetic=bool(antithetic), keep_x=bool(keep_x), progress=bool(progress))
 
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
              keep_paths=None, on_nonfinite="count", progress=True, debug=False,
              observables=None, stop_when=None, histogram=None, antithetic=False,
-             keep_x=True, _rng_only=False):
+             keep_x=True):
     """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
 
     Parameters
@@ -501,7 +525,11 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         in ``Result.seed``).
     dtype : {"float32", "float64"}
     params : array_like, shape (n_params,) or (n_paths, n_params), optional
-        Overrides the model's parameters, shared or per path.
+        Overrides the model's parameters, shared or per path. A model declared with
+        ``n_params`` parameters takes only that width; a model declared without
+        parameters takes any width (``p`` in its functions then has that many entries,
+        and the kernel is compiled for that width: the same bits as a model declared
+        with those parameters).
     save_at : None, int or array_like of float
         None: final state only. K: the K + 1 evenly spaced times t0, ..., t1 (K divides
         n_steps). An array: times on the step grid.
@@ -570,81 +598,77 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     fastsde.NonFiniteError
         ``on_nonfinite="raise"`` and some paths left the finite numbers.
     """
+    return _simulate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype,
+                     params, save_at, stats, first_path, keep_paths, on_nonfinite, progress,
+                     debug, observables, stop_when, histogram, antithetic, keep_x)
+
+
+def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
+              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
+              keep_paths=None, on_nonfinite="count", progress=True, debug=False,
+              observables=None, stop_when=None, histogram=None, antithetic=False,
+              keep_x=True, rng_only=False):
+    """:func:`simulate`, plus ``rng_only`` (the RNG-only ceiling of the benchmarks: the
+    scheme's update replaced by adding the increments)."""
     req = validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
                    save_at, stats, first_path, keep_paths, on_nonfinite, debug, observables,
-                   stop_when, histogram, antithetic, keep_x)
+                   stop_when, histogram, antithetic, keep_x, progress)
     device = _resolve_device(req.device)
     n_steps, n_paths, first_path = req.n_steps, req.n_paths, req.first_path
     t0, t1, h, method_obj, seed, dtype_t = req.t0, req.t1, req.h, req.method, req.seed, req.dtype
-    x0_mode, x0_rows, x0_mean, x0_std = req.x0_mode, req.x0_rows, req.x0_mean, req.x0_std
-    params_arr, save_steps, stats, keep_paths = (req.params_arr, req.save_steps, req.stats,
-                                                 req.keep_paths)
+    save_steps = req.save_steps
     x_start = req.x_start
-
-    dim = model.dim
-    obs, stop, hist, antithetic, keep_x = req.obs, req.stop, req.hist, req.antithetic, req.keep_x
-    n_obs = len(obs)
-    n_save = save_steps.shape[0]
-    itemsize = np.dtype(dtype_t).itemsize
+    obs, stop, hist, antithetic = req.obs, req.stop, req.hist, req.antithetic
+    if device == "cuda":
+        from .kernels import cuda as backend
+    else:
+        from .kernels import cpu as backend
     chunk = CHUNK_PATHS
+    # Every buffer below takes its size from sz, and the kernel is compiled for it.
+    sz = layout.sizes(model, req, backend.histogram_copies() if hist is not None else 0,
+                      chunk)
+    dim, n_save = sz.dim, sz.n_save
+    itemsize = np.dtype(dtype_t).itemsize
+    backend.check_scratch(sz, dtype_t)
     # Stored outputs grow with n_paths; statistics, observables and histograms do not
     # (they are streamed per kernel call), so only the former can be refused for size.
-    out_bytes = n_paths * dim * itemsize * ((1 if keep_x else 0)
-                                            + (n_save if keep_paths else 0))
-    out_bytes += n_paths * 8 if (keep_x and stop is not None) else 0
+    out_bytes = layout.stored_bytes(sz, itemsize)
     available = _available_memory()
     if available is not None and out_bytes > 0.8 * available:
         raise OutputTooLargeError(
             f"the requested stored output needs {out_bytes / 2**30:.2f} GiB but only "
             f"{available / 2**30:.2f} GiB of memory is available (n_paths={n_paths}, "
-            f"dim={dim}, keep_x={keep_x}, keep_paths={keep_paths}, n_save={n_save}). "
+            f"dim={dim}, keep_x={sz.keep_x}, keep_paths={sz.keep_paths}, n_save={n_save}). "
             f"Alternatives: keep_x=False with stats=True, observables=... or "
             f"histogram=... (computed in the kernel with constant memory, for any "
             f"n_paths); fewer save times (save_at); or split the run with first_path")
 
     key0, key1 = key_from_seed(seed)
-    if device == "cuda":
-        from .kernels import cuda as backend
-    else:
-        from .kernels import cpu as backend
-    kernel = backend.get_kernel(model, method_obj, dtype_t, debug=bool(debug),
-                                rng_only=bool(_rng_only), obs=obs, stop=stop)
+    kernel = backend.get_kernel(model, method_obj, dtype_t, debug=req.debug,
+                                rng_only=bool(rng_only), obs=obs, stop=stop,
+                                n_params=sz.n_params)
 
-    empty = layout.empty_args(dim, model.n_params, n_obs, dtype_t)._asdict()
-    hist_buf = None
-    hist_lo = hist_scale = np.zeros(dim)
-    if hist is not None:
-        bins, lo, hi = hist
-        copies = backend.histogram_copies()
-        hist_buf = np.zeros((copies, n_save, dim, bins + 2), np.int64)
-        hist_lo, hist_scale = lo, bins / (hi - lo)
-    outputs = dict(
-        x=np.empty((n_paths, dim), dtype_t) if keep_x else None,
-        paths=np.empty((n_save, n_paths, dim), dtype_t) if keep_paths else None,
-        hits=np.empty(n_paths, np.float64) if (keep_x and stop is not None) else None,
-        groups={"st": dim if stats else None, "ob": n_obs or None,
-                "hit": 1 if stop is not None else None},
-        hist=hist_buf, empty=empty)
-    base = dict(x0_rows=x0_rows.astype(dtype_t), x0_mode=x0_mode,
-                x0_mean=x0_mean.astype(dtype_t), x0_std=x0_std.astype(dtype_t),
-                params=np.ascontiguousarray(params_arr, dtype=dtype_t), t0=t0, h=h, t1=t1,
+    outputs = layout.output_buffers(sz, dtype_t)
+    outputs["empty"] = layout.empty_args(sz, dtype_t)._asdict()
+    hist_edges = (montecarlo.histogram_edges(*hist) if hist is not None
+                  else outputs["empty"]["hist_edges"])
+    base = dict(x0_rows=req.x0_rows.astype(dtype_t), x0_mode=req.x0_mode,
+                x0_mean=req.x0_mean.astype(dtype_t), x0_std=req.x0_std.astype(dtype_t),
+                params=np.ascontiguousarray(req.params_arr, dtype=dtype_t), t0=t0, h=h, t1=t1,
                 n_steps=n_steps, save_steps=save_steps, key0=key0, key1=key1,
                 first_path=np.uint64(first_path), n_paths=n_paths, chunk=chunk,
-                antithetic=int(antithetic), hist_lo=np.ascontiguousarray(hist_lo, np.float64),
-                hist_scale=np.ascontiguousarray(hist_scale, np.float64))
+                antithetic=int(antithetic),
+                hist_edges=np.ascontiguousarray(hist_edges, np.float64))
     start = time.perf_counter()
     try:
-        merged, n_nonfinite = _run_stream(backend, kernel, base, outputs, n_paths, chunk,
-                                          n_steps * max(model.drift_cost, 1), progress)
+        merged, n_nonfinite = _run_stream(backend, kernel, base, outputs, sz,
+                                          n_steps * max(model.drift_cost, 1), req.progress)
     except IndexError as exc:
-        raise ModelError(f"a function of the model {model.name!r} indexed outside an array "
-                         f"during the run (found by debug=True bounds checking): {exc}. "
-                         f"x and out have shape (dim,) = ({dim},), p has "
-                         f"{model.n_params} entries") from None
+        raise ModelError(_bounds_message(model, sz, obs, stop, exc)) from None
     elapsed = time.perf_counter() - start
 
     mean = var = count = None
-    if stats:
+    if sz.stats:
         count, mean, var = _finish_stats(*merged["st"])
     extra_fields = {}
     if obs:
@@ -656,9 +680,9 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         extra_fields.update(hit_time=outputs["hits"], hit_count=int(c[0, 0]),
                             hit_mean=float(m[0, 0]), hit_var=float(v[0, 0]))
     if hist is not None:
-        counts = hist_buf.sum(axis=0)
+        counts = outputs["hist"].sum(axis=0)
         extra_fields["histogram"] = montecarlo.Histogram(
-            edges=montecarlo.histogram_edges(*hist), counts=counts[..., 1:-1],
+            edges=hist_edges, counts=counts[..., 1:-1],
             below=counts[..., 0], above=counts[..., -1])
     result = Result(
         x=outputs["x"], t=_save_times(save_steps, t0, t1, h, n_steps),
@@ -668,16 +692,39 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         n_steps=n_steps, first_path=first_path, elapsed_s=elapsed,
         path_steps_per_s=n_paths * n_steps / elapsed if elapsed > 0 else float("inf"),
         model=model.name, extra={"n_paths": n_paths, "dim": dim}, antithetic=antithetic, **extra_fields)
-    if result.n_nonfinite and on_nonfinite != "count":
-        message = (f"{result.n_nonfinite} of {n_paths} paths ({result.n_nonfinite / n_paths:.3g}) "
-                   f"left the finite numbers; they are counted in Result.n_nonfinite and left "
-                   f"out of mean/var." + _stiffness_advice(model, x_start, params_arr[0], t0, h))
-        if on_nonfinite == "raise":
+    if result.n_nonfinite and req.on_nonfinite != "count":
+        message = (f"{nonfinite_summary(result.n_nonfinite, n_paths)} left the finite "
+                   f"numbers; they are counted in Result.n_nonfinite and left out of "
+                   f"mean/var." + _stiffness_advice(model, x_start, req.params_arr[0], t0, h))
+        if req.on_nonfinite == "raise":
             err = NonFiniteError(message)
             err.result = result
             raise err
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return result
+
+
+def nonfinite_summary(n_bad, n_paths):
+    """"3 of 1000 paths (0.3%)": the count and its share, in words."""
+    return f"{n_bad} of {n_paths} paths ({100.0 * n_bad / n_paths:.3g}%)"
+
+
+def _bounds_message(model, sz, obs, stop, exc):
+    """The ModelError text for an index out of bounds found by ``debug=True``: which
+    functions ran in the kernel and the shapes of what each may index."""
+    shapes = [f"drift {model.drift.__name__!r}: x ({sz.dim},), p ({sz.n_params},), "
+              f"out ({sz.dim},)"]
+    if model.kind == "sde":
+        shapes.append(f"diffusion {model.diffusion.__name__!r}: x ({sz.dim},), p "
+                      f"({sz.n_params},), out {tuple(model.diffusion_shape)}")
+    for name, fn in obs:
+        shapes.append(f"observables[{name!r}] {fn.__name__!r}: x ({sz.dim},), p "
+                      f"({sz.n_params},)")
+    if stop is not None:
+        shapes.append(f"stop_when {stop.__name__!r}: x ({sz.dim},), p ({sz.n_params},)")
+    return (f"an index outside an array during the run of {model.name!r} (found by "
+            f"debug=True bounds checking: {exc}). The functions compiled into the kernel "
+            f"and the shapes they may index are: " + "; ".join(shapes))
 
 
 def _finish_stats(count, mean, m2):

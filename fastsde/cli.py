@@ -1,8 +1,13 @@
 """The ``fastsde`` command: ``fastsde demo [ou|generative]`` and ``fastsde run``."""
 
 import argparse
+import ast
+import inspect
 import json
+import keyword
 import math
+import numbers
+import re
 import sys
 import time
 
@@ -10,9 +15,10 @@ import numpy as np
 
 from . import __version__
 from .api import simulate
-from .errors import FastSDEError
+from .errors import FastSDEError, ModelError
 from .methods import METHODS
 from .models import GBM, OU, BrownianMotion
+from .montecarlo import HIT_ESTIMATES, MAX_BINS
 
 
 def ou_discrete_stationary_var(method, theta, sigma, h):
@@ -278,37 +284,341 @@ def _generative_plot(path, samplers, steps_list, rows, floor, args, png):
     return png
 
 
+class CLIError(ValueError):
+    """A bad command-line value; the message names the flag as the user typed it."""
+
+
+#: The built-in models of ``fastsde run``, built from the parsed arguments.
 _MODELS = {
     "ou": lambda a: OU(theta=a.theta, sigma=a.sigma, dim=a.dim),
     "bm": lambda a: BrownianMotion(sigma=a.sigma, dim=a.dim),
     "gbm": lambda a: GBM(mu=a.mu, sigma=a.sigma, dim=a.dim),
 }
+_MODEL_HELP = ("built-in model, its parameters p from the flags: ou = OU, dX = -theta X dt "
+               "+ sigma dW, p = (--theta, --sigma); bm = BrownianMotion, dX = sigma dW, "
+               "p = (--sigma,); gbm = GBM, dX = mu X dt + sigma X dW, p = (--mu, --sigma); "
+               "each of --dim independent components")
+
+#: Functions and constants of ``math`` an --observable may use, bare or as ``math.NAME``
+#: (those Numba cannot compile are reported when the kernel is compiled).
+_MATH_NAMES = frozenset(n for n in dir(math) if not n.startswith("_"))
+_MATH_CONSTANTS = frozenset(n for n in _MATH_NAMES if isinstance(getattr(math, n), float))
+_MATH_FUNCTIONS = _MATH_NAMES - _MATH_CONSTANTS
+#: Builtins an --observable may call; Numba compiles them on scalars.
+_OBS_BUILTINS = {"abs": abs, "min": min, "max": max}
+_OBS_ALLOWED = ("NAME=EXPR with NAME an identifier and EXPR a Python expression in t, x[i] "
+                "(state component, i an integer, -dim <= i < dim), p[j] (the model's "
+                "parameters), numbers, + - * / // % **, comparisons, and/or/not, "
+                "'a if c else b', the functions and constants of math (exp, log, sqrt, "
+                "sin, cos, tanh, erf, pi, e, ...; also as math.exp), abs, min and max")
+
+
+class _Reject(Exception):
+    """Why an --observable expression is refused (turned into a CLIError)."""
+
+
+class _ObservableChecker(ast.NodeTransformer):
+    """Accept only the whitelisted syntax of an --observable expression.
+
+    Every node is checked against an allow-list (a deny-list would miss attribute and
+    call tricks); bare math names become ``math.NAME`` so that the generated function's
+    globals need only ``math``; numbers become floats so that ``2**-1`` or ``10**10**10``
+    mean what they do on floats in the compiled kernel (and cannot stall the pre-flight
+    on huge Python ints).
+    """
+
+    _PASS = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
+             ast.Load, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+             ast.UAdd, ast.USub, ast.Not, ast.And, ast.Or, ast.Eq, ast.NotEq, ast.Lt,
+             ast.LtE, ast.Gt, ast.GtE)
+
+    def __init__(self, sizes):
+        self.sizes = sizes  # {"x": dim, "p": n_params}
+
+    def generic_visit(self, node):
+        if not isinstance(node, self._PASS):
+            what = type(node).__name__
+            if isinstance(node, ast.expr):
+                what += f" {ast.unparse(node)!r}"
+            raise _Reject(f"{what} is not allowed")
+        return super().generic_visit(node)
+
+    def visit_Constant(self, node):
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Reject(f"the constant {value!r} is not allowed (numbers only)")
+        try:
+            return ast.copy_location(ast.Constant(float(value)), node)
+        except OverflowError:
+            raise _Reject(f"the number {value!r} is too large for a float") from None
+
+    def visit_Name(self, node):
+        if node.id == "t":
+            return node
+        if node.id in self.sizes:
+            raise _Reject(f"{node.id} must be indexed by an integer, as in {node.id}[0]")
+        if node.id in _MATH_CONSTANTS:
+            return self._math(node.id, node)
+        if node.id in _MATH_FUNCTIONS or node.id in _OBS_BUILTINS:
+            raise _Reject(f"the function {node.id} must be called, as in {node.id}(x[0])")
+        raise _Reject(f"unknown name {node.id!r}")
+
+    def visit_Attribute(self, node):
+        if isinstance(node.value, ast.Name) and node.value.id == "math" \
+                and node.attr in _MATH_CONSTANTS:
+            return node
+        raise _Reject(f"the attribute {ast.unparse(node)!r} is not allowed")
+
+    def visit_Subscript(self, node):
+        name = node.value.id if isinstance(node.value, ast.Name) else None
+        if name is not None and name not in self.sizes:
+            self.visit(node.value)  # an unknown name is reported as such
+        index = node.slice
+        negative = isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub)
+        const = index.operand if negative else index
+        if name not in self.sizes or not isinstance(const, ast.Constant) or \
+                isinstance(const.value, bool) or not isinstance(const.value, int):
+            raise _Reject(f"{ast.unparse(node)!r}: only x[i] and p[j] with an integer "
+                          f"constant index may be subscripted")
+        i, size = -const.value if negative else const.value, self.sizes[name]
+        if not -size <= i < size:
+            raise _Reject(f"{ast.unparse(node)!r} is out of range: {name} has {size} "
+                          f"element{'s' if size != 1 else ''}")
+        return node
+
+    def visit_Call(self, node):
+        func = node.func
+        if node.keywords:
+            raise _Reject(f"{ast.unparse(node)!r}: keyword arguments are not allowed")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise _Reject(f"{ast.unparse(node)!r}: *arguments are not allowed")
+        if isinstance(func, ast.Name) and func.id in _OBS_BUILTINS:
+            pass
+        elif isinstance(func, ast.Name) and func.id in _MATH_FUNCTIONS:
+            node.func = self._math(func.id, func)
+        elif not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                  and func.value.id == "math" and func.attr in _MATH_FUNCTIONS):
+            raise _Reject(f"{ast.unparse(func)!r} is not an allowed function")
+        node.args = [self.visit(a) for a in node.args]
+        return node
+
+    @staticmethod
+    def _math(attr, node):
+        return ast.copy_location(ast.Attribute(ast.Name("math", ast.Load()), attr,
+                                               ast.Load()), node)
+
+
+def parse_observable(text, model, t0=0.0, x0=0.0):
+    """Turn ``--observable NAME=EXPR`` into ``(NAME, f)`` with ``f(t, x, p) -> float``.
+
+    Parameters
+    ----------
+    text : str
+        The flag's value.
+    model : fastsde.SDE
+        The run's model: ``x`` has ``model.dim`` components and ``p`` is
+        ``model.params``.
+    t0, x0 : float
+        The initial time and state at which the function is tried once in Python.
+
+    Returns
+    -------
+    name : str
+    fn : function
+        A plain Python function, built by ``exec`` from the validated expression, whose
+        globals hold only ``math`` and the builtins abs, min and max (what Numba needs
+        to compile it into the kernel).
+
+    Raises
+    ------
+    CLIError
+        The text is not ``NAME=EXPR`` or the expression uses something not allowed; the
+        message names --observable, quotes the text and says what is allowed.
+    """
+    def bad(why):
+        return CLIError(f"argument --observable: {text!r}: {why}; expected {_OBS_ALLOWED}")
+
+    name, sep, expr = text.partition("=")
+    name = name.strip()
+    if not sep:
+        raise bad("missing '='")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise bad(f"NAME {name!r} is not a valid identifier")
+    if name in HIT_ESTIMATES:
+        raise bad(f"NAME {name!r} is reserved for stopping statistics")
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise bad(f"syntax error in EXPR ({exc.msg})") from None
+    except (ValueError, RecursionError, MemoryError):
+        raise bad("EXPR cannot be parsed") from None
+    try:
+        tree = _ObservableChecker({"x": model.dim, "p": model.n_params}).visit(tree)
+    except _Reject as exc:
+        raise bad(str(exc)) from None
+    except RecursionError:
+        raise bad("EXPR is nested too deeply") from None
+    # 1.0 * (...): a comparison gives a bool, which the kernel wants as a number, and
+    # Numba has no float(bool); the product is exact for every float.
+    source = (f"def observable_{name}(t, x, p):\n"
+              f"    return 1.0 * ({ast.unparse(tree.body)})\n")
+    namespace = {"math": math, "__builtins__": dict(_OBS_BUILTINS)}
+    exec(compile(source, f"<fastsde --observable {name}>", "exec"), namespace)
+    fn = namespace.pop(f"observable_{name}")  # its globals: math and builtins only
+    # One call in Python catches what the syntax cannot: a wrong number or kind of
+    # arguments (exp(x[0], 1), max(x[0])). Domain errors are NaN or inf when compiled.
+    x = np.full(model.dim, float(x0))
+    try:
+        with np.errstate(all="ignore"):
+            value = fn(np.float64(t0), x, np.asarray(model.params, dtype=np.float64))
+    except TypeError as exc:
+        raise bad(str(exc)) from None
+    except (ArithmeticError, ValueError):
+        value = 0.0
+    if not isinstance(value, (numbers.Real, np.number)):
+        raise bad(f"EXPR gives {value!r}, not a number")
+    return name, fn
+
+
+def parse_histogram(text):
+    """``--histogram BINS:LO:HI`` as ``dict(bins=BINS, range=(LO, HI))``.
+
+    Raises
+    ------
+    CLIError
+        Not three fields, BINS not an int in [1, fastsde.montecarlo.MAX_BINS], LO or HI
+        not finite, or LO >= HI.
+    """
+    parts = text.split(":")
+    why = None
+    if len(parts) != 3:
+        why = f"{len(parts)} field{'s' if len(parts) != 1 else ''} instead of 3"
+    else:
+        try:
+            bins = int(parts[0])
+        except ValueError:
+            bins = None
+        try:
+            lo, hi = float(parts[1]), float(parts[2])
+        except ValueError:
+            lo = hi = None
+        if bins is None or not 1 <= bins <= MAX_BINS:
+            why = f"BINS must be an integer in [1, {MAX_BINS}]"
+        elif lo is None or not (math.isfinite(lo) and math.isfinite(hi)):
+            why = "LO and HI must be finite numbers"
+        elif not lo < hi:
+            why = "LO must be < HI"
+    if why:
+        raise CLIError(f"argument --histogram: {text!r}: {why}; expected BINS:LO:HI, "
+                       f"e.g. 50:-3:3")
+    return dict(bins=bins, range=(lo, hi))
+
+
+def _check_run_args(args):
+    """Check ``fastsde run``'s values up front, so that errors name the flags."""
+    for flag, value, low in (("--steps", args.steps, 1), ("--paths", args.paths, 1),
+                             ("--dim", args.dim, 1), ("--seed", args.seed, 0),
+                             ("--save-at", args.save_at, 1),
+                             ("--paths-per-task", args.paths_per_task, 1)):
+        if value is not None and value < low:
+            raise CLIError(f"{flag} must be >= {low}; got {value}")
+    for flag in ("--theta", "--mu", "--sigma", "--x0", "--t0", "--t1"):
+        value = getattr(args, flag[2:])
+        if not math.isfinite(value):
+            raise CLIError(f"{flag} must be a finite number; got {value}")
+    if args.sigma < 0:
+        raise CLIError(f"--sigma must be >= 0; got {args.sigma}")
+    if not args.t1 > args.t0:
+        raise CLIError(f"--t1 must be > --t0; got --t0 {args.t0} --t1 {args.t1}")
+    if args.save_at is not None and args.steps % args.save_at:
+        raise CLIError(f"--save-at K must divide --steps={args.steps} (K + 1 evenly "
+                       f"spaced times); got {args.save_at}")
+    if args.paths_per_task is not None and not args.dask:
+        raise CLIError("--paths-per-task applies only with --dask")
+
+
+#: simulate's argument names as the flags of ``fastsde run`` (for messages that reach
+#: the user from the library; the flags' own checks come first).
+_FLAG_NAMES = {"n_steps": "--steps", "n_paths": "--paths", "save_at": "--save-at",
+               "t_span": "(--t0, --t1)", "x0": "--x0", "paths_per_task": "--paths-per-task",
+               "observables": "--observable", "histogram": "--histogram"}
+_FLAG_RE = re.compile(r"(?<![\w.'\"-])(" + "|".join(_FLAG_NAMES) + r")(?!\w)")
+
+
+def cli_names(message):
+    """``message`` with simulate's argument names replaced by the flags of ``fastsde run``."""
+    return _FLAG_RE.sub(lambda m: _FLAG_NAMES[m.group(1)], message)
+
+
+def _observable_compile_error(exc, texts):
+    """A ModelError about an observable, as a CLIError naming --observable (or None)."""
+    match = re.match(r"observables\['(\w+)'\]", str(exc))
+    if match is None or match.group(1) not in texts:
+        return None
+    lines = [ln.strip() for ln in str(exc).splitlines()[1:]]
+    reason = next((ln for ln in lines if ln and not ln.startswith("Failed in")),
+                  str(exc).splitlines()[0])
+    reason = re.sub(r"<module '(\w+)' from [^>]*>", r"\1", reason)
+    return CLIError(f"argument --observable: {texts[match.group(1)]!r}: Numba cannot "
+                    f"compile it ({reason[:200]}); expected {_OBS_ALLOWED}")
 
 
 def run(args):
     """Simulate a built-in model and print a summary (or JSON)."""
-    model = _MODELS[args.model](args)
+    _check_run_args(args)
+    try:
+        model = _MODELS[args.model](args)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    observables, texts = {}, {}
+    for text in args.observable or ():
+        name, fn = parse_observable(text, model, args.t0, args.x0)
+        if name in observables:
+            raise CLIError(f"argument --observable: {text!r}: NAME {name!r} is given "
+                           f"twice (first as {texts[name]!r}); expected {_OBS_ALLOWED}")
+        observables[name], texts[name] = fn, text
+    histogram = parse_histogram(args.histogram) if args.histogram is not None else None
+    extra = {}
+    if observables:
+        extra["observables"] = observables
+    if histogram is not None:
+        extra["histogram"] = histogram
     common = dict(method=args.method, device=args.device, seed=args.seed, dtype=args.dtype,
                   save_at=args.save_at)
+    try:
+        res = _simulate(args, model, common, extra)
+    except ModelError as exc:
+        raise _observable_compile_error(exc, texts) or exc
+    _report(args, model, res, list(observables), histogram)
+    return 0
+
+
+def _simulate(args, model, common, extra):
     if args.dask:
         from . import distributed
+
+        accepted = inspect.signature(distributed.simulate).parameters
+        for key, flag in (("observables", "--observable"), ("histogram", "--histogram")):
+            if key in extra and key not in accepted:
+                raise CLIError(f"{flag} is not available with --dask")
 
         # Paths stay on the workers: the summary comes from the merged statistics.
         def on(client):
             return distributed.simulate(model, args.x0, (args.t0, args.t1), args.steps,
                                         args.paths, stats=True, client=client,
-                                        paths_per_task=args.paths_per_task, **common)
+                                        paths_per_task=args.paths_per_task, **common,
+                                        **extra)
 
         if args.dask.strip() == "local":
-            res = on(None)  # checks the arguments before it starts the local cluster
-        else:
-            with distributed.connect(args.dask) as client:
-                res = on(client)
-    else:
-        if args.paths_per_task is not None:
-            raise ValueError("--paths-per-task applies only with --dask")
-        res = simulate(model, args.x0, (args.t0, args.t1), args.steps, args.paths,
-                       stats=args.stats, **common)
+            return on(None)  # checks the arguments before it starts the local cluster
+        with distributed.connect(args.dask) as client:
+            return on(client)
+    return simulate(model, args.x0, (args.t0, args.t1), args.steps, args.paths,
+                    stats=args.stats, **common, **extra)
+
+
+def _report(args, model, res, obs_names, histogram):
+    """Print the run's summary, as text or as JSON."""
     if res.x is not None:
         x = res.x.astype(np.float64)
         finite = np.all(np.isfinite(x), axis=1)
@@ -327,14 +637,44 @@ def run(args):
     if res.mean is not None:
         summary["mean"] = res.mean.tolist()
         summary["var"] = res.var.tolist()
+    estimates = {name: res.estimate(name) for name in obs_names}
+    if estimates:
+        summary["estimates"] = {name: dict(value=e.value, se=e.se, ci=list(e.ci), n=e.n)
+                                for name, e in estimates.items()}
+    hist = res.histogram
+    if histogram is not None:
+        # The final time only, to keep the output short (Result.histogram has them all).
+        summary["histogram"] = dict(bins=histogram["bins"], range=list(histogram["range"]),
+                                    t=float(res.t[-1]), counts=hist.counts[-1].tolist(),
+                                    below=hist.below[-1].tolist(),
+                                    above=hist.above[-1].tolist())
     if args.json:
         print(json.dumps(summary, indent=2))
-    else:
-        print(res)
-        print(f"final mean {np.round(summary['final_mean'], 6).tolist()}  "
-              f"final var {np.round(summary['final_var'], 6).tolist() if summary['final_var'] else None}")
-        print(f"{res.path_steps_per_s:.3e} path-steps/s over {res.elapsed_s:.3f} s")
-    return 0
+        return
+    print(res)
+    print(f"final mean {np.round(summary['final_mean'], 6).tolist()}  "
+          f"final var {np.round(summary['final_var'], 6).tolist() if summary['final_var'] else None}")
+    t1 = float(res.t[-1])
+    for name, e in estimates.items():
+        print(f"{name} at t = {t1:g}: {e.value:.6g} (SE {e.se:.3g}, 95% CI "
+              f"[{e.ci[0]:.6g}, {e.ci[1]:.6g}], n {e.n})")
+    if histogram is not None:
+        lo, hi = histogram["range"]
+        print(f"histogram at t = {t1:g}, {histogram['bins']} bins on [{lo:g}, {hi:g}]:")
+        for j in range(hist.counts.shape[1]):
+            print(f"  x[{j}]: below {hist.below[-1, j]}  counts "
+                  f"{' '.join(str(c) for c in hist.counts[-1, j])}  above "
+                  f"{hist.above[-1, j]}")
+    print(f"{res.path_steps_per_s:.3e} path-steps/s over {res.elapsed_s:.3f} s")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to every option's help unless the help states it."""
+
+    def _get_help_string(self, action):
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser():
@@ -342,63 +682,99 @@ def build_parser():
     ap.add_argument("--version", action="version", version=f"fastsde {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="ou (default): OU process to stationarity against its "
-                                    "exact variance; generative: flow and diffusion "
-                                    "samplers of a Gaussian mixture against exact samples")
-    d.add_argument("which", nargs="?", choices=("ou", "generative"), default="ou")
-    d.add_argument("--paths", type=int, default=1_000_000)
+    d = sub.add_parser("demo", formatter_class=_HelpFormatter,
+                       help="ou (default): OU process to stationarity against its "
+                            "exact variance; generative: flow and diffusion "
+                            "samplers of a Gaussian mixture against exact samples",
+                       description="ou: OU(theta=0.25, sigma=1) from x0 = 0 to stationarity, "
+                                   "Euler-Maruyama and Heun against the exact variance; "
+                                   "generative: flow and diffusion samplers of an "
+                                   "8-Gaussian ring against exact samples")
+    d.add_argument("which", nargs="?", choices=("ou", "generative"), default="ou",
+                   help="which demo")
+    d.add_argument("--paths", type=int, default=1_000_000, help="number of paths")
     d.add_argument("--steps", type=int, default=1000, help="ou: number of steps")
     d.add_argument("--t1", type=float, default=40.0, help="ou: final time")
     d.add_argument("--step-counts", default="4,8,16,32,64",
                    help="generative: comma-separated step counts")
     d.add_argument("--projections", type=int, default=32,
                    help="generative: random directions of the sliced W1")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--dtype", choices=("float32", "float64"), default=None,
-                   help="default float32")
-    d.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    d.add_argument("--png", default=None, help="figure path (needs matplotlib); default "
-                                               "fastsde-demo.png / fastsde-generative.png")
-    d.add_argument("--no-plot", action="store_true")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating-point type of the paths")
+    d.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="auto: cuda when a usable GPU is present, else cpu")
+    d.add_argument("--png", default=None, help="figure path, needs matplotlib (default: "
+                                               "fastsde-demo.png / fastsde-generative.png)")
+    d.add_argument("--no-plot", action="store_true", help="skip the figure")
     d.set_defaults(func=demo)
 
-    r = sub.add_parser("run", help="simulate a built-in model and print a summary")
-    r.add_argument("--model", choices=sorted(_MODELS), default="ou")
-    r.add_argument("--theta", type=float, default=1.0)
-    r.add_argument("--mu", type=float, default=0.05)
-    r.add_argument("--sigma", type=float, default=0.5)
-    r.add_argument("--dim", type=int, default=1)
-    r.add_argument("--x0", type=float, default=1.0)
-    r.add_argument("--t0", type=float, default=0.0)
-    r.add_argument("--t1", type=float, default=1.0)
-    r.add_argument("--steps", type=int, default=1000)
-    r.add_argument("--paths", type=int, default=100_000)
-    r.add_argument("--method", choices=sorted(METHODS), default=None)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    r.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    r.add_argument("--save-at", type=int, default=None,
-                   help="K: keep K + 1 evenly spaced times (K divides --steps)")
+    r = sub.add_parser("run", formatter_class=_HelpFormatter,
+                       help="simulate a built-in model and print a summary",
+                       description="Simulate a built-in model and print a summary; "
+                                   "optionally Monte Carlo estimates of observables "
+                                   "(--observable) and a histogram (--histogram) of the "
+                                   "final state.")
+    r.add_argument("--model", choices=sorted(_MODELS), default="ou", help=_MODEL_HELP)
+    r.add_argument("--theta", type=float, default=1.0, help="ou: mean-reversion rate")
+    r.add_argument("--mu", type=float, default=0.05, help="gbm: drift rate")
+    r.add_argument("--sigma", type=float, default=0.5,
+                   help="noise level of every model (ou, bm, gbm), >= 0")
+    r.add_argument("--dim", type=int, default=1, help="number of independent components")
+    r.add_argument("--x0", type=float, default=1.0, help="initial value of every component")
+    r.add_argument("--t0", type=float, default=0.0, help="initial time")
+    r.add_argument("--t1", type=float, default=1.0, help="final time")
+    r.add_argument("--steps", type=int, default=1000, help="number of time steps")
+    r.add_argument("--paths", type=int, default=100_000, help="number of paths")
+    r.add_argument("--method", choices=sorted(METHODS), default=None,
+                   help="scheme (default: euler_maruyama, the SDE default)")
+    r.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
+    r.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                   help="floating-point type of the paths")
+    r.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="auto: cuda when a usable GPU is present, else cpu")
+    r.add_argument("--save-at", type=int, default=None, metavar="K",
+                   help="keep K + 1 evenly spaced times, K divides --steps (default: the "
+                        "final time only)")
     r.add_argument("--stats", action="store_true", help="in-kernel mean/var at save times")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--observable", action="append", default=None, metavar="NAME=EXPR",
+                   help="estimate E[EXPR] at the final time, EXPR a Python expression in "
+                        "t, x[i] (state) and p[j] (the model's parameters, see --model), "
+                        "with numbers, arithmetic, comparisons and math functions, e.g. "
+                        "call='max(x[0] - 1, 0)' or sq='x[0]**2'; repeatable (default: "
+                        "none)")
+    r.add_argument("--histogram", default=None, metavar="BINS:LO:HI",
+                   help="count each component at the final time in BINS equal bins on "
+                        "[LO, HI], plus those below and above (default: none)")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="run on Dask: 'local' (a local cluster, one worker process per "
                         "core) or a scheduler address tcp://HOST:PORT; keeps statistics, "
-                        "not paths")
+                        "not paths (default: no Dask)")
     r.add_argument("--paths-per-task", type=int, default=None,
-                   help="with --dask: paths per task (a multiple of 512)")
+                   help="with --dask: paths per task, rounded up to the 512-path chunk grid "
+                        "(default: chosen from the cluster's size)")
     r.set_defaults(func=run)
     return ap
 
 
 def main(argv=None):
+    """Run the ``fastsde`` command; returns its exit status (2 for a bad argument).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``fastsde``; default ``sys.argv[1:]``.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, TypeError, ImportError, OSError, FastSDEError) as exc:
         # One line: a compiler's multi-line diagnosis is cut to its first line.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"fastsde: error: {first}", file=sys.stderr)
+        if args.command == "run" and not isinstance(exc, CLIError):
+            first = cli_names(first)
+        print(f"fastsde {args.command}: error: {first}", file=sys.stderr)
         return 2
 
 

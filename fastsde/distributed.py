@@ -2,10 +2,14 @@
 
 Paths are independent and path i draws its noise from a stream fixed by (seed, i), so a run
 of ``n_paths`` paths can be cut into tasks ``[a, b)`` that each call
-:func:`fastsde.simulate` with ``first_path=a`` on some worker. Final states are then the
-single-process rows bit for bit, whichever worker ran them. Statistics come back per task
-as (count, mean, M2) and are merged on the client with Chan et al.'s pairwise formula in
-float64, in task order, so they equal the single-process ones to float64 rounding.
+:func:`fastsde.simulate` with ``first_path=a`` (and every other argument as given) on some
+worker. Tasks start on the 512-path chunk grid of ``fastsde.api.CHUNK_PATHS``, so each
+chunk holds the paths it holds in one process. Final states, hitting times and saved paths
+are then the single-process rows bit for bit, whichever worker ran them; histogram and hit
+counts are summed exactly. The statistics (states, observables, hitting times) come back
+per task as Welford states (count, mean, M2) and are merged on the client with Chan et
+al.'s pairwise formula in float64, in task order, so they equal the single-process ones to
+float64 rounding.
 
 Faults: when a worker dies, the Dask scheduler re-runs the tasks it held on another worker
 (up to ``distributed.scheduler.allowed-failures`` times per task). Each task's result is
@@ -21,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from . import api
+from . import api, montecarlo
 from .errors import FastSDEError, NonFiniteError, OutputTooLargeError
 from .kernels import philox
 from .result import Result
@@ -93,53 +97,31 @@ def _import_distributed():
     return distributed
 
 
-def _validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
-              save_at, stats, first_path, keep_paths, on_nonfinite):
-    """The checks of :func:`fastsde.simulate`, in its order, run once on the client.
-
-    The device is only checked by name: ``"cuda"`` need not work on the client, only on
-    the workers (which resolve ``"auto"`` for themselves).
-    """
-    req = api.validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype,
-                       params, save_at, stats, first_path, keep_paths, on_nonfinite)
-    return dict(n_steps=req.n_steps, n_paths=req.n_paths, first_path=req.first_path,
-                t0=req.t0, t1=req.t1, h=req.h, method=req.method.name, device=req.device,
-                seed=req.seed, dtype=req.dtype, x0_mode=req.x0_mode, x0_rows=req.x0_rows,
-                params_arr=req.params_arr, save_steps=req.save_steps, stats=req.stats,
-                keep_paths=req.keep_paths, x_start=req.x_start, x0=x0, params=params,
-                t_span=t_span, save_at=save_at)
-
-
-def _check_flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {value!r}")
-    return bool(value)
+def _check_paths_per_task(paths_per_task, chunk):
+    """``paths_per_task`` rounded up to the chunk grid: the next multiple of ``chunk``
+    (at least one chunk), so that tasks split the paths where one process splits its
+    statistics (and, with ``antithetic=True``, every task starts on an even path). None
+    stays None (the default size is chosen once the cluster is known)."""
+    if paths_per_task is None:
+        return None
+    if not api._is_int(paths_per_task):
+        raise TypeError(f"paths_per_task must be None or an int >= 1; got "
+                        f"{paths_per_task!r} of type {type(paths_per_task).__name__}")
+    if paths_per_task < 1:
+        raise ValueError(f"paths_per_task must be None or an int >= 1 (it is rounded up to "
+                         f"a multiple of {chunk}, the chunk size); got {paths_per_task!r}")
+    return -(-int(paths_per_task) // chunk) * chunk
 
 
-def _task_paths(paths_per_task, n_paths, n_steps, cost, chunk, n_threads):
-    """Paths per task: a multiple of the run's chunk (so per-chunk statistics are the
-    single-process ones), by default a power-of-two number of chunks (so the pairwise merge
-    over tasks has the single-process merge tree's shape)."""
-    if paths_per_task is not None:
-        if not api._is_int(paths_per_task):
-            raise TypeError(f"paths_per_task must be None or an int (a multiple of {chunk}, "
-                            f"the chunk size of this run); got {paths_per_task!r} of type "
-                            f"{type(paths_per_task).__name__}")
-        if paths_per_task < 1:
-            raise ValueError(f"paths_per_task must be >= 1 (a multiple of {chunk}, the "
-                             f"chunk size of this run); got {paths_per_task!r}")
-        if paths_per_task % chunk and paths_per_task < n_paths:
-            raise ValueError(f"paths_per_task must be a multiple of {chunk} (the chunk size "
-                             f"of this run, so that tasks split the paths where a single "
-                             f"process splits its statistics) or >= n_paths={n_paths}; got "
-                             f"{paths_per_task!r}")
-        return int(min(paths_per_task, n_paths))
+def _default_task_paths(n_paths, n_steps, cost, chunk, n_threads):
+    """Paths per task when none is given: at least ``TASKS_PER_THREAD`` tasks per worker
+    thread and at most ~``TASK_PATH_STEPS`` path-steps per task, as a power-of-two number
+    of chunks (rounded down), so that the pairwise merge over tasks has the single-process
+    merge tree's shape."""
     n_chunks = -(-n_paths // chunk)
     tasks = max(TASKS_PER_THREAD * max(n_threads, 1),
                 -(-n_paths * n_steps * cost // TASK_PATH_STEPS))
     per = max(1, -(-n_chunks // tasks))
-    # Down to a power of two: at least `tasks` tasks (better balance), and the merge tree
-    # over tasks has the single-process tree's shape.
     per = 1 << (per.bit_length() - 1)
     return min(per * chunk, n_paths)
 
@@ -165,9 +147,21 @@ def _numba_threads_per_worker(client):
             for addr, info in workers.items() if addr in cpus}
 
 
-def _run_task(model, kwargs, first_path, n_paths, want_x, threads):
+def _welford(count, mean, var):
+    """(count, mean, M2) from the (count, mean, unbiased variance) that ``simulate``
+    reports. It reports NaN where count is 0 (mean) or <= 1 (var); as Welford state those
+    are mean 0 and M2 0, the identity of the merge."""
+    count = np.asarray(count, dtype=np.int64)
+    mean = np.where(count > 0, np.asarray(mean, dtype=np.float64), 0.0)
+    m2 = np.where(count > 1, np.asarray(var, dtype=np.float64) * (count - 1), 0.0)
+    return count, mean, m2
+
+
+def _run_task(model, kwargs, first_path, n_paths, threads):
     """Worker side: one ``fastsde.simulate`` call over paths [first_path, first_path +
-    n_paths); returns the statistics as (count, mean, M2) so they can be merged exactly."""
+    n_paths). Returns the stored rows, the Welford state (count, mean, M2) of each
+    statistics group ("st" states, "ob" observables, "hit" hitting times) and the
+    histogram counts, so that the client can merge them exactly."""
     import numba
 
     n_threads = None
@@ -185,99 +179,118 @@ def _run_task(model, kwargs, first_path, n_paths, want_x, threads):
                            on_nonfinite="count", **kwargs)
     finally:
         numba.set_num_threads(old)
-    out = {"n_nonfinite": res.n_nonfinite, "device": res.device, "elapsed_s": res.elapsed_s,
-           "rng_version": res.rng_version,
-           "x": res.x if want_x else None, "paths": res.paths}
+    groups = {}
     if res.count is not None:
-        count = res.count
-        # simulate reports NaN where count is 0 (mean) or <= 1 (var); as Welford state
-        # those are mean 0 and M2 0, the identity of the merge.
-        mean = np.where(count > 0, res.mean, 0.0)
-        m2 = np.where(count > 1, res.var * (count - 1), 0.0)
-        out.update(count=count, mean=mean, m2=m2)
-    return out
+        groups["st"] = _welford(res.count, res.mean, res.var)
+    if res.obs_names:
+        groups["ob"] = _welford(res.obs_count, res.obs_mean, res.obs_var)
+    if res.hit_count is not None:
+        groups["hit"] = _welford(np.full((1, 1), res.hit_count), np.full((1, 1), res.hit_mean),
+                                 np.full((1, 1), res.hit_var))
+    hist = None
+    if res.histogram is not None:
+        hist = (res.histogram.counts, res.histogram.below, res.histogram.above)
+    return {"n_nonfinite": res.n_nonfinite, "device": res.device, "elapsed_s": res.elapsed_s,
+            "rng_version": res.rng_version, "x": res.x, "paths": res.paths,
+            "hit_time": res.hit_time, "groups": groups, "hist": hist}
 
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=True, first_path=0,
-             keep_paths=None, on_nonfinite="count", client=None, paths_per_task=None,
-             keep_x=False, progress=True):
+             keep_paths=None, on_nonfinite="count", progress=True, debug=False,
+             observables=None, stop_when=None, histogram=None, antithetic=False,
+             keep_x=False, *, client=None, paths_per_task=None):
     """:func:`fastsde.simulate` on a Dask cluster, with the same results.
 
-    The paths are cut into tasks of ``paths_per_task`` consecutive paths; each task runs
+    Every argument of :func:`fastsde.simulate` is taken, in its order, with the same
+    meaning; only the defaults of ``stats`` (True) and ``keep_x`` (False) differ, since a
+    distributed run usually keeps statistics rather than final states. The paths are cut
+    into tasks of ``paths_per_task`` consecutive paths; each task runs
     ``fastsde.simulate(..., first_path=a, n_paths=b - a)`` on a worker. Every argument is
-    checked on the client before any task is submitted (and before a cluster is started).
+    checked on the client (with :func:`fastsde.api.validate`) before a cluster is started
+    or a task submitted.
 
     Parameters
     ----------
     model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params, save_at, \
-first_path, keep_paths, on_nonfinite
+first_path, keep_paths, on_nonfinite, debug, observables, stop_when, histogram, antithetic
         As in :func:`fastsde.simulate`. Per-path ``x0`` (n_paths, dim) and ``params``
         (n_paths, n_params) are sliced, each task receiving its own rows. ``device`` is
         resolved on each worker (``"cuda"`` needs a GPU on the workers, not on the client).
         ``seed=None`` draws fresh entropy once, on the client, for all tasks.
+        ``on_nonfinite`` applies to the paths of all tasks together.
     stats : bool
-        Per-save-time mean and variance of each component (default True: a distributed
-        run usually keeps statistics rather than paths).
-    client : distributed.Client or None
-        None: start a LocalCluster (worker processes, one per usable core, one thread
-        each) for this call and close it afterwards.
-    paths_per_task : int or None
-        A multiple of the run's chunk size ``fastsde.api.CHUNK_PATHS`` (512), or >=
-        n_paths for one task. None:
-        at least four tasks per worker thread and at most ~2e9 path-steps per task, as a
-        power-of-two number of chunks (rounded down). GPU workers want larger tasks.
-    keep_x : bool
-        Gather the final states ``x`` (n_paths, dim) on the client. Default False: only
-        the statistics (and the save-time paths when ``keep_paths``) come back.
+        Per-save-time mean and variance of each component (default True).
     progress : bool
         A tqdm bar over completed tasks (shown after 2 s, when tqdm is installed).
+    keep_x : bool
+        Gather the final states ``x`` (n_paths, dim), and ``hit_time`` with
+        ``stop_when``, on the client. Default False: a statistics-only run (stats,
+        observables, histogram, hitting statistics; and the save-time paths when
+        ``keep_paths``), whose client memory does not grow with n_paths.
+    client : distributed.Client or None, keyword-only
+        None: start a LocalCluster (worker processes, one per usable core, one thread
+        each) for this call and close it afterwards.
+    paths_per_task : int >= 1 or None, keyword-only
+        Paths per task. Tasks are sized on the chunk grid of
+        ``fastsde.api.CHUNK_PATHS`` (512 paths): the value is rounded up to the next
+        multiple of 512 (at least one chunk; 7000 gives 7168), and a task never holds
+        more than n_paths paths; ``Result.extra["paths_per_task"]`` is the size used.
+        None: at least four tasks per worker thread and at most ~2e9 path-steps per
+        task, as a power-of-two number of chunks (rounded down). GPU workers want larger
+        tasks.
 
     Returns
     -------
     fastsde.Result
-        As from ``fastsde.simulate``; ``x`` is None unless ``keep_x``. ``elapsed_s`` is the
-        wall time from the first submission to the last result (including compilation on
-        workers that had not compiled this kernel yet); ``path_steps_per_s`` uses it.
-        ``extra`` holds ``n_paths``, ``n_tasks``, ``paths_per_task``, ``n_workers`` and
-        ``task_kernel_s`` (the tasks' own kernel times added up).
+        The fields of ``fastsde.simulate``'s result: ``x`` and ``hit_time`` bit for bit
+        (None unless ``keep_x``), ``paths`` bit for bit, histogram and hit counts
+        exactly, ``mean`` / ``var``, ``obs_*`` and ``hit_mean`` / ``hit_var`` to float64
+        rounding (merged per task in float64 with Chan et al.'s pairwise formula, in task
+        order). ``elapsed_s`` is the wall time from the first submission to the last
+        result (including compilation on workers that had not compiled this kernel
+        yet); ``path_steps_per_s`` uses it. ``extra`` holds ``n_paths``, ``dim``,
+        ``n_tasks``, ``paths_per_task``, ``n_workers`` and ``task_kernel_s`` (the tasks'
+        own kernel times added up).
 
     Raises
     ------
     TypeError, ValueError
-        A bad argument (the message names it), before any task runs.
+        A bad argument (the message names it, gives the value and says what is
+        allowed), before a cluster is started or any task runs.
     fastsde.OutputTooLargeError
-        ``x`` / ``paths`` asked for would not fit in the client's memory; raised before
-        any task runs.
+        ``x`` / ``hit_time`` / ``paths`` asked for would not fit in the client's memory;
+        raised before any task runs.
     fastsde.NonFiniteError
-        ``on_nonfinite="raise"`` and some paths left the finite numbers (over all tasks).
+        ``on_nonfinite="raise"`` and some paths left the finite numbers (over all tasks);
+        the merged result is in its ``result`` attribute.
     Exception
         The first exception a task raised (a user function that raises, a
-        ``fastsde.ModelError`` from a worker's compiler, ``fastsde.DeviceError``), with
-        its own type and message; the other tasks are cancelled.
+        ``fastsde.ModelError`` from a worker's compiler or from ``debug=True`` bounds
+        checking, ``fastsde.DeviceError``), with its own type and message; the other
+        tasks are cancelled.
     """
-    v = _validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
-                  save_at, stats, first_path, keep_paths, on_nonfinite)
-    keep_x = _check_flag(keep_x, "keep_x")
-    progress = _check_flag(progress, "progress")
-    n_paths, n_steps, dim = v["n_paths"], v["n_steps"], model.dim
-    n_save = v["save_steps"].shape[0]
-    if not (v["stats"] or keep_x or v["keep_paths"]):
-        raise ValueError("stats=False with keep_x=False and keep_paths=False would return "
-                         "nothing: ask for stats=True, keep_x=True or keep_paths=True")
+    req = api.validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype,
+                       params, save_at, stats, first_path, keep_paths, on_nonfinite, debug,
+                       observables, stop_when, histogram, antithetic, keep_x,
+                       progress=progress)
+    progress = req.progress
     chunk = api.CHUNK_PATHS
-    if paths_per_task is not None:
-        _task_paths(paths_per_task, n_paths, n_steps, 1, chunk, 1)
-    itemsize = np.dtype(v["dtype"]).itemsize
+    per = _check_paths_per_task(paths_per_task, chunk)
+    n_paths, dim, keep_x = req.n_paths, model.dim, req.keep_x
+    n_save = req.save_steps.shape[0]
+    itemsize = np.dtype(req.dtype).itemsize
     out_bytes = n_paths * dim * itemsize * ((1 if keep_x else 0)
-                                           + (n_save if v["keep_paths"] else 0))
+                                           + (n_save if req.keep_paths else 0))
+    out_bytes += n_paths * 8 if (keep_x and req.stop is not None) else 0
     available = api._available_memory()
     if out_bytes and available is not None and out_bytes > 0.8 * available:
         raise OutputTooLargeError(
             f"gathering the requested output on the client needs {out_bytes / 2**30:.2f} GiB "
             f"but only {available / 2**30:.2f} GiB of memory is available (n_paths={n_paths}, "
-            f"dim={dim}, keep_x={keep_x}, keep_paths={v['keep_paths']}, n_save={n_save}); "
+            f"dim={dim}, keep_x={keep_x}, keep_paths={req.keep_paths}, n_save={n_save}); "
             f"use keep_x=False (statistics only) or split the run with first_path")
+    raw = dict(x0=x0, params=params, t_span=t_span, save_at=save_at, histogram=histogram)
     if client is not None:
         distributed = _import_distributed()
         if not isinstance(client, distributed.Client):
@@ -286,29 +299,34 @@ first_path, keep_paths, on_nonfinite
         if client.status != "running":
             raise ValueError(f"client must be running; got a client with status "
                              f"{client.status!r}")
-        return _run(model, v, client, paths_per_task, keep_x, progress, on_nonfinite, chunk)
+        return _run(model, req, raw, client, per, progress, chunk)
     with connect("local") as own:
-        return _run(model, v, own, paths_per_task, keep_x, progress, on_nonfinite, chunk)
+        return _run(model, req, raw, own, per, progress, chunk)
 
 
-def _run(model, v, client, paths_per_task, keep_x, progress, on_nonfinite, chunk):
+def _run(model, req, raw, client, per, progress, chunk):
     from distributed import as_completed
 
-    n_paths, n_steps, first_path = v["n_paths"], v["n_steps"], v["first_path"]
+    n_paths, n_steps, first_path = req.n_paths, req.n_steps, req.first_path
     threads = _numba_threads_per_worker(client)
-    n_threads = sum(client.nthreads().values())
-    per = _task_paths(paths_per_task, n_paths, n_steps, max(model.drift_cost, 1), chunk,
-                      n_threads)
+    if per is None:
+        per = _default_task_paths(n_paths, n_steps, max(model.drift_cost, 1), chunk,
+                                  sum(client.nthreads().values()))
+    per = min(per, n_paths)
     bounds = [(a, min(a + per, n_paths)) for a in range(0, n_paths, per)]
     # Arguments travel as the caller gave them (the workers validate them again, to the
-    # same values); only per-path x0 and params rows are cut to each task's slice.
-    per_path_x0 = v["x0_mode"] == 1
-    per_path_params = v["params_arr"].shape[0] > 1
-    common = dict(t_span=v["t_span"], n_steps=n_steps, method=v["method"],
-                  device=v["device"], seed=v["seed"], dtype=np.dtype(v["dtype"]).name,
-                  save_at=v["save_at"], stats=v["stats"], keep_paths=v["keep_paths"],
-                  x0=None if per_path_x0 else v["x0"],
-                  params=None if per_path_params else v["params"])
+    # same values); only per-path x0 and params rows are cut to each task's slice, and
+    # observables / stop_when travel as the plain functions the client checked.
+    per_path_x0 = req.x0_mode == 1
+    per_path_params = req.params_arr.shape[0] > 1
+    common = dict(t_span=raw["t_span"], n_steps=n_steps, method=req.method.name,
+                  device=req.device, seed=req.seed, dtype=np.dtype(req.dtype).name,
+                  save_at=raw["save_at"], stats=req.stats, keep_paths=req.keep_paths,
+                  x0=None if per_path_x0 else raw["x0"],
+                  params=None if per_path_params else raw["params"], debug=req.debug,
+                  observables=dict(req.obs) if req.obs else None, stop_when=req.stop,
+                  histogram=raw["histogram"], antithetic=req.antithetic,
+                  keep_x=req.keep_x)
     run_id = uuid.uuid4().hex[:12]
     futures = []
     start = time.perf_counter()
@@ -316,10 +334,10 @@ def _run(model, v, client, paths_per_task, keep_x, progress, on_nonfinite, chunk
         for i, (a, b) in enumerate(bounds):
             kw = dict(common)
             if per_path_x0:
-                kw["x0"] = v["x0_rows"][a:b]
+                kw["x0"] = req.x0_rows[a:b]
             if per_path_params:
-                kw["params"] = v["params_arr"][a:b]
-            futures.append(client.submit(_run_task, model, kw, first_path + a, b - a, keep_x,
+                kw["params"] = req.params_arr[a:b]
+            futures.append(client.submit(_run_task, model, kw, first_path + a, b - a,
                                          threads, key=f"fastsde-{run_id}-{i:08d}",
                                          pure=False))
         index = {f.key: i for i, f in enumerate(futures)}
@@ -339,8 +357,7 @@ def _run(model, v, client, paths_per_task, keep_x, progress, on_nonfinite, chunk
         client.cancel(futures)
         raise
     elapsed = time.perf_counter() - start
-    return _assemble(model, v, parts, bounds, per, keep_x, elapsed, on_nonfinite,
-                     len(client.nthreads()))
+    return _assemble(model, req, parts, bounds, per, elapsed, len(client.nthreads()))
 
 
 def _progress_bar(total):
@@ -351,8 +368,17 @@ def _progress_bar(total):
     return tqdm(total=total, unit="task", delay=2.0, desc="fastsde[dask]", leave=False)
 
 
-def _assemble(model, v, parts, bounds, per, keep_x, elapsed, on_nonfinite, n_workers):
-    n_paths, n_steps = v["n_paths"], v["n_steps"]
+def _merge_group(parts, prefix):
+    """(count, mean, unbiased var) of one statistics group, merged over the tasks in task
+    order with the pairwise tree of :func:`fastsde.api.merge_chunk_stats`."""
+    count, mean, m2 = (np.stack([p["groups"][prefix][k] for p in parts]) for k in range(3))
+    return api._finish_stats(*api.merge_chunk_stats(count, mean, m2))
+
+
+def _assemble(model, req, parts, bounds, per, elapsed, n_workers):
+    """The Result of the whole run from the tasks' parts, with the fields that
+    :func:`fastsde.simulate` builds (same names, shapes and dtypes)."""
+    n_paths, n_steps, dim = req.n_paths, req.n_steps, model.dim
     versions = {p["rng_version"] for p in parts}
     if versions != {philox.RNG_VERSION}:
         # Another stream on a worker would silently give other paths for the same seed.
@@ -360,35 +386,50 @@ def _assemble(model, v, parts, bounds, per, keep_x, elapsed, on_nonfinite, n_wor
                            f"client has {philox.RNG_VERSION}: install the same fastsde on "
                            f"the client and every worker")
     mean = var = count = None
-    if v["stats"]:
-        count, mean, m2 = api.merge_chunk_stats(np.stack([p["count"] for p in parts]),
-                                                np.stack([p["mean"] for p in parts]),
-                                                np.stack([p["m2"] for p in parts]))
-        count, mean, var = api._finish_stats(count, mean, m2)
-    x = np.concatenate([p["x"] for p in parts]) if keep_x else None
-    paths = (np.concatenate([p["paths"] for p in parts], axis=1) if v["keep_paths"]
+    if req.stats:
+        count, mean, var = _merge_group(parts, "st")
+    extra_fields = {}
+    if req.obs:
+        c, m, v = _merge_group(parts, "ob")
+        extra_fields.update(obs_names=tuple(name for name, _ in req.obs), obs_count=c,
+                            obs_mean=m, obs_var=v)
+    if req.stop is not None:
+        c, m, v = _merge_group(parts, "hit")
+        hit_time = (np.concatenate([p["hit_time"] for p in parts]) if req.keep_x
+                    else None)
+        extra_fields.update(hit_time=hit_time, hit_count=int(c[0, 0]),
+                            hit_mean=float(m[0, 0]), hit_var=float(v[0, 0]))
+    if req.hist is not None:
+        counts, below, above = (sum(p["hist"][k] for p in parts) for k in range(3))
+        extra_fields["histogram"] = montecarlo.Histogram(
+            edges=montecarlo.histogram_edges(*req.hist), counts=counts, below=below,
+            above=above)
+    x = np.concatenate([p["x"] for p in parts]) if req.keep_x else None
+    paths = (np.concatenate([p["paths"] for p in parts], axis=1) if req.keep_paths
              else None)
     devices = sorted({p["device"] for p in parts})
     n_nonfinite = int(sum(p["n_nonfinite"] for p in parts))
     result = Result(
-        x=x, t=api._save_times(v["save_steps"], v["t0"], v["t1"], v["h"], n_steps),
+        x=x, t=api._save_times(req.save_steps, req.t0, req.t1, req.h, n_steps),
         paths=paths, mean=mean, var=var, count=count, n_nonfinite=n_nonfinite,
-        device=devices[0] if len(devices) == 1 else ",".join(devices), method=v["method"],
-        dtype=np.dtype(v["dtype"]).name, seed=v["seed"], rng_version=philox.RNG_VERSION,
-        n_steps=n_steps, first_path=v["first_path"], elapsed_s=elapsed,
+        device=devices[0] if len(devices) == 1 else ",".join(devices),
+        method=req.method.name, dtype=np.dtype(req.dtype).name, seed=req.seed,
+        rng_version=philox.RNG_VERSION, n_steps=n_steps, first_path=req.first_path,
+        elapsed_s=elapsed,
         path_steps_per_s=n_paths * n_steps / elapsed if elapsed > 0 else float("inf"),
         model=model.name,
-        extra={"n_paths": n_paths, "n_tasks": len(bounds), "paths_per_task": per,
-               "n_workers": n_workers,
-               "task_kernel_s": float(sum(p["elapsed_s"] for p in parts))})
-    if n_nonfinite and on_nonfinite != "count":
-        message = (f"{n_nonfinite} of {n_paths} paths ({n_nonfinite / n_paths:.3g}) left the "
-                   f"finite numbers; they are counted in Result.n_nonfinite and left out of "
-                   f"mean/var." + api._stiffness_advice(model, v["x_start"],
-                                                        v["params_arr"][0], v["t0"], v["h"]))
-        if on_nonfinite == "raise":
+        extra={"n_paths": n_paths, "dim": dim, "n_tasks": len(bounds),
+               "paths_per_task": per, "n_workers": n_workers,
+               "task_kernel_s": float(sum(p["elapsed_s"] for p in parts))},
+        antithetic=req.antithetic, **extra_fields)
+    if n_nonfinite and req.on_nonfinite != "count":
+        message = (f"{api.nonfinite_summary(n_nonfinite, n_paths)} left the finite "
+                   f"numbers; they are counted in Result.n_nonfinite and left out of "
+                   f"mean/var." + api._stiffness_advice(model, req.x_start, req.params_arr[0],
+                                                        req.t0, req.h))
+        if req.on_nonfinite == "raise":
             err = NonFiniteError(message)
             err.result = result
             raise err
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
     return result

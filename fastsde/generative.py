@@ -29,9 +29,43 @@ import numpy as np
 
 from .model import ODE, SDE
 
-#: A Gaussian mixture sum_k weights[k] N(means[k], stds[k]^2 I): weights (K,), means (K, d),
-#: stds (K,). What the metrics in :mod:`fastsde.metrics` take as the exact law.
+# What the metrics in fastsde.metrics take as the exact law (docstring below).
 GaussianMixture = namedtuple("GaussianMixture", ["weights", "means", "stds"])
+GaussianMixture.__doc__ = """A Gaussian mixture law sum_k w_k N(mu_k, s_k^2 I_d).
+
+Components are isotropic (covariance s_k^2 I_d). A plain named tuple: it holds the arrays
+as given and checks nothing; the functions of :mod:`fastsde.metrics` that take it as the
+exact law check the shapes and signs.
+
+Parameters
+----------
+weights : array_like, shape (K,)
+    Component weights w_k, each > 0. They should sum to 1:
+    :func:`fastsde.metrics.occupation_test` divides by their sum, the other metrics use
+    them as given.
+means : array_like, shape (K, d), or shape (K,) when d = 1
+    Component means mu_k.
+stds : array_like, shape (K,)
+    Component standard deviations s_k > 0 (one per component, the same in every
+    coordinate).
+
+See Also
+--------
+GaussianMixturePath.data : p_data = p_1 of a path, as a GaussianMixture.
+GaussianMixturePath.marginal : p_t, as a GaussianMixture.
+
+Examples
+--------
+>>> import numpy as np, fastsde as fs
+>>> law = fs.GaussianMixture(weights=np.array([0.3, 0.7]),
+...                          means=np.array([[-2.0, 0.0], [2.0, 0.0]]),
+...                          stds=np.array([0.5, 0.5]))
+>>> law.means.shape
+(2, 2)
+"""
+GaussianMixture.weights.__doc__ = "Component weights w_k, shape (K,)."
+GaussianMixture.means.__doc__ = "Component means mu_k, shape (K, d)."
+GaussianMixture.stds.__doc__ = "Component standard deviations s_k, shape (K,)."
 
 #: A component whose log-density is this far below the largest seen so far is skipped:
 #: its relative weight e^-40 = 4e-18 is below float64 resolution (2^-53 = 1.1e-16).

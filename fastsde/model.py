@@ -4,6 +4,7 @@ A model is a set of plain Python functions ``f(t, x, p, out)`` that write into `
 and allocate nothing; fastsde compiles them into its kernels for each target.
 """
 
+import enum
 import hashlib
 import inspect
 import numbers
@@ -58,58 +59,178 @@ def _params_array(params, name="params"):
     return arr
 
 
-def code_fingerprint(fn, _seen=None):
-    """A hash of a function's code, constants, closure values and the simple globals and
-    functions it refers to, so that a compiled kernel is reused only for the same math.
+def _qualified_name(obj):
+    """``module.qualname`` of a function, class or ufunc: stable across processes."""
+    module = getattr(obj, "__module__", None) or ""
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "")
+    return f"{module}.{name}"
+
+
+def _code_names(code):
+    """Every name in ``co_names`` of ``code`` and of the code objects nested in it
+    (comprehensions, lambdas): the globals it loads and the attributes it reads."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(n for n in _code_names(const) if n not in names)
+    return tuple(names)
+
+
+def _const_repr(const):
+    """repr of a code constant, independent of hash seed (frozenset order)."""
+    if isinstance(const, frozenset):
+        return "frozenset(" + ",".join(sorted(_const_repr(c) for c in const)) + ")"
+    if isinstance(const, tuple):
+        return "(" + ",".join(_const_repr(c) for c in const) + ")"
+    return repr(const)
+
+
+class _Fingerprinter:
+    """One traversal of the values a function can read (see :func:`code_fingerprint`).
+
+    ``active`` holds the functions and modules on the current path (by id, used only as a
+    set key, never hashed) so a recursive function or a module cycle ends the walk;
+    ``done`` memoises finished functions, so a helper called from many places is hashed
+    once.
+    """
+
+    def __init__(self):
+        self.active = set()
+        self.done = {}
+
+    def function(self, fn):
+        fn = getattr(fn, "py_func", fn)
+        key = id(fn)
+        if key in self.done:
+            return self.done[key]
+        if key in self.active:
+            # A call back into a function being hashed: its code is already in the hash.
+            return "recursive:" + _qualified_name(fn)
+        self.active.add(key)
+        h = hashlib.sha256()
+        self._code(h, fn.__code__)
+        names = _code_names(fn.__code__)
+        builtins = fn.__builtins__ if isinstance(fn.__builtins__, dict) else vars(
+            fn.__builtins__)
+        for name in names:
+            if name in fn.__globals__:
+                h.update(b"global:" + name.encode())
+                self.value(h, fn.__globals__[name], names)
+            elif name in builtins:
+                h.update(b"builtin:" + name.encode())
+                self.value(h, builtins[name], names)
+        for i, cell in enumerate(fn.__closure__ or ()):
+            h.update(f"cell{i}:".encode())
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # a cell not yet assigned
+                h.update(b"<empty cell>")
+                continue
+            self.value(h, contents, names)
+        for label, defaults in (("defaults", fn.__defaults__),
+                                ("kwdefaults", fn.__kwdefaults__)):
+            if defaults:
+                h.update(label.encode())
+                self.value(h, defaults if label == "defaults" else
+                           tuple(sorted(defaults.items())), names)
+        self.active.discard(key)
+        digest = h.hexdigest()
+        self.done[key] = digest
+        return digest
+
+    def _code(self, h, code):
+        h.update(code.co_code)
+        h.update(repr(code.co_names).encode())
+        h.update(repr(code.co_varnames).encode())
+        h.update(repr(code.co_freevars).encode())
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                self._code(h, const)
+            else:
+                h.update(_const_repr(const).encode())
+
+    def value(self, h, value, names):
+        """Feed ``value`` into ``h``; ``names`` are the attribute names the reading
+        function uses, followed on modules (and classes)."""
+        inner = getattr(value, "py_func", None)  # a Numba dispatcher: hash its Python code
+        if isinstance(inner, types.FunctionType):
+            h.update(b"fn:" + self.function(inner).encode())
+        elif isinstance(value, types.FunctionType):
+            h.update(b"fn:" + self.function(value).encode())
+        elif value is None or isinstance(value, (bool, numbers.Number, str, bytes,
+                                                 np.generic)):
+            # repr keeps the type (1 vs 1.0 vs np.float32(1.0)) and every digit.
+            h.update(f"{type(value).__qualname__}:{value!r}".encode())
+        elif isinstance(value, np.dtype):
+            h.update(f"dtype:{value.str}".encode())
+        elif type(value).__module__.startswith("numba.core.types"):
+            # A Numba type used as a dtype (numba.float32): its name is what Numba compiles.
+            h.update(f"numba-type:{getattr(value, 'name', type(value).__qualname__)}".encode())
+        elif isinstance(value, np.ndarray):
+            h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
+            h.update(np.ascontiguousarray(value).tobytes())
+        elif isinstance(value, tuple):  # named tuples too (their type is part of the key)
+            h.update(f"tuple:{_qualified_name(type(value))}:{len(value)}:".encode())
+            for item in value:
+                self.value(h, item, names)
+        elif isinstance(value, enum.Enum):
+            h.update(f"enum:{_qualified_name(type(value))}.{value.name}:".encode())
+            self.value(h, value.value, names)
+        elif isinstance(value, types.ModuleType):
+            self._namespace(h, "module:" + value.__name__, value, names)
+        elif isinstance(value, type):
+            self._namespace(h, "class:" + _qualified_name(value), value, names)
+        elif isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
+            h.update(f"{type(value).__name__}:{_qualified_name(value)}".encode())
+        else:
+            # Any other object (an instance of a class, a dict, a list...): by its type only.
+            h.update(f"object:{_qualified_name(type(value))}".encode())
+
+    def _namespace(self, h, label, obj, names):
+        """A module or class: its name, then every attribute of it whose name the reading
+        function uses (``cfg.THETA``, ``cfg.helper``, ``pkg.sub.X``), recursively."""
+        h.update(label.encode())
+        key = id(obj)
+        if key in self.active:
+            return
+        self.active.add(key)
+        space = vars(obj)
+        for name in names:
+            if name in space:
+                h.update(b".attr:" + name.encode())
+                self.value(h, space[name], names)
+        self.active.discard(key)
+
+
+def code_fingerprint(fn):
+    """A hash of everything a function reads that Numba freezes into a compiled kernel.
+
+    Covered: the function's bytecode, names and constants (nested code objects too); its
+    default arguments; its closure cells; the globals and builtins it names; and, for each
+    module (or class) reached through those, every attribute whose name appears in the
+    function's ``co_names`` (``cfg.THETA``, ``cfg.helper(...)``, ``pkg.sub.X``), followed
+    recursively. Values are hashed as follows: numbers, strings, bools and numpy scalars
+    by repr (type and every digit); arrays by dtype, shape and bytes; numpy dtypes and
+    Numba types by name; tuples (named tuples
+    included) item by item; enum members by type, name and value; Python functions and
+    Numba dispatchers by this fingerprint of their Python function, recursively; modules
+    and classes by name plus the attributes above; builtins and numpy ufuncs by qualified
+    name; anything else (an instance of a class, a list, a dict) by its type's qualified
+    name only.
+
+    The hash uses no object ids or addresses, so it is the same in every process for the
+    same source and values: it keys the in-memory kernel cache and Numba's disk cache.
 
     Parameters
     ----------
-    fn : function
+    fn : function or Numba dispatcher
 
     Returns
     -------
     str
-        Hex digest.
+        Hex digest (sha256).
     """
-    seen = set() if _seen is None else _seen
-    h = hashlib.sha256()
-
-    def feed_code(code):
-        h.update(code.co_code)
-        h.update(repr(code.co_names).encode())
-        h.update(repr(code.co_varnames).encode())
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                feed_code(const)
-            else:
-                h.update(repr(const).encode())
-
-    fn = getattr(fn, "py_func", fn)
-    if id(fn) in seen:
-        return "recursive"
-    seen.add(id(fn))
-    feed_code(fn.__code__)
-    refs = []
-    for name in fn.__code__.co_names:
-        if name in fn.__globals__:
-            refs.append((name, fn.__globals__[name]))
-    if fn.__closure__:
-        refs.extend((f"cell{i}", c.cell_contents) for i, c in enumerate(fn.__closure__))
-    for name, value in refs:
-        h.update(name.encode())
-        inner = getattr(value, "py_func", value)
-        if isinstance(inner, types.FunctionType):
-            h.update(code_fingerprint(inner, seen).encode())
-        elif isinstance(value, (numbers.Number, str, bytes, tuple, np.generic)):
-            h.update(repr(value).encode())
-        elif isinstance(value, np.ndarray):
-            h.update(value.tobytes())
-            h.update(repr((value.dtype, value.shape)).encode())
-        elif isinstance(value, types.ModuleType):
-            h.update(value.__name__.encode())
-        else:
-            h.update(type(value).__qualname__.encode())
-    return h.hexdigest()
+    return _Fingerprinter().function(fn)
 
 
 class Normal:

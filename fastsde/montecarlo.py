@@ -67,9 +67,12 @@ class Estimate:
 class Histogram:
     """Per-component histograms of the state at each save time, counted in the kernel.
 
-    A value v of component j falls in bin ``floor((v - lo[j]) * bins / (hi[j] - lo[j]))``
-    computed in float64, the last bin closed on the right (v == hi[j] is counted in it),
-    as numpy.histogram does. Paths with a non-finite component are not counted.
+    A value v of component j (in float64) falls in bin i when
+    ``edges[j, i] <= v < edges[j, i + 1]``, the last bin closed on the right (v == hi[j]
+    is counted in it): numpy.histogram's rule, on these edges (``np.linspace(lo[j],
+    hi[j], bins + 1)``), so ``np.histogram(v, bins=edges[j])`` gives the same counts.
+    Values below ``edges[j, 0]`` or above ``edges[j, -1]`` are counted in ``below`` and
+    ``above``. Paths with a non-finite component are not counted.
 
     Attributes
     ----------
@@ -164,9 +167,18 @@ def check_histogram(histogram, dim):
         raise ValueError(f"histogram['range'] must be (lo, hi) or an array of shape "
                          f"({dim}, 2); got shape {rng.shape}")
     lo, hi = rng[:, 0].copy(), rng[:, 1].copy()
-    if not (np.all(np.isfinite(rng)) and np.all(hi > lo)):
-        raise ValueError(f"histogram['range'] must be finite with hi > lo for every "
-                         f"component; got {rng.tolist()}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        width = hi - lo
+    if not (np.all(np.isfinite(rng)) and np.all(hi > lo) and np.all(np.isfinite(width))):
+        raise ValueError(f"histogram['range'] must be finite with hi > lo and hi - lo "
+                         f"finite (representable in float64) for every component; got "
+                         f"{rng.tolist()}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        edges = histogram_edges(int(bins), lo, hi)
+    if not (np.all(np.isfinite(edges)) and np.all(np.diff(edges, axis=1) > 0)):
+        raise ValueError(f"histogram: range {rng.tolist()} with bins={bins} gives bin "
+                         f"edges that are not finite and strictly increasing in float64; "
+                         f"use a narrower range or fewer bins")
     return int(bins), lo, hi
 
 

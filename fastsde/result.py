@@ -1,5 +1,6 @@
 """The :class:`Result` of a simulation."""
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +137,14 @@ class Result:
 
     @property
     def n_paths(self):
+        """Number of paths simulated in this result.
+
+        Returns
+        -------
+        int
+            Rows of ``x`` (or of each save time in ``paths``); a statistics-only run that
+            kept neither reports the count it recorded (``extra["n_paths"]``).
+        """
         if self.x is not None:
             return self.x.shape[0]
         if self.paths is not None:
@@ -144,6 +153,14 @@ class Result:
 
     @property
     def dim(self):
+        """State dimension of the model, i.e. the last axis of ``x``, ``paths``, ``mean``.
+
+        Returns
+        -------
+        int
+            Taken from whichever of ``x``, ``mean`` / ``paths``, ``histogram`` or
+            ``extra["dim"]`` the result holds.
+        """
         if self.x is not None:
             return self.x.shape[1]
         if self.mean is not None or self.paths is not None:
@@ -162,7 +179,11 @@ class Result:
         """Plot a fan of sample paths with mean +/- 2 sd bands, and the final histogram.
 
         Needs matplotlib. Bands come from ``mean`` / ``var`` when the run kept statistics,
-        else from the stored paths.
+        else from the finite values of the stored paths. When no path has a finite value of
+        ``X[component]`` at t1 (every path blew up), the figure is still drawn: the paths
+        up to where they left the finite numbers on the left, and on the right, instead of
+        a histogram, the words "no finite path at t = t1" with the count of non-finite
+        paths (and ``exact_density`` is not drawn, having no range to draw over).
 
         Parameters
         ----------
@@ -201,7 +222,12 @@ class Result:
             mean, var = self.mean[:, component], self.var[:, component]
         elif self.paths is not None:
             vals = self.paths[:, :, component].astype(np.float64)
-            mean, var = np.nanmean(vals, axis=1), np.nanvar(vals, axis=1, ddof=1)
+            vals[~np.isfinite(vals)] = np.nan  # an inf would make the whole band inf
+            with warnings.catch_warnings():
+                # A save time where no path is finite gives NaN (no band there), which
+                # is what should be drawn; numpy's "empty slice" warning adds nothing.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, var = np.nanmean(vals, axis=1), np.nanvar(vals, axis=1, ddof=1)
         if self.paths is not None:
             ax0.plot(self.t, self.paths[:, :max_paths, component], lw=0.6, alpha=0.7)
         if mean is not None and len(self.t) > 1:
@@ -214,19 +240,32 @@ class Result:
         if x_final is not None:
             final = x_final[:, component].astype(np.float64)
             final = final[np.isfinite(final)]
-            ax1.hist(final, bins=bins, density=True, alpha=0.6,
-                     label=f"X at t = {self.t[-1]:g}")
-            lo, hi = final.min(), final.max()
+            if final.size == 0:
+                lo = hi = None
+            else:
+                ax1.hist(final, bins=bins, density=True, alpha=0.6,
+                         label=f"X at t = {self.t[-1]:g}")
+                lo, hi = final.min(), final.max()
         else:  # the histogram counted in the kernel (statistics-only runs)
             edges = self.histogram.edges[component]
             ax1.stairs(self.histogram.density(-1, component), edges, fill=True, alpha=0.6,
                        label=f"X at t = {self.t[-1]:g} (in-kernel histogram)")
             lo, hi = edges[0], edges[-1]
-        if exact_density is not None:
-            grid = np.linspace(lo, hi, 400)
-            ax1.plot(grid, exact_density(grid), "k", label="exact")
-        ax1.set(xlabel=f"X[{component}]", ylabel="density")
-        ax1.legend(loc="best")
+        if lo is None:
+            # Every path left the finite numbers: say so where the histogram would be,
+            # rather than fail inside numpy on an empty array.
+            n_total = x_final.shape[0]
+            ax1.text(0.5, 0.5, f"no finite path at t = {self.t[-1]:g}\n"
+                               f"({n_total} of {n_total} paths non-finite in "
+                               f"X[{component}])",
+                     ha="center", va="center", transform=ax1.transAxes)
+            ax1.set(xlabel=f"X[{component}]", ylabel="density")
+        else:
+            if exact_density is not None:
+                grid = np.linspace(lo, hi, 400)
+                ax1.plot(grid, exact_density(grid), "k", label="exact")
+            ax1.set(xlabel=f"X[{component}]", ylabel="density")
+            ax1.legend(loc="best")
         fig.tight_layout()
         return fig
 

@@ -1,8 +1,33 @@
+import argparse
 import json
 
+import numpy as np
 import pytest
 
+import fastsde
 from fastsde import cli
+from fastsde.models import OU
+
+#: Small runs of the model the other tests use (OU, Euler-Maruyama, float64, CPU).
+SMALL = ["run", "--model", "ou", "--paths", "1000", "--steps", "10", "--device", "cpu",
+         "--seed", "3"]
+
+
+def _main(argv):
+    """cli.main's exit status, also when argparse exits."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.fixture
+def no_simulate(monkeypatch):
+    """Fail a test whose bad flag reaches simulate instead of being refused before."""
+    def boom(*args, **kwargs):
+        raise AssertionError("simulate was called")
+
+    monkeypatch.setattr(cli, "simulate", boom)
 
 
 def test_run_json(capsys):
@@ -15,7 +40,8 @@ def test_run_json(capsys):
 
 def test_run_bad_argument_is_reported(capsys):
     assert cli.main(["run", "--paths", "0", "--device", "cpu"]) == 2
-    assert "n_paths" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("fastsde run: error: --paths must be >= 1") and "n_paths" not in err
 
 
 def test_demo_small(capsys, tmp_path):
@@ -36,3 +62,185 @@ def test_discrete_stationary_variance_formula(method, h):
     else:
         nxt = (1 - a + a * a / 2) ** 2 * v + (1 - a / 2) ** 2 * sigma**2 * h
     assert nxt == pytest.approx(v, rel=1e-12)
+
+
+def test_observable_and_histogram_match_the_python_api(capsys):
+    argv = SMALL + ["--observable", "call=max(x[0] - 1, 0)", "--observable", "sq=x[0]**2",
+                    "--histogram", "8:-1:3"]
+    assert cli.main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    res = fastsde.simulate(OU(theta=1.0, sigma=0.5), 1.0, (0.0, 1.0), 10, 1000,
+                           device="cpu", seed=3,
+                           observables={"call": lambda t, x, p: max(x[0] - 1.0, 0.0),
+                                        "sq": lambda t, x, p: x[0] ** 2},
+                           histogram=dict(bins=8, range=(-1.0, 3.0)))
+    for name in ("call", "sq"):
+        want = res.estimate(name)
+        got = out["estimates"][name]
+        assert want.value > 0 and want.se > 0
+        assert (got["value"], got["se"], tuple(got["ci"]), got["n"]) == \
+            (want.value, want.se, want.ci, want.n)
+    hist = out["histogram"]
+    assert hist["counts"] == res.histogram.counts[-1].tolist()
+    assert hist["below"] == res.histogram.below[-1].tolist()
+    assert hist["above"] == res.histogram.above[-1].tolist()
+    assert sum(hist["counts"][0]) + hist["below"][0] + hist["above"][0] == 1000
+    # The text form prints the same numbers (the kernel is cached: no second compile).
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    e = res.estimate("call")
+    assert f"call at t = 1: {e.value:.6g} (SE {e.se:.3g}, 95% CI [{e.ci[0]:.6g}, " \
+           f"{e.ci[1]:.6g}], n 1000)" in text
+    counts = " ".join(str(c) for c in res.histogram.counts[-1, 0])
+    assert f"x[0]: below {res.histogram.below[-1, 0]}  counts {counts}  above " \
+           f"{res.histogram.above[-1, 0]}" in text
+
+
+def test_observable_expression_is_compiled_safely():
+    model = OU(theta=1.0, sigma=0.5)
+    name, fn = cli.parse_observable("v = exp(x[0]) + math.sqrt(p[1]) * pi + (t > 0.5)",
+                                    model)
+    assert name == "v"
+    # Plain Python, with nothing in its globals beyond math and three builtins.
+    assert set(fn.__globals__) == {"math", "__builtins__"}
+    assert set(fn.__globals__["__builtins__"]) == {"abs", "min", "max"}
+    x, p = np.array([0.3]), model.params
+    assert fn(1.0, x, p) == np.exp(0.3) + np.sqrt(0.5) * np.pi + 1.0
+    assert fn(0.0, x, p) == np.exp(0.3) + np.sqrt(0.5) * np.pi
+    # Integers are floats in the generated code, as in the kernel: 2**-1 is 0.5.
+    assert cli.parse_observable("h=2**-1 + x[-1]", model)[1](0.0, x, p) == 0.8
+
+
+@pytest.mark.parametrize("text,why", [
+    ("call", "missing '='"),
+    ("1st=x[0]", "not a valid identifier"),
+    ("for=x[0]", "not a valid identifier"),
+    ("hit_time=x[0]", "reserved"),
+    ("s=x[0] +", "syntax error"),
+    ("s=y[0]", "unknown name 'y'"),
+    ("s=open('f')", "'open' is not an allowed function"),
+    ("s=x.shape", "attribute 'x.shape' is not allowed"),
+    ("s=x[0].__class__", "is not allowed"),
+    ("s=(lambda: 1)()", "is not an allowed function"),
+    ("s=x", "x must be indexed"),
+    ("s=x[1]", "out of range"),
+    ("s=p[2]", "out of range"),
+    ("s=x[t]", "integer constant index"),
+    ("s='text'", "numbers only"),
+    ("s=[x[0]]", "List"),
+    ("s=exp(x[0], 2)", "takes exactly one argument"),
+])
+def test_bad_observable_is_refused(capsys, no_simulate, text, why):
+    assert _main(SMALL + ["--observable", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsde run: error: argument --observable: ")
+    assert repr(text) in err and why in err and "expected NAME=EXPR" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_duplicate_observable_name_is_refused(capsys, no_simulate):
+    assert _main(SMALL + ["--observable", "a=x[0]", "--observable", "a = t"]) == 2
+    err = capsys.readouterr().err
+    assert "--observable: 'a = t': NAME 'a' is given twice (first as 'a=x[0]')" in err
+
+
+def test_observable_numba_cannot_compile_is_refused(capsys):
+    # math.ulp passes the syntax check and runs in Python, but Numba (0.68 at least) has
+    # no implementation of it; the kernel's compile error is reported against the flag.
+    assert _main(SMALL + ["--observable", "u=math.ulp(x[0])"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsde run: error: argument --observable: 'u=math.ulp(x[0])': "
+                          "Numba cannot compile it (")
+    assert "ulp" in err and "expected NAME=EXPR" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text,why", [
+    ("10", "1 field instead of 3"),
+    ("10:0:1:2", "4 fields instead of 3"),
+    ("ten:0:1", "BINS must be an integer"),
+    ("2.5:0:1", "BINS must be an integer"),
+    ("0:0:1", "BINS must be an integer"),
+    ("10:a:1", "LO and HI must be finite"),
+    ("10:0:inf", "LO and HI must be finite"),
+    ("10:nan:1", "LO and HI must be finite"),
+    ("10:1:1", "LO must be < HI"),
+    ("10:2:-1", "LO must be < HI"),
+])
+def test_bad_histogram_is_refused(capsys, no_simulate, text, why):
+    assert _main(SMALL + ["--histogram", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastsde run: error: argument --histogram: {text!r}: {why}")
+
+
+def _option_help(help_text, option):
+    """The help block of ``option`` in argparse's output, whitespace collapsed."""
+    lines = help_text.splitlines()
+    start = next(i for i, ln in enumerate(lines)
+                 if ln.startswith("  " + option + " ") or ln == "  " + option
+                 or ln.startswith("  " + option + ","))
+    block = [lines[start]]
+    for ln in lines[start + 1:]:
+        if not ln.startswith("   "):  # options start at column 2, their help further in
+            break
+        block.append(ln)
+    return " ".join(" ".join(block).split())
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_help_shows_every_default(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    sub = next(a for a in cli.build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = action.option_strings[0] if action.option_strings else \
+            "{" + ",".join(action.choices) + "}"
+        block = _option_help(text, name)
+        assert "(default: " in block, block
+        if action.default is not None:
+            shown = ",".join(map(str, action.default)) if isinstance(action.default, list) \
+                else str(action.default)
+            assert f"(default: {shown})" in block, block
+    if command == "run":
+        model = _option_help(text, "--model")
+        # Which parameter each built-in model takes from which flag.
+        assert "bm = BrownianMotion, dX = sigma dW, p = (--sigma,)" in model
+        assert "ou = OU, dX = -theta X dt + sigma dW, p = (--theta, --sigma)" in model
+        assert "(default: 0.5)" in _option_help(text, "--sigma")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--steps", "0"], "--steps must be >= 1; got 0"),
+    (["--save-at", "3"], "--save-at K must divide --steps=10"),
+    (["--dim", "0"], "--dim must be >= 1"),
+    (["--sigma", "-1"], "--sigma must be >= 0"),
+    (["--t1", "nan"], "--t1 must be a finite number"),
+    (["--t1", "0"], "--t1 must be > --t0"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--paths-per-task", "512"], "--paths-per-task applies only with --dask"),
+])
+def test_errors_name_the_flags(capsys, no_simulate, extra, message):
+    assert _main(SMALL + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastsde run: error: {message}")
+
+
+def test_library_errors_are_reported_with_flag_names(capsys):
+    # A step too small to advance time is found by simulate itself, whose message names
+    # its own arguments (t_span, n_steps): the CLI rewrites them as flags.
+    assert _main(SMALL + ["--t0", "1", "--t1", "1.0000000000000002"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsde run: error: (--t0, --t1)=(1.0, 1.0000000000000002) with "
+                          "--steps=10 gives a step")
+    assert "n_steps" not in err and "t_span" not in err
+
+
+def test_cli_names():
+    assert cli.cli_names("save_at as an int K must divide n_steps=10; n_paths=5, x0 bad") \
+        == "--save-at as an int K must divide --steps=10; --paths=5, --x0 bad"
+    # Only whole names: not parts of other words, not quoted keys.
+    assert cli.cli_names("my_n_steps, 'n_paths', n_steps2") == "my_n_steps, 'n_paths', n_steps2"

@@ -539,6 +539,34 @@ def test_nonfinite_paths_counted_and_left_out_of_stats():
     np.testing.assert_allclose(gpu.mean[-1], finite.mean(axis=0), rtol=1e-12)
 
 
+def undeclared_drift(t, x, p, out):
+    out[0] = -p[0] * x[0]
+
+
+def undeclared_diffusion(t, x, p, out):
+    out[0] = p[1]
+
+
+@device_only
+def test_params_given_to_a_model_declared_without_them():
+    """The contract issue's snippet, at simulator size: per-path params (width 2) on a
+    model declared with none give the CPU's bits and, per block, the stationary variance
+    sigma^2 / (2 theta - theta^2 h) of the Euler-Maruyama chain within 5 SE."""
+    model = fs.SDE(undeclared_drift, undeclared_diffusion, dim=1, noise="additive")
+    n_block, thetas, h = 128, (0.5, 1.0, 2.0), 0.05
+    P = np.column_stack([np.repeat(thetas, n_block), np.ones(3 * n_block)])
+    kw = dict(x0=0.0, t_span=(0, 8), n_steps=160, n_paths=3 * n_block, params=P, seed=1,
+              progress=False)
+    gpu = fs.simulate(model, device="cuda", **kw)
+    cpu = fs.simulate(model, device="cpu", **kw)
+    np.testing.assert_array_equal(gpu.x, cpu.x)
+    for k, theta in enumerate(thetas):
+        x = gpu.x[k * n_block:(k + 1) * n_block, 0]
+        exact = 1.0 / (2 * theta - theta ** 2 * h)
+        se = exact * math.sqrt(2.0 / (n_block - 1))
+        assert abs(x.var(ddof=1) - exact) < 5 * se, (theta, x.var(ddof=1), exact, se)
+
+
 @device_only
 def test_rows_equal_run_with_first_path():
     kw = dict(x0=fs.Normal(0.5, 2.0), save_at=3)
@@ -637,7 +665,7 @@ def test_stats_only_run_copies_back_only_statistics():
     kernel = kc.get_kernel(OU, methods.METHODS["euler_maruyama"], np.float64)
     n, chunk = 40, api.CHUNK_PATHS
     st = [np.zeros((1, 2, 1), np.int64), np.zeros((1, 2, 1)), np.zeros((1, 2, 1))]
-    args = layout.empty_args(1, OU.n_params, 0, np.float64)._replace(
+    args = layout.empty_args(layout.kernel_sizes(1, OU.n_params, 0), np.float64)._replace(
         params=OU.params.reshape(1, -1), h=0.1, t1=1.0, n_steps=10,
         save_steps=np.array([0, 10]), key0=np.uint64(1), key1=np.uint64(2), n_paths=n,
         chunk=chunk, st_count=st[0], st_mean=st[1], st_m2=st[2],

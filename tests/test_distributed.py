@@ -2,9 +2,12 @@
 and survives a worker process killed mid-run.
 
 One LocalCluster of 2 worker processes serves the module, so each worker compiles the OU
-kernel once. The worker-kill test comes last: the restarted worker compiles again.
+kernel once, and the OU kernel with the observables and stopping rule below (MC) once: the
+Monte Carlo tests all share that one kernel (histograms and antithetic pairs are run-time
+arguments). The worker-kill test comes last: the restarted worker compiles again.
 """
 
+import inspect
 import json
 import os
 import signal
@@ -67,6 +70,62 @@ def assert_same(res, ref, n_paths, x=True):
     assert res.n_paths == n_paths and res.method == ref.method and res.seed == ref.seed
 
 
+def obs_square(t, x, p):
+    return x[0] * x[0]
+
+
+def obs_high(t, x, p):
+    return 1.0 if x[0] > 1.0 else 0.0
+
+
+def above_level(t, x, p):
+    """Stop the first time X > 1.4 (from x0 = 1: a fair share of paths stop by t = 1)."""
+    return x[0] - 1.4
+
+
+# One kernel for every Monte Carlo test: (OU, these observables, this stopping rule). The
+# histogram's range leaves values below and above it, so below / above are checked too.
+MC = dict(observables={"sq": obs_square, "high": obs_high}, stop_when=above_level,
+          histogram=dict(bins=16, range=(0.0, 1.2)))
+
+
+def assert_same_mc(res, ref, n_paths, x=True):
+    """assert_same, plus observables, hitting times and histogram: counts exactly,
+    moments and estimates to float64 rounding, stored hitting times bit for bit."""
+    assert_same(res, ref, n_paths, x=x and ref.x is not None)
+    assert res.antithetic == ref.antithetic
+    assert res.obs_names == ref.obs_names
+    if ref.obs_names:
+        assert res.obs_count.dtype == ref.obs_count.dtype
+        assert np.array_equal(res.obs_count, ref.obs_count)
+        np.testing.assert_allclose(res.obs_mean, ref.obs_mean, rtol=RTOL, atol=0)
+        np.testing.assert_allclose(res.obs_var, ref.obs_var, rtol=RTOL, atol=0)
+        for name in ref.obs_names:
+            for t in ref.t:
+                got, want = res.estimate(name, t), ref.estimate(name, t)
+                assert got.n == want.n
+                np.testing.assert_allclose([got.value, got.se], [want.value, want.se],
+                                           rtol=RTOL, atol=0)
+    assert (res.hit_count is None) == (ref.hit_count is None)
+    if ref.hit_count is not None:
+        assert res.hit_count == ref.hit_count
+        np.testing.assert_allclose([res.hit_mean, res.hit_var], [ref.hit_mean, ref.hit_var],
+                                   rtol=RTOL, atol=0)
+        if not ref.antithetic:
+            for name in ("hit_time", "hit_probability"):
+                got, want = res.estimate(name), ref.estimate(name)
+                assert got.n == want.n
+                np.testing.assert_allclose([got.value, got.se], [want.value, want.se],
+                                           rtol=RTOL, atol=0)
+    if x and ref.hit_time is not None:
+        assert np.array_equal(res.hit_time, ref.hit_time), "hitting times differ"
+    assert (res.histogram is None) == (ref.histogram is None)
+    if ref.histogram is not None:
+        for field in ("edges", "counts", "below", "above"):
+            got, want = getattr(res.histogram, field), getattr(ref.histogram, field)
+            assert got.dtype == want.dtype and np.array_equal(got, want), field
+
+
 @pytest.mark.parametrize("paths_per_task", [512, 1536, 4096, 10**6, None])
 def test_identical_to_single_process(client, ou_model, paths_per_task):
     """5000 paths (not a multiple of 512: the last task is short), 6 save times."""
@@ -113,6 +172,123 @@ def test_statistics_only_and_x_only(client, ou_model):
     assert_same(res, ref, n, x=False)
     res = dask_run(client, ou_model, n, seed=5, stats=False, keep_x=True, paths_per_task=1024)
     assert res.mean is None and np.array_equal(res.x, ref.x)
+
+
+def test_signature_takes_every_simulate_argument():
+    """Every public argument of fastsde.simulate, in its order and with its default (but
+    stats=True and keep_x=False, the documented distributed defaults)."""
+    one = {n: p for n, p in inspect.signature(fs.simulate).parameters.items()
+           if not n.startswith("_")}
+    dist = inspect.signature(fd.simulate).parameters
+    assert [n for n in dist if n in one] == list(one)
+    for name, param in one.items():
+        expected = {"stats": True, "keep_x": False}.get(name, param.default)
+        assert dist[name].default == expected, name
+    assert {"client", "paths_per_task"} <= set(dist)
+
+
+@pytest.mark.parametrize("paths_per_task,used", [(1, 512), (513, 1024), (7000, 7168),
+                                                 (None, None)])
+def test_monte_carlo_outputs_identical_any_task_size(client, ou_model, paths_per_task, used):
+    """Observables, stop_when and a histogram, 9000 paths: any paths_per_task >= 1 is
+    rounded up to the 512-path chunk grid and gives the single-process result."""
+    n = 9000
+    ref = single(ou_model, n, save_at=5, seed=21, **MC)
+    res = dask_run(client, ou_model, n, save_at=5, seed=21, keep_x=True,
+                   paths_per_task=paths_per_task, **MC)
+    assert_same_mc(res, ref, n)
+    assert 0 < ref.hit_count < n and np.isinf(ref.hit_time).any()
+    if used is not None:
+        assert res.extra["paths_per_task"] == used
+        assert res.extra["n_tasks"] == -(-n // used)
+
+
+def test_histogram_counts_exact(client, ou_model):
+    """In-range counts, below and above are the single-process integers, and every path
+    is counted once at every save time."""
+    n = 5000
+    ref = single(ou_model, n, save_at=5, seed=8, **MC)
+    res = dask_run(client, ou_model, n, save_at=5, seed=8, paths_per_task=1024, **MC)
+    h = res.histogram
+    assert res.x is None and res.hit_time is None
+    assert h.counts.shape == (6, 1, 16) and h.counts.dtype == np.int64
+    assert np.array_equal(h.counts.sum(axis=-1) + h.below + h.above, np.full((6, 1), n))
+    assert h.below[-1].sum() > 0 and h.above.sum() > 0  # both tails are exercised
+    assert_same_mc(res, ref, n, x=False)
+
+
+def test_antithetic_observables_identical(client, ou_model):
+    """antithetic=True: tasks start on the chunk grid (even paths), observables are
+    accumulated per pair, final states and hitting times are bit-identical."""
+    n = 4096
+    ref = single(ou_model, n, save_at=5, seed=13, antithetic=True, **MC)
+    res = dask_run(client, ou_model, n, save_at=5, seed=13, antithetic=True, keep_x=True,
+                   paths_per_task=1000, **MC)
+    assert res.antithetic and res.extra["n_tasks"] == 4
+    assert np.array_equal(res.obs_count[-1], np.full(2, n // 2))  # pairs, not paths
+    assert_same_mc(res, ref, n)
+    with pytest.raises(ValueError, match="antithetic"):
+        res.estimate("hit_time")
+
+
+def test_statistics_only_streaming(client, ou_model):
+    """keep_x=False, stats=False: only observables, hitting statistics and histogram come
+    back, equal to a single-process streaming run with the same arguments."""
+    n = 6000
+    kw = dict(save_at=5, seed=17, stats=False, keep_paths=False, keep_x=False, **MC)
+    ref = single(ou_model, n, **kw)
+    res = dask_run(client, ou_model, n, paths_per_task=2048, **kw)
+    assert ref.x is None and ref.hit_time is None
+    assert res.x is None and res.hit_time is None and res.paths is None and res.mean is None
+    assert res.n_paths == n and res.dim == 1
+    assert_same_mc(res, ref, n, x=False)
+
+
+def late_oob_drift(t, x, p, out):
+    i = 0 if x[0] < 0.5 else 3
+    out[i] = 1.0
+
+
+def test_debug_passes_through(client):
+    """debug=True reaches the workers: a write out of bounds after t0 (so the client's
+    pre-flight at t0 cannot see it) is a ModelError from the worker's bounds checking."""
+    model = fs.ODE(late_oob_drift, dim=1, name="late_oob_dask")
+    with pytest.raises(fs.ModelError, match="late_oob_dask.*found by debug=True"):
+        fd.simulate(model, 0.0, T_SPAN, 20, 512, method="euler", device="cpu", debug=True,
+                    client=client, progress=False)
+
+
+def _blowing_up_params(n):
+    """OU params with theta = 1e8 on paths 7, 1007, 2007, ... (Euler-Maruyama with
+    h = 0.02 overflows there), theta = 1 elsewhere."""
+    params = np.tile([1.0, 0.5], (n, 1))
+    params[7::1000, 0] = 1e8
+    return params
+
+
+@pytest.mark.parametrize("policy", ["raise", "warn"])
+def test_on_nonfinite_over_all_tasks(client, ou_model, policy):
+    """Non-finite paths in several tasks are counted over all of them; "raise" raises
+    once with the merged result, "warn" warns once."""
+    n = 4096
+    params = _blowing_up_params(n)
+    ref = single(ou_model, n, params=params, seed=6)
+    assert ref.n_nonfinite == 5
+    kw = dict(params=params, seed=6, stats=True, keep_x=True, paths_per_task=512,
+              on_nonfinite=policy)
+    if policy == "raise":
+        with pytest.raises(fs.NonFiniteError, match="5 of 4096 paths") as info:
+            dask_run(client, ou_model, n, **kw)
+        res = info.value.result
+    else:
+        with pytest.warns(RuntimeWarning, match="5 of 4096 paths") as record:
+            res = dask_run(client, ou_model, n, **kw)
+        assert len([w for w in record if "finite" in str(w.message)]) == 1
+    assert res.extra["n_tasks"] == 8 and res.n_nonfinite == 5
+    assert np.array_equal(res.x, ref.x, equal_nan=True)
+    assert np.array_equal(res.count, ref.count) and res.count.max() == n - 5
+    np.testing.assert_allclose(res.mean, ref.mean, rtol=RTOL, atol=0)
+    np.testing.assert_allclose(res.var, ref.var, rtol=RTOL, atol=0)
 
 
 def test_merge_detects_a_lost_task(client, ou_model):
@@ -172,11 +348,22 @@ def _fastsde_tasks(client):
 @pytest.mark.parametrize("kw,exc,words", [
     (dict(client="tcp://127.0.0.1:8786"), TypeError, "client must be a distributed.Client"),
     (dict(client=42), TypeError, "client must be a distributed.Client"),
-    (dict(paths_per_task=0), ValueError, "paths_per_task"),
-    (dict(paths_per_task=1000), ValueError, "multiple of 512"),
-    (dict(paths_per_task=2.5), TypeError, "paths_per_task"),
-    (dict(paths_per_task=True), TypeError, "paths_per_task"),
+    (dict(paths_per_task=0), ValueError, "paths_per_task.*got 0"),
+    (dict(paths_per_task=-512), ValueError, "paths_per_task.*got -512"),
+    (dict(paths_per_task=2.5), TypeError, "paths_per_task.*2.5"),
+    (dict(paths_per_task=True), TypeError, "paths_per_task.*True"),
+    (dict(paths_per_task="512"), TypeError, "paths_per_task.*'512'"),
     (dict(keep_x="yes"), TypeError, "keep_x"),
+    (dict(progress="no"), TypeError, "progress"),
+    (dict(debug="yes"), TypeError, "debug"),
+    (dict(on_nonfinite="ignore"), ValueError, "on_nonfinite"),
+    (dict(observables={"hit_time": obs_square}), ValueError, "reserved"),
+    (dict(observables={"a": lambda t, x: x[0]}), fs.ModelError, "three arguments"),
+    (dict(stop_when="x > 1"), TypeError, "stop_when"),
+    (dict(histogram=dict(bins=0, range=(0, 1))), ValueError, "histogram"),
+    (dict(antithetic=True, first_path=1), ValueError, "antithetic"),
+    (dict(antithetic=True, n_paths=4001), ValueError, "antithetic"),
+    (dict(antithetic="yes"), TypeError, "antithetic"),
     (dict(n_paths=0), ValueError, "n_paths"),
     (dict(method="heun_typo"), ValueError, "heun_typo"),
     (dict(save_at=7), ValueError, "save_at"),
@@ -234,11 +421,11 @@ def test_cli_dask_address(client, capsys):
 def test_cli_errors_are_one_line(capsys):
     assert cli.main(["run", "--dask", "nowhere", "--paths", "1000"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("fastsde: error:") and "address" in err and "\n" not in err
+    assert err.startswith("fastsde run: error:") and "address" in err and "\n" not in err
     # OutputTooLargeError (a FastSDEError) from the plain path: 10^11 final states.
     assert cli.main(["run", "--paths", str(10**11), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("fastsde: error:") and "GiB" in err and "\n" not in err
+    assert err.startswith("fastsde run: error:") and "GiB" in err and "\n" not in err
 
 
 def test_embedded_local_cluster(ou_model):
@@ -262,11 +449,13 @@ def test_embedded_local_cluster(ou_model):
 
 def test_worker_killed_mid_run(client, ou_model):
     """SIGKILL a worker process while it runs a task: Dask re-runs its tasks elsewhere and
-    the result is the single-process one, every path counted once."""
+    the result is the single-process one, every path counted once: final states and
+    hitting times bit for bit, histogram and hit counts exactly, statistics, observables
+    and hitting-time estimates to float64 rounding."""
     n, per = 16 * 4096, 4096
     steps = 1000  # ~0.2 s per task on one thread, so the kill lands mid-run
     ref = fs.simulate(ou_model, 1.0, T_SPAN, steps, n, device="cpu", seed=9, stats=True,
-                      save_at=10, progress=False)
+                      save_at=10, progress=False, **MC)
     pids = client.run(os.getpid)
     out = {}
 
@@ -274,7 +463,7 @@ def test_worker_killed_mid_run(client, ou_model):
         try:
             out["res"] = fd.simulate(ou_model, 1.0, T_SPAN, steps, n, device="cpu", seed=9,
                                      save_at=10, keep_x=True, paths_per_task=per,
-                                     client=client, progress=False)
+                                     client=client, progress=False, **MC)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             out["exc"] = exc
 
@@ -304,5 +493,8 @@ def test_worker_killed_mid_run(client, ou_model):
     started = client.run_on_scheduler(_times_started, keys=[str(k) for k in killed_keys])
     assert all(c >= 2 for c in started.values()), f"killed tasks not re-run: {started}"
     assert res.extra["n_tasks"] == 16
-    assert_same(res, ref, n)
+    assert_same_mc(res, ref, n)
     assert np.array_equal(res.count, np.full((11, 1), n))
+    assert 0 < res.hit_count < n
+    assert np.array_equal(res.histogram.counts.sum(axis=-1) + res.histogram.below
+                          + res.histogram.above, np.full((11, 1), n))

@@ -12,6 +12,7 @@ bit-identical for any thread count.
 """
 
 import hashlib
+import types as pytypes
 import math
 
 import numba
@@ -232,6 +233,23 @@ class _KeyedCache(FunctionCache):
         return (sig, codegen.magic_tuple(), (code_hash, self._fingerprint))
 
 
+def _named(fn, fingerprint, role=""):
+    """A copy of the closure ``fn`` whose qualified name carries the kernel's fingerprint.
+
+    Numba names a compiled function's symbol after its ``__qualname__`` and a per-process
+    counter, and a library loaded from the disk cache keeps the names it was compiled
+    with. Every kernel is a closure of ``_make_kernel`` with the same qualname, so two
+    kernels compiled in two processes could carry the same symbol; loaded into one process
+    from the cache, the second then ran the first's code (an OU kernel's loaded after a
+    GBM kernel's gave GBM the OU's arithmetic, silently). With the fingerprint in the name,
+    symbols of different kernels never coincide.
+    """
+    named = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                               fn.__closure__)
+    named.__qualname__ = f"{fn.__name__}{'_' + role if role else ''}_{fingerprint[:24]}"
+    return named
+
+
 def _enable_disk_cache(dispatcher, fingerprint):
     try:
         dispatcher._cache = _KeyedCache(dispatcher.py_func, fingerprint)
@@ -251,6 +269,13 @@ def _welford(count, mean, m2, c, s, j, v):
 
 
 _hist_slot = njit(inline="always", **_JIT)(layout.hist_slot)
+
+#: Per-path scratch (bytes per thread) kept on the stack, where LLVM holds it in
+#: registers; past it the scratch comes from the heap, once per chunk. Numba's worker
+#: threads get the platform's default thread stack (8 MiB on glibc, 512 KiB on macOS),
+#: and a state of dim 1500 with general noise (two 1500 x 1500 diffusion arrays, 36 MB)
+#: used to overflow it. 64 KiB covers every model up to dim ~1000 with diagonal noise.
+STACK_SCRATCH_BYTES = 64 * 1024
 
 
 _f32_as_i32, _i32_as_f32 = _bits["f32_as_i32"], _bits["i32_as_f32"]
@@ -298,22 +323,48 @@ def build_step(model, method, dtype, jit, **options):
     return drift, diffusion, noise_term
 
 
-def _make_diffusion_alloc(gshape, dtype):
-    """A stack allocator for the diffusion's out array, of the model's shape."""
+def _make_diffusion_alloc(gshape, dtype, on_stack):
+    """An allocator for the diffusion's out array, of the model's shape, on the stack
+    (``on_stack``) or the heap."""
     if len(gshape) == 2:
         rows, cols = gshape
         size = rows * cols
-
-        @njit(inline="always")
-        def alloc():
-            return numba.carray(_stack_pointer(size, dtype), (rows, cols))
+        if on_stack:
+            @njit(inline="always")
+            def alloc():
+                return numba.carray(_stack_pointer(size, dtype), (rows, cols))
+        else:
+            @njit(inline="always")
+            def alloc():
+                return np.empty((rows, cols), dtype)
     else:
         size = gshape[0]
-
-        @njit(inline="always")
-        def alloc():
-            return _stack_empty(size, dtype)
+        if on_stack:
+            @njit(inline="always")
+            def alloc():
+                return _stack_empty(size, dtype)
+        else:
+            @njit(inline="always")
+            def alloc():
+                return np.empty(size, dtype)
     return alloc
+
+
+def _make_scratch(on_stack):
+    """``scratch(size, dtype)``: a 1-D per-path scratch array, on the stack (``size`` a
+    compile-time constant) or the heap."""
+    if on_stack:
+        return _stack_empty
+
+    @njit(inline="always")
+    def heap_empty(size, dtype):
+        return np.empty(size, dtype)
+    return heap_empty
+
+
+def scratch_on_stack(sz, dtype):
+    """Whether the per-path scratch of a kernel of sizes ``sz`` goes on the stack."""
+    return sz.scratch_elements() * np.dtype(dtype).itemsize <= STACK_SCRATCH_BYTES
 
 
 def _make_rng_only_step(dim, noise_dim):
@@ -327,7 +378,9 @@ def _make_rng_only_step(dim, noise_dim):
     return step
 
 
-def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None):
+def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), stop=None):
+    """The CPU kernel's dispatcher; ``sz`` (:class:`layout.Sizes`) gives every
+    compile-time size (the parameter width passed, not the declared one)."""
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
     has_noise = model.kind == "sde"
@@ -355,12 +408,23 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     words_per_block = 4 if dtype == np.float32 else 8
     welford = _welford
     hist_slot = _hist_slot
-    alloc_g = _make_diffusion_alloc(gshape, dtype)
+    on_stack = scratch_on_stack(sz, dtype)
+    alloc_g = _make_diffusion_alloc(gshape, dtype, on_stack)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
-    n_params_model = model.n_params
+    # The width of the parameter rows passed: sizes the per-lane buffer and the copy p
+    # that user functions read (a model declared without params may be given some).
+    n_params_model = sz.n_params
     n_params_c = max(n_params_model, 1)
-    stack_empty = _stack_empty
+    stack_empty = _make_scratch(on_stack)
+    if on_stack:
+        @njit(inline="always")
+        def param_scratch():
+            return numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
+    else:
+        @njit(inline="always")
+        def param_scratch():
+            return np.empty(n_params_model, dtype)
     pair_mask = ~np.uint64(1)
     mask_int = np.int32 if dtype == np.float32 else np.int64
     LIVE = mask_int(-1)
@@ -370,14 +434,14 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
     nan = dtype(np.nan)
 
     def save_block(X, P, OBV, n_live, b0, c, s, t_s, antithetic, tid, paths_out, st_count,
-                   st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_lo, hist_scale):
+                   st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_edges):
         """Everything asked for at save index s, for the live lanes of one block.
 
         Compiled once and called (not inlined) from both save points, which keeps the
         kernel's compile time down; its scratch is its own, so the hot loop's per-path
         arrays never escape into a call and stay in registers."""
         x = stack_empty(dim, dtype)
-        p = numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
+        p = param_scratch()
         ov = stack_empty(n_obs_c, dtype)
         if paths_out.shape[0] > 0:
             for l in range(n_live):
@@ -398,7 +462,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                         if want_stats:
                             welford(st_count, st_mean, st_m2, c, s, j, v)
                         if want_hist:
-                            slot = hist_slot(v, hist_lo[j], hist_scale[j], bins)
+                            slot = hist_slot(v, hist_edges, j, bins)
                             hist[tid, s, j, slot] += 1
         if has_obs:
             if ob_count.shape[0] == 0:
@@ -424,17 +488,20 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                     if math.isfinite(v):
                         welford(ob_count, ob_mean, ob_m2, c, s, o, v)
 
-    save_block = njit(**options)(save_block)
+    fingerprint = hashlib.sha256(repr((
+        __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
+        method.name, np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
+        montecarlo.fingerprint(obs, stop), n_params_model, on_stack)).encode()).hexdigest()
+    save_block = njit(**options)(_named(save_block, fingerprint))
 
     def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
                   save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
                   paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
-                  hit_count, hit_mean, hit_m2, hist, hist_lo, hist_scale, nonfinite):
+                  hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
         """Advance the paths of chunk c (serial; the parallel kernel maps it over chunks,
         which keeps Numba's parallel passes off the large body and compiles faster)."""
         _prefer_vector_width(VECTOR_BITS)
         n_save = save_steps.shape[0]
-        n_params = params.shape[1]
         per_path_params = params.shape[0] > 1
         keep_x = x_out.shape[0] > 0
         keep_hits = hit_out.shape[0] > 0
@@ -471,7 +538,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
         g0 = alloc_g()
         g1 = alloc_g()
         dw = stack_empty(noise_dim, dtype)
-        p = numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
+        p = param_scratch()
         # Parameters per lane, loaded once per lane block (shared or per path).
         P = np.zeros(n_params_c * lanes, dtype)
         start = c * chunk
@@ -487,7 +554,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                 # Lanes past the chunk's end run on zeros and are never written out.
                 live[l] = LIVE if l < n_live else DEAD
                 prow = min(b0 + l, n_paths - 1) if per_path_params else 0
-                for j in range(n_params):
+                for j in range(n_params_model):
                     P[j * lanes + l] = params[prow, j]
                 if l >= n_live:
                     for j in range(dim):
@@ -520,7 +587,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
             if n_save > 0 and save_steps[0] == 0:
                 save_block(X, P, OBV, n_live, b0, c, 0, dtype(t0), antithetic, tid,
                            paths_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
-                           hist, hist_lo, hist_scale)
+                           hist, hist_edges)
                 s = 1
             current_block = -1
             for k in range(n_steps):
@@ -580,7 +647,7 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                 if s < n_save and save_steps[s] == k + 1:
                     save_block(X, P, OBV, n_live, b0, c, s, t_next, antithetic, tid,
                                paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
-                               ob_m2, hist, hist_lo, hist_scale)
+                               ob_m2, hist, hist_edges)
                     s += 1
             for l in range(n_live):
                 finite = True
@@ -597,31 +664,28 @@ def _make_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop
                     welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
         nonfinite[c] = bad
 
-    run_chunk = njit(**options)(run_chunk)
+    run_chunk = njit(**options)(_named(run_chunk, fingerprint))
 
     def kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps,
                key0, key1, first_path, n_paths, chunk, antithetic, x_out, paths_out,
                hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2, hit_count,
-               hit_mean, hit_m2, hist, hist_lo, hist_scale, nonfinite):
+               hit_mean, hit_m2, hist, hist_edges, nonfinite):
         n_chunks = (n_paths + chunk - 1) // chunk
         for c in prange(n_chunks):
             run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
                       save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
                       paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean,
-                      ob_m2, hit_count, hit_mean, hit_m2, hist, hist_lo, hist_scale,
-                      nonfinite)
+                      ob_m2, hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite)
 
     # Debug kernels run serially: an exception raised inside a parallel region does not
     # propagate cleanly out of Numba's thread pool (it surfaces as a SystemError).
-    dispatcher = njit(parallel=not debug, **options)(kernel)
+    dispatcher = njit(parallel=not debug, **options)(_named(kernel, fingerprint))
     # The same kernel compiled serially, used only to re-raise a user function's own
     # exception when the parallel kernel reports one (compiled on first need).
-    dispatcher.fastsde_serial = njit(**options)(kernel) if not debug else None
-    fingerprint = hashlib.sha256(repr((
-        __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
-        method.name, np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
-        montecarlo.fingerprint(obs, stop))).encode()).hexdigest()
+    dispatcher.fastsde_serial = (njit(**options)(_named(kernel, fingerprint, "serial"))
+                                 if not debug else None)
     _enable_disk_cache(dispatcher, fingerprint)
+    dispatcher.fastsde_sizes = sz
     return dispatcher
 
 
@@ -661,11 +725,15 @@ def _diagnose(model, dtype, error, obs=(), stop=None):
                      + "\n".join(lines[:12])) from None
 
 
-def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None):
+def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None,
+               n_params=None):
     """The compiled CPU kernel for (model, method, dtype), compiling it on first use.
 
     Parameters
     ----------
+    n_params : int or None
+        Width of the parameter rows the run passes (``layout.Sizes.n_params``); None: the
+        model's declared count. It is part of the kernel (and of its cache key).
     debug : bool
         Compile with bounds checking: an out-of-bounds index in a user function raises
         IndexError instead of touching memory it does not own.
@@ -683,13 +751,15 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         A user function does not compile; raised before anything is allocated.
     """
     dtype = np.dtype(dtype).type
+    n_params = model.n_params if n_params is None else int(n_params)
+    sz = layout.kernel_sizes(model.dim, n_params, len(obs), max(model.noise_dim, 1),
+                             model.diffusion_shape if model.kind == "sde" else (1,))
     key = (model.fingerprint, method.name, np.dtype(dtype).name, debug, rng_only,
-           montecarlo.fingerprint(obs, stop))
+           montecarlo.fingerprint(obs, stop), n_params)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = _make_kernel(model, method, dtype, debug, rng_only, obs, stop)
-        sig = tuple(numba.typeof(a) for a in
-                    layout.empty_args(model.dim, model.n_params, len(obs), dtype))
+        kernel = _make_kernel(model, method, dtype, sz, debug, rng_only, obs, stop)
+        sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
         try:
             kernel.compile(sig)
         except ModelError:
@@ -698,6 +768,28 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
             _diagnose(model, dtype, exc, obs, stop)
         _KERNELS[key] = kernel
     return kernel
+
+
+def check_scratch(sz, dtype):
+    """Refuse, before compiling, a state so large that one thread's lane buffers (lanes x
+    (dim + noise + parameters + observables)) and per-path scratch would not fit in
+    memory; smaller ones run (scratch past ``STACK_SCRATCH_BYTES`` on the heap)."""
+    from ..errors import OutputTooLargeError
+    from ..api import _available_memory
+
+    itemsize = np.dtype(dtype).itemsize
+    lanes = LANES[np.dtype(dtype).type]
+    per_thread = itemsize * (lanes * (sz.dim + sz.noise_dim + 8 + max(sz.n_params, 1)
+                                      + sz.n_obs_slots) + sz.scratch_elements())
+    total = per_thread * numba.get_num_threads()
+    available = _available_memory()
+    if available is not None and total > 0.5 * available:
+        raise OutputTooLargeError(
+            f"a model of dim={sz.dim} (diffusion out {sz.gshape}, {sz.n_params} parameters) "
+            f"needs {total / 2**30:.2f} GiB of kernel scratch ({numba.get_num_threads()} "
+            f"threads x {per_thread / 2**20:.1f} MiB), more than half of the "
+            f"{available / 2**30:.2f} GiB available; use fewer threads "
+            f"(numba.set_num_threads) or a smaller state")
 
 
 def histogram_copies():
@@ -717,6 +809,9 @@ def run(kernel, args):
     shared machine one core can run slower than the other for a while, and a static split
     would then wait for it. Which thread runs a chunk never changes a result.
     """
+    sz = getattr(kernel, "fastsde_sizes", None)
+    if sz is not None:
+        layout.check_args(sz, args)
     n_chunks = -(-args.n_paths // args.chunk)
     grab = max(1, n_chunks // (8 * numba.get_num_threads()))
     try:

@@ -421,14 +421,15 @@ HIST_SHARED_SLOTS = 2048
 _hist_slot = cuda.jit(device=True)(layout.hist_slot)
 
 
-def hist_kernel(save_buf, lo, scale, parts, hist):
+def hist_kernel(save_buf, edges, parts, hist):
     """Add the histogram of every (save index s, component j) of ``save_buf`` to ``hist``.
 
     Task ``q`` of ``n_save * dim * parts`` (grid-stride over blocks) counts paths
     ``part, part + parts, ...`` of (s, j) in a shared-memory histogram, then adds it to
     the global one with atomics (exact integer sums, in any order). A path with any
     non-finite component at save index s is not counted, as on the CPU.
-    ``save_buf`` (n_save, n_paths, dim); ``hist`` (n_save, dim, bins + 2) int64.
+    ``save_buf`` (n_save, n_paths, dim); ``edges`` (dim, bins + 1) float64;
+    ``hist`` (n_save, dim, bins + 2) int64.
     """
     n_save = save_buf.shape[0]
     n_paths = save_buf.shape[1]
@@ -454,7 +455,7 @@ def hist_kernel(save_buf, lo, scale, parts, hist):
                 if not math.isfinite(save_buf[s, i, jj]):
                     finite = False
             if finite:
-                slot = _hist_slot(np.float64(save_buf[s, i, j]), lo[j], scale[j], bins)
+                slot = _hist_slot(np.float64(save_buf[s, i, j]), edges, j, bins)
                 if shared:
                     cuda.atomic.add(local, slot, 1)
                 else:
@@ -493,8 +494,7 @@ def hist_signature(dtype):
     f = numba.from_dtype(np.dtype(dtype))
     a = numba.types.Array
     f64 = numba.types.float64
-    return (a(f, 3, "C"), a(f64, 1, "C"), a(f64, 1, "C"), numba.types.int64,
-            a(numba.types.int64, 3, "C"))
+    return (a(f, 3, "C"), a(f64, 2, "C"), numba.types.int64, a(numba.types.int64, 3, "C"))
 
 
 class CudaKernel:
@@ -594,17 +594,39 @@ def _hist_dispatcher(dtype):
     return _HIST[dtype]
 
 
+#: Local memory one CUDA thread may use (the hardware limit on sm_50 to sm_90).
+MAX_LOCAL_BYTES = 512 * 1024
+
+
+def check_scratch(sz, dtype):
+    """Refuse, before compiling, a model whose per-thread scratch (``cuda.local.array``
+    of the state, the stage slopes, the diffusion's out arrays, noise and observables)
+    exceeds a thread's local memory."""
+    need = sz.scratch_elements() * np.dtype(dtype).itemsize
+    if need > MAX_LOCAL_BYTES:
+        raise ValueError(
+            f"model too large for device='cuda': dim={sz.dim} with diffusion out "
+            f"{sz.gshape} needs {need / 1024:.0f} KiB of local memory per thread, more "
+            f"than the {MAX_LOCAL_BYTES // 1024} KiB a CUDA thread can have; use "
+            f"device='cpu' (whose scratch goes to the heap past a size)")
+
+
 def histogram_copies():
     """Histogram copies the host keeps for this backend: one (the device sums with
     atomics)."""
     return 1
 
 
-def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None):
+def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None,
+               n_params=None):
     """The compiled CUDA kernels for (model, method, dtype), compiling them on first use.
 
     Parameters
     ----------
+    n_params : int or None
+        Width of the parameter rows the run passes. The kernel reads them through a row
+        view of the argument (of its own width), so one compiled kernel serves every
+        width.
     model : fastsde.SDE or fastsde.ODE
     method : fastsde.methods.Method
     dtype : numpy.float32 or numpy.float64
@@ -716,7 +738,7 @@ def launch(kernel, device_args, reductions=()):
     reductions : sequence of tuples
         ``("stats", dispatcher, buf, row_gate, pair, (count, mean, m2))``: per-chunk
         Welford statistics of ``buf`` (n_save, m, width) into device arrays of shape
-        (n_chunks, n_save, width); ``("hist", buf, lo, scale, hist)``: histograms of
+        (n_chunks, n_save, width); ``("hist", buf, edges, hist)``: histograms of
         ``buf`` added to ``hist`` (n_save, dim, bins + 2).
     """
     threads = SIM_THREADS_PER_BLOCK if simulator_enabled() else THREADS_PER_BLOCK
@@ -731,12 +753,12 @@ def launch(kernel, device_args, reductions=()):
             blocks = max(1, min(-(-total // threads), kernel.blocks("stats", threads)))
             disp[blocks, threads](buf, chunk, row_gate, pair, *out)
         else:
-            _, buf, lo, scale, hist = red
+            _, buf, edges, hist = red
             n_sj = buf.shape[0] * buf.shape[2]
             full = kernel.blocks("stats", threads)
             parts = max(1, min(full // max(n_sj, 1), -(-buf.shape[1] // (threads * 64))))
             blocks = max(1, min(n_sj * parts, full))
-            kernel.hist[blocks, threads](buf, lo, scale, parts, hist)
+            kernel.hist[blocks, threads](buf, edges, parts, hist)
 
 
 def run(kernel, args):
@@ -781,11 +803,10 @@ def run(kernel, args):
     d_save_steps = cuda.to_device(np.ascontiguousarray(args.save_steps))
     d_rows = None if per_path_x0 else cuda.to_device(np.ascontiguousarray(args.x0_rows))
     d_params = None if per_path_params else cuda.to_device(np.ascontiguousarray(args.params))
-    d_hist = d_lo = d_scale = None
+    d_hist = d_edges = None
     if want_hist:
         d_hist = cuda.to_device(np.zeros(args.hist.shape[1:], np.int64))
-        d_lo = cuda.to_device(np.ascontiguousarray(args.hist_lo))
-        d_scale = cuda.to_device(np.ascontiguousarray(args.hist_scale))
+        d_edges = cuda.to_device(np.ascontiguousarray(args.hist_edges))
     for a in range(0, n_paths, batch):
         b = min(a + batch, n_paths)
         m = b - a
@@ -817,7 +838,7 @@ def run(kernel, args):
             host_stats.append((out, [getattr(args, name) for name in
                                      layout.STAT_GROUPS[prefix]]))
         if want_hist:
-            reductions.append(("hist", d_save, d_lo, d_scale, d_hist))
+            reductions.append(("hist", d_save, d_edges, d_hist))
         launch(kernel, (rows, args.x0_mode, d_mean0, d_std0, prm, args.t0, args.h, args.t1,
                         args.n_steps, d_save_steps, args.key0, args.key1,
                         args.first_path + np.uint64(a), chunk, args.antithetic, d_x, d_save,
