@@ -722,9 +722,9 @@ def _bounds_message(model, sz, obs, stop, exc):
                       f"({sz.n_params},)")
     if stop is not None:
         shapes.append(f"stop_when {stop.__name__!r}: x ({sz.dim},), p ({sz.n_params},)")
-    return (f"an index outside an array during the run of {model.name!r} (found by "
-            f"debug=True bounds checking: {exc}). The functions compiled into the kernel "
-            f"and the shapes they may index are: " + "; ".join(shapes))
+    return (f"a function of the model {model.name!r} indexed outside an array during the "
+            f"run (found by debug=True bounds checking: {exc}). The functions compiled into "
+            f"the kernel and the shapes they may index are: " + "; ".join(shapes))
 
 
 def _finish_stats(count, mean, m2):

@@ -305,6 +305,8 @@ class SDE(_Model):
     ----------
     drift : function ``drift(t, x, p, out)``
         Writes f(t, x) into ``out`` (shape (dim,)). ``p`` holds the parameters (n_params,).
+        ``out`` is zero when the function is called (here and for the diffusion): entries
+        left unwritten are zero.
     diffusion : function ``diffusion(t, x, p, out)``
         Writes g(t, x) into ``out``: shape (dim,) for additive, diagonal and scalar noise,
         (dim, noise_dim) for general noise. For additive noise it must not depend on x.
@@ -361,7 +363,7 @@ class ODE(_Model):
     Parameters
     ----------
     drift : function ``drift(t, x, p, out)``
-        Writes u(t, x) into ``out`` (shape (dim,)).
+        Writes u(t, x) into ``out`` (shape (dim,)), which is zero when it is called.
     dim : int
     params : array_like, shape (n_params,), optional
     name : str, optional

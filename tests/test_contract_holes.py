@@ -305,3 +305,27 @@ for name in sys.argv[1:]:
     alone = {**run("ou"), **run("gbm")}          # each compiled and cached by itself
     assert run("ou", "gbm") == alone               # both loaded from the cache
     assert run("gbm", "ou") == alone
+
+
+# --- 7. out starts at zero --------------------------------------------------------------
+
+def _sparse_drift(t, x, p, out):
+    out[1] = -x[1]              # out[0] left unwritten: zero
+
+
+def _sparse_general(t, x, p, out):
+    out[0, 0] = 0.5             # every other entry left unwritten: zero
+
+
+def test_entries_a_function_leaves_unwritten_are_zero():
+    """out starts at zero on every call (it was uninitialised scratch: a sparse
+    general-noise matrix picked up garbage, NaN on one machine)."""
+    model = fs.SDE(_sparse_drift, _sparse_general, 2, noise="general", noise_dim=3)
+    r = fs.simulate(model, [1.0, 1.0], (0, 1), 20, 4000, device="cpu", progress=False,
+                    seed=5, stats=True)
+    assert np.all(np.isfinite(r.x))
+    # x0 gets only 0.5 W_1(1): mean 1, variance 0.25; x1 = e^{-1} (up to Euler's bias).
+    se = 0.5 / np.sqrt(4000)
+    assert abs(r.mean[-1, 0] - 1.0) < 5 * se, (r.mean[-1, 0], se)
+    assert abs(r.var[-1, 0] - 0.25) < 5 * 0.25 * np.sqrt(2 / 3999), r.var[-1, 0]
+    assert np.all(r.x[:, 1] == r.x[0, 1]) and abs(r.x[0, 1] - (1 - 1 / 20) ** 20) < 1e-12

@@ -649,10 +649,9 @@ def test_launch_arguments_match_the_compiled_signature(monkeypatch):
                                     (buf, device_args[13], gate, pair, *out))
                 assert stats_types == kc.stats_signature(buf_dtype)
             else:
-                _, buf, lo, scale, hist = red
+                _, buf, edges, hist = red
                 parts = 1
-                hist_types = tuple(numba.typeof(host(a)) for a in (buf, lo, scale, parts,
-                                                                    hist))
+                hist_types = tuple(numba.typeof(host(a)) for a in (buf, edges, parts, hist))
                 assert hist_types == kc.hist_signature(kernel.dtype)
 
 

@@ -307,17 +307,23 @@ def _to_mask_i64(flag):
     return -np.int64(flag)
 
 
-def compile_user_functions(model, jit, **options):
-    """Compile the model's functions with ``jit``; returns (drift, diffusion or None)."""
-    drift = jit(inline="always", **options)(model.drift)
-    diffusion = (jit(inline="always", **options)(model.diffusion)
-                 if model.diffusion is not None else None)
+def compile_user_functions(model, jit, dtype=None, **options):
+    """Compile the model's functions with ``jit``; returns (drift, diffusion or None).
+    With ``dtype``, each is called with its ``out`` cleared first
+    (``steps.out_cleared``)."""
+    inline = jit(inline="always", **options)
+    drift = inline(model.drift)
+    diffusion = inline(model.diffusion) if model.diffusion is not None else None
+    if dtype is not None:
+        drift = inline(steps.out_cleared(drift, (model.dim,), dtype))
+        if diffusion is not None:
+            diffusion = inline(steps.out_cleared(diffusion, model.diffusion_shape, dtype))
     return drift, diffusion
 
 
 def build_step(model, method, dtype, jit, **options):
     """Compile the step of ``method`` for ``model`` on a target given by ``jit``."""
-    drift, diffusion = compile_user_functions(model, jit, **options)
+    drift, diffusion = compile_user_functions(model, jit, dtype, **options)
     noise_name = steps.NOISE_TERMS.get(model.noise, "noise_diagonal")
     noise_term = getattr(_noise, noise_name) if jit is njit else None
     return drift, diffusion, noise_term

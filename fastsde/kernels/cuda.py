@@ -26,7 +26,10 @@ calculator for the compiled kernel), capped by the work available.
 """
 
 import contextlib
+import importlib
+import inspect
 import math
+import re
 import types
 import warnings
 
@@ -34,7 +37,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..errors import ModelError
+from ..errors import DeviceError, ModelError, OutputTooLargeError
 from .. import montecarlo
 from . import bits, layout, philox, steps
 from .target import compile_functions, module_functions
@@ -75,6 +78,68 @@ def simulator_enabled():
     return bool(config.ENABLE_CUDASIM)
 
 
+# --- the numba-cuda this backend relies on -------------------------------------------
+
+#: numba-cuda versions the backend is tested with (pyproject.toml's ``cuda`` and ``test``
+#: extras pin the same range).
+NUMBA_CUDA_SUPPORTED = ">=0.30,<0.31"
+
+#: numba-cuda internals (not public API) that this module and fastsde.scratch patch or
+#: read: (module, attribute, what for). Checked when this module is imported, so that a
+#: numba-cuda that moved one fails at once with a message instead of silently compiling
+#: kernels with FMA contraction on (or failing deep inside a compilation).
+NUMBA_CUDA_INTERNALS = (
+    ("numba.cuda.cudadrv.nvvm", "compile_ir",
+     "exact_fp wraps it to compile without FMA contraction"),
+    ("numba.cuda.core.compiler_lock", "global_compiler_lock",
+     "exact_fp holds it while the NVVM call is wrapped"),
+    ("numba.cuda.dispatcher", "get_current_device",
+     "_as_if_device patches it to compile PTX without a GPU"),
+    ("numba.cuda.ufuncs", "ufunc_db", "np.sqrt/np.floor lowerings are added to it"),
+    ("numba.cuda.mathimpl", "get_unary_impl_for_fn_and_ty",
+     "the np.sqrt/np.floor lowerings call it"),
+    ("numba.cuda.cudaimpl", "_generic_array", "fastsde.scratch.local_array lowers with it"),
+    ("numba.cuda.core.config", "ENABLE_CUDASIM", "simulator detection"),
+)
+
+
+def numba_cuda_version():
+    """The installed numba-cuda's version string (``"unknown"`` if it cannot be read)."""
+    try:
+        from importlib.metadata import version
+
+        return version("numba-cuda")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return str(getattr(cuda, "__version__", "unknown"))
+
+
+def check_numba_cuda_internals(internals=NUMBA_CUDA_INTERNALS):
+    """Raise ImportError naming the first numba-cuda internal this backend needs that is
+    missing, the installed numba-cuda version and the supported range. Cheap: imports
+    modules numba.cuda loads anyway and looks attributes up."""
+    def fail(what, why):
+        raise ImportError(
+            f"fastsde's CUDA backend needs numba-cuda's {what} ({why}), which the "
+            f"installed numba-cuda {numba_cuda_version()} does not have; fastsde is tested "
+            f"with numba-cuda{NUMBA_CUDA_SUPPORTED}: pip install "
+            f"'numba-cuda[cu12]{NUMBA_CUDA_SUPPORTED}'")
+
+    for module, attr, why in internals:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            mod = None
+        if mod is None or not hasattr(mod, attr):
+            fail(f"internal {module}.{attr}", why)
+    try:
+        params = inspect.signature(cuda.jit).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "lto" not in params:
+        fail("cuda.jit(lto=...) option", "kernels are linked from PTX without link-time "
+             "optimisation, which would fuse multiply-adds")
+
+
 # --- compilation ---------------------------------------------------------------------
 
 def _register_scalar_ufuncs():
@@ -102,6 +167,8 @@ def _register_scalar_ufuncs():
             db[ufunc] = {"f->f": lowering(fn), "d->d": lowering(fn)}
 
 
+if not simulator_enabled():
+    check_numba_cuda_internals()
 _register_scalar_ufuncs()
 
 
@@ -192,17 +259,22 @@ def device_functions(fastmath, fresh=False):
     return _DEVICE_NAMESPACES[key]
 
 
-def compile_user_functions(model, fastmath):
-    """The model's drift and diffusion (or None) as CUDA device functions."""
+def compile_user_functions(model, fastmath, dtype=None):
+    """The model's drift and diffusion (or None) as CUDA device functions; with
+    ``dtype``, each called with its ``out`` cleared first (``steps.out_cleared``)."""
     jit = device_jit(fastmath)
     drift = jit(model.drift)
     diffusion = jit(model.diffusion) if model.diffusion is not None else None
+    if dtype is not None:
+        drift = jit(steps.out_cleared(drift, (model.dim,), dtype))
+        if diffusion is not None:
+            diffusion = jit(steps.out_cleared(diffusion, model.diffusion_shape, dtype))
     return drift, diffusion
 
 
 def build_step(model, method, dtype, fastmath, noise_ns):
     """The scheme's step for ``model`` as a CUDA device function (steps.py's source)."""
-    drift, diffusion = compile_user_functions(model, fastmath)
+    drift, diffusion = compile_user_functions(model, fastmath, dtype)
     noise_term = getattr(noise_ns, steps.NOISE_TERMS.get(model.noise, "noise_diagonal"))
     plain = method.factory(model)(drift, diffusion, noise_term, model.dim, dtype)
     return device_jit(fastmath)(plain)
@@ -570,13 +642,111 @@ _STATS = {}
 def jit_kernel(pyfunc, sig, fastmath=False):
     """``cuda.jit`` a kernel and, on a GPU, compile it now for ``sig`` inside
     :func:`exact_fp`, then forbid further compilation: a launch with other argument types
-    must fail rather than compile a variant with FMA contraction on."""
-    disp = cuda.jit(fastmath=fastmath)(pyfunc)
-    if not simulator_enabled():
-        with exact_fp():
-            disp.compile(sig)
-        disp.disable_compile()
+    must fail rather than compile a variant with FMA contraction on.
+
+    ``lto=False``: numba-cuda links with link-time optimisation by default when nvJitLink
+    is installed; the cubin is then generated by nvJitLink from LTO-IR with its own
+    default, FMA contraction on, whatever NVVM was told (the OU float64 path kernel: no
+    ``fma.rn.f64`` in the PTX made under exact_fp, 77 in the PTX nvJitLink makes, and
+    139 DFMA in its cubin against 58 with ``lto=False``, all of the latter from the
+    correctly rounded division and square root). Without LTO the linker assembles the
+    PTX made under exact_fp (``mul.rn``/``add.rn``, which the assembler never fuses).
+    The option is passed with the function: ``cuda.jit(fastmath=..., lto=False)(f)``
+    drops ``lto`` in numba-cuda 0.30. tests/test_cuda_link.py links every kernel as a
+    launch does and counts the FMAs in the SASS.
+    """
+    if simulator_enabled():
+        return cuda.jit(fastmath=fastmath)(pyfunc)
+    check_driver()
+    disp = cuda.jit(pyfunc, fastmath=fastmath, lto=False)
+    with exact_fp():
+        disp.compile(sig)
+    disp.disable_compile()
     return disp
+
+
+#: PTX ISA version -> the first CUDA version (of the driver, for a driver-side link)
+#: that accepts it (PTX ISA release notes).
+PTX_ISA_CUDA = {(7, 8): (12, 0), (8, 0): (12, 0), (8, 1): (12, 1), (8, 2): (12, 2),
+                (8, 3): (12, 3), (8, 4): (12, 4), (8, 5): (12, 5), (8, 7): (12, 8),
+                (8, 8): (12, 9), (9, 0): (13, 0)}
+
+_DRIVER_CHECKED = []
+
+
+def _probe_kernel(out):
+    out[0] = 1.0
+
+
+def _nvvm_ptx_version():
+    """The PTX ISA version (major, minor) NVVM writes, from a one-line kernel's PTX."""
+    ptx, _ = cuda.compile_ptx(_probe_kernel, (numba.types.float64[:],), cc=(7, 5))
+    m = re.search(r"^\s*\.version\s+(\d+)\.(\d+)", ptx, re.M)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _link_backend():
+    """``"nvjitlink"`` when kernels are linked to a cubin by nvJitLink on the host (the
+    driver then only loads the cubin), else ``"driver"`` (the driver JIT-links the PTX)."""
+    try:
+        from cuda.core import Linker
+
+        backend = str(Linker.which_backend()).lower()
+        return "nvjitlink" if "nvjitlink" in backend else "driver"
+    except Exception:  # noqa: BLE001 - older cuda-core: ask numba-cuda
+        from numba.cuda.cudadrv import driver as drv
+
+        return "nvjitlink" if drv._have_nvjitlink() else "driver"
+
+
+def _nvjitlink_version():
+    try:
+        from cuda.bindings import nvjitlink
+
+        return tuple(nvjitlink.version())[:2]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _driver_version():
+    """The CUDA version the installed driver supports, (major, minor)."""
+    from numba.cuda.cudadrv import driver as drv
+
+    return tuple(drv.driver.get_version())
+
+
+def check_driver():
+    """Refuse, with a DeviceError naming both versions, a driver too old for what it must
+    do with the kernels, before the first one is compiled and linked (where the driver's
+    own error would be a bare CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
+
+    With nvJitLink (``fastsde[cuda]`` installs it) the PTX is linked to a cubin on the
+    host and the driver only loads it: any driver of nvJitLink's CUDA major version can
+    (minor-version compatibility). Without it the driver JIT-links the PTX, whose ISA
+    version (8.8 from CUDA 12.9's NVVM) it must know: CUDA 12.9, driver R575 or later.
+    Checked once per process."""
+    if _DRIVER_CHECKED:
+        return
+    have = _driver_version()
+    if _link_backend() == "nvjitlink":
+        linker = _nvjitlink_version()
+        if linker is not None and have[0] < linker[0]:
+            raise DeviceError(
+                f"the NVIDIA driver supports CUDA {have[0]}.{have[1]}, but the kernels are "
+                f"linked by nvJitLink {linker[0]}.{linker[1]} into a cubin that needs a "
+                f"CUDA {linker[0]}.x driver; update the driver, or install the CUDA "
+                f"{have[0]} libraries (numba-cuda[cu{have[0]}])")
+    else:
+        ptx = _nvvm_ptx_version()
+        need = PTX_ISA_CUDA.get(ptx)
+        if need is not None and have < need:
+            raise DeviceError(
+                f"the NVIDIA driver supports CUDA {have[0]}.{have[1]}, but the kernels' "
+                f"PTX (ISA {ptx[0]}.{ptx[1]}, from the installed NVVM) is linked by the "
+                f"driver without nvJitLink and needs CUDA {need[0]}.{need[1]}; update the "
+                f"driver, or install nvJitLink (pip install 'fastsde[cuda]', which links "
+                f"on the host so that any CUDA {need[0]}.x driver can load the kernels)")
+    _DRIVER_CHECKED.append(True)
 
 
 def _stats_dispatcher(dtype):
@@ -710,17 +880,44 @@ def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=Non
 
 # --- running -------------------------------------------------------------------------
 
-def _batch_paths(n_paths, chunk, bytes_per_path):
-    """Paths per device batch: a multiple of ``chunk`` within the device-memory budget."""
+def _free_device_bytes():
+    """Free memory on the current GPU in bytes, or None (simulator, or not known)."""
+    if simulator_enabled():
+        return None
+    try:
+        free, _total = cuda.current_context().get_memory_info()
+        return int(free)
+    except Exception:  # noqa: BLE001 - no context: keep the fixed budget
+        return None
+
+
+def _batch_paths(n_paths, chunk, bytes_per_path, free=None):
+    """Paths per device batch: a multiple of ``chunk`` within the device-memory budget
+    (``DEVICE_BATCH_BYTES``, and at most half of ``free`` bytes when that is known)."""
     budget = DEVICE_BATCH_BYTES
-    if not simulator_enabled():
-        try:
-            free, _total = cuda.current_context().get_memory_info()
-            budget = min(budget, free // 2)
-        except Exception:  # noqa: BLE001 - keep the fixed budget
-            pass
+    if free is not None:
+        budget = min(budget, free // 2)
     per_batch = max(1, budget // max(bytes_per_path * chunk, 1)) * chunk
     return min(per_batch, -(-n_paths // chunk) * chunk)
+
+
+def check_batch_fits(m, bytes_per_path, fixed_bytes, free, parts):
+    """Raise OutputTooLargeError when a batch of ``m`` paths (the smallest one, whole
+    chunks) needs more device memory than is free, instead of CUDA's out-of-memory error
+    in the middle of the run. ``parts``: (what, bytes per path) for the message."""
+    need = m * bytes_per_path + fixed_bytes
+    if free is None or need <= free:
+        return
+    mib = 2.0 ** 20
+    detail = ", ".join(f"{what} {b}" for what, b in parts if b)
+    raise OutputTooLargeError(
+        f"device='cuda': a batch of {m} paths needs {need / mib:.1f} MiB of GPU memory "
+        f"({bytes_per_path} bytes per path: {detail}; plus {fixed_bytes} bytes shared), "
+        f"but the GPU has {free / mib:.1f} MiB free. Runs are already cut into batches "
+        f"of whole chunks of paths and this is the smallest, so ask for less per path: "
+        f"keep_paths=False and fewer save times (save_at), fewer observables, "
+        f"keep_x=False, or a statistics-only run (stats=True, keep_paths=False, "
+        f"keep_x=False); or free GPU memory held by other processes, or use device='cpu'")
 
 
 def launch(kernel, device_args, reductions=()):
@@ -789,13 +986,21 @@ def run(kernel, args):
     per_path_params = args.params.shape[0] > 1
     itemsize = dtype.itemsize
     save_states = keep or stats or want_hist
-    bytes_per_path = itemsize * (dim * (1 + (n_save if save_states else 0)
-                                        + (1 if per_path_x0 else 0))
-                                 + (n_save * n_obs if want_obs else 0))
-    bytes_per_path += args.params.shape[1] * itemsize if per_path_params else 0
-    bytes_per_path += 8 if want_hits else 0
-    bytes_per_path += -(-n_save * (dim + n_obs) * 24 // chunk) + 8
-    batch = _batch_paths(n_paths, chunk, bytes_per_path)
+    parts = (("final state", itemsize * dim),
+             ("saved states", itemsize * dim * n_save if save_states else 0),
+             ("x0 row", itemsize * dim if per_path_x0 else 0),
+             ("observables", itemsize * n_save * n_obs if want_obs else 0),
+             ("parameter row", args.params.shape[1] * itemsize if per_path_params else 0),
+             ("hitting time", 8 if want_hits else 0),
+             ("per-chunk statistics", -(-n_save * (dim + n_obs) * 24 // chunk) + 8))
+    bytes_per_path = sum(b for _, b in parts)
+    free = _free_device_bytes()
+    batch = _batch_paths(n_paths, chunk, bytes_per_path, free)
+    fixed_bytes = (args.x0_mean.nbytes + args.x0_std.nbytes + args.save_steps.nbytes
+                   + (0 if per_path_x0 else args.x0_rows.nbytes)
+                   + (0 if per_path_params else args.params.nbytes)
+                   + (args.hist[0].nbytes + args.hist_edges.nbytes if want_hist else 0))
+    check_batch_fits(min(batch, n_paths), bytes_per_path, fixed_bytes, free, parts)
     # Everything goes through the default stream: launches are asynchronous, and each
     # copy back waits for the kernels before it, so no explicit synchronisation is needed.
     d_mean0 = cuda.to_device(np.ascontiguousarray(args.x0_mean))

@@ -37,6 +37,35 @@ NOISE_TERMS = {"additive": "noise_diagonal", "diagonal": "noise_diagonal",
                "scalar": "noise_scalar", "general": "noise_general"}
 
 
+def out_cleared(fn, shape, dtype):
+    """``fn(t, x, p, out)`` called with ``out`` set to zero first.
+
+    The contract of user functions: ``out`` starts at zero on every call, as in the
+    Python pre-flight, so a function may write only the entries that are not zero (a
+    sparse general-noise matrix, a drift with a constant component). The scratch ``out``
+    is uninitialised memory otherwise (stack, registers or heap): left alone, an entry the
+    function never writes held garbage. When the function writes every entry, the zero
+    stores are dead and LLVM removes them after inlining.
+    """
+    zero = dtype(0.0)
+    if len(shape) == 2:
+        rows, cols = shape
+
+        def call(t, x, p, out):
+            for i in range(rows):
+                for j in range(cols):
+                    out[i, j] = zero
+            fn(t, x, p, out)
+    else:
+        n = shape[0]
+
+        def call(t, x, p, out):
+            for i in range(n):
+                out[i] = zero
+            fn(t, x, p, out)
+    return call
+
+
 def make_euler(drift, diffusion, noise_term, dim, dtype):
     """Explicit Euler for ODEs: x' = x + h u(t, x)."""
 
