@@ -87,19 +87,15 @@ def test_a_declared_width_still_refuses_another_width(ou):
         fs.simulate(ou, 0.0, (0, 1), 10, 10, params=np.ones((10, 1)), device="cpu")
 
 
-def test_kernel_refuses_arguments_of_another_width():
+def test_kernel_refuses_arguments_of_another_width(linear_flow):
     """The guard in front of compiled code: an argument list built with another
     parameter width than the kernel's is refused before the call."""
     from fastsde import methods
     from fastsde.kernels import cpu
 
-    def drift(t, x, p, out):
-        out[0] = -x[0]
-
-    model = fs.ODE(drift, 1)
-    kernel = cpu.get_kernel(model, methods.METHODS["euler"], np.float64, n_params=0)
+    kernel = cpu.get_kernel(linear_flow, methods.METHODS["heun"], np.float64, n_params=1)
     args = layout.empty_args(layout.kernel_sizes(1, 3, 0), np.float64)
-    with pytest.raises(AssertionError, match="params has width 3, the request 0"):
+    with pytest.raises(AssertionError, match="params has width 3, the request 1"):
         cpu.run(kernel, args)
 
 
@@ -230,9 +226,9 @@ def test_the_gate_refuses(changes, exc, words):
         fs.simulate(GATE_MODEL, **dict(GOOD, **changes))
 
 
-def test_float32_accepts_values_that_fit():
-    r = fs.simulate(GATE_MODEL, 3e38, (0, 1e-3), 1, 2, device="cpu", dtype="float32",
-                    params=[1.0], progress=False)
+def test_float32_accepts_values_that_fit(ou):
+    r = fs.simulate(ou, 3e38, (0, 1e-3), 1, 2, device="cpu", dtype="float32",
+                    params=[1.0, 0.5], progress=False)
     assert np.isfinite(r.x).all()
 
 
@@ -264,12 +260,12 @@ def test_debug_message_names_every_function_with_its_shapes():
 
 
 def test_nonfinite_message_gives_a_percentage():
-    def blow(t, x, p, out):
-        out[0] = 1e300 * x[0] * x[0]
+    # x' = x^2 (tests/test_contract.py's model: its kernel is shared) blows up from 1.
+    from test_contract import blowup_drift
 
-    model = fs.ODE(blow, 1)
+    model = fs.ODE(blowup_drift, dim=1)
     with pytest.warns(RuntimeWarning, match=r"4 of 4 paths \(100%\) left the finite"):
-        fs.simulate(model, 1e10, (0, 1), 5, 4, method="euler", device="cpu",
+        fs.simulate(model, 1.0, (0, 3), 3000, 4, method="euler", device="cpu",
                     on_nonfinite="warn", progress=False)
 
 
