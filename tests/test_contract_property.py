@@ -22,8 +22,8 @@ import contract_cases  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 #: Examples drawn per kernel configuration (each configuration compiles two kernels; the
-#: examples of one share them).
-EXAMPLES_PER_CONFIG = 8
+#: examples of one share them). FASTSDE_CONTRACT_EXAMPLES=N draws more for a deeper run.
+EXAMPLES_PER_CONFIG = int(os.environ.get("FASTSDE_CONTRACT_EXAMPLES", "8"))
 #: Path counts across the lane (64) and chunk (512) edges.
 PATH_COUNTS = (1, 2, 63, 64, 65, 130, 511, 512, 513, 1026)
 
