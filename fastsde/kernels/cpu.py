@@ -196,13 +196,6 @@ def _prefer_vector_width(typingctx, bits):
     return types.none(bits), codegen
 
 
-@njit(inline="always")
-def _stack_empty(size, dtype):
-    """A 1-D scratch array on the stack. No heap, no reference count: after inlining, LLVM
-    keeps its elements in registers (the per-path state of the hot loop)."""
-    return numba.carray(_stack_pointer(size, dtype), size)
-
-
 def _source_hash():
     """Hash of the kernel sources: a changed step or RNG never reuses a cached kernel."""
     import inspect
@@ -329,43 +322,30 @@ def build_step(model, method, dtype, jit, **options):
     return drift, diffusion, noise_term
 
 
-def _make_diffusion_alloc(gshape, dtype, on_stack):
-    """An allocator for the diffusion's out array, of the model's shape, on the stack
-    (``on_stack``) or the heap."""
-    if len(gshape) == 2:
-        rows, cols = gshape
-        size = rows * cols
-        if on_stack:
-            @njit(inline="always")
-            def alloc():
-                return numba.carray(_stack_pointer(size, dtype), (rows, cols))
-        else:
-            @njit(inline="always")
-            def alloc():
-                return np.empty((rows, cols), dtype)
+def _scratch_allocator(shape, dtype, on_stack):
+    """``alloc()``: a per-path scratch array of the compile-time ``shape`` (1-D or 2-D):
+    on the stack (``on_stack``: no heap, no reference count, and after inlining LLVM keeps
+    its elements in registers) or on the heap (a state too large for a thread's stack)."""
+    shape = tuple(int(n) for n in shape)
+    # One element at least: an alloca of none is not a pointer LLVM promises anything for.
+    size = max(int(np.prod(shape)), 1)
+    if on_stack and len(shape) == 1:
+        # The length as an int, not a 1-tuple: with the tuple the OU float32 kernel ran
+        # 12% slower (tools/ab_kernel.py).
+        length = shape[0]
+
+        @njit(inline="always")
+        def alloc():
+            return numba.carray(_stack_pointer(size, dtype), length)
+    elif on_stack:
+        @njit(inline="always")
+        def alloc():
+            return numba.carray(_stack_pointer(size, dtype), shape)
     else:
-        size = gshape[0]
-        if on_stack:
-            @njit(inline="always")
-            def alloc():
-                return _stack_empty(size, dtype)
-        else:
-            @njit(inline="always")
-            def alloc():
-                return np.empty(size, dtype)
+        @njit(inline="always")
+        def alloc():
+            return np.empty(shape, dtype)
     return alloc
-
-
-def _make_scratch(on_stack):
-    """``scratch(size, dtype)``: a 1-D per-path scratch array, on the stack (``size`` a
-    compile-time constant) or the heap."""
-    if on_stack:
-        return _stack_empty
-
-    @njit(inline="always")
-    def heap_empty(size, dtype):
-        return np.empty(size, dtype)
-    return heap_empty
 
 
 def scratch_on_stack(sz, dtype):
@@ -415,22 +395,17 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
     welford = _welford
     hist_slot = _hist_slot
     on_stack = scratch_on_stack(sz, dtype)
-    alloc_g = _make_diffusion_alloc(gshape, dtype, on_stack)
+    alloc_g = _scratch_allocator(gshape, dtype, on_stack)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
     # The width of the parameter rows passed: sizes the per-lane buffer and the copy p
     # that user functions read (a model declared without params may be given some).
     n_params_model = sz.n_params
     n_params_c = max(n_params_model, 1)
-    stack_empty = _make_scratch(on_stack)
-    if on_stack:
-        @njit(inline="always")
-        def param_scratch():
-            return numba.carray(_stack_pointer(n_params_c, dtype), n_params_model)
-    else:
-        @njit(inline="always")
-        def param_scratch():
-            return np.empty(n_params_model, dtype)
+    alloc_state = _scratch_allocator((dim,), dtype, on_stack)
+    alloc_noise = _scratch_allocator((noise_dim,), dtype, on_stack)
+    alloc_params = _scratch_allocator((n_params_model,), dtype, on_stack)
+    alloc_obs = _scratch_allocator((n_obs_c,), dtype, on_stack)
     pair_mask = ~np.uint64(1)
     mask_int = np.int32 if dtype == np.float32 else np.int64
     LIVE = mask_int(-1)
@@ -446,9 +421,9 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
         Compiled once and called (not inlined) from both save points, which keeps the
         kernel's compile time down; its scratch is its own, so the hot loop's per-path
         arrays never escape into a call and stay in registers."""
-        x = stack_empty(dim, dtype)
-        p = param_scratch()
-        ov = stack_empty(n_obs_c, dtype)
+        x = alloc_state()
+        p = alloc_params()
+        ov = alloc_obs()
         if paths_out.shape[0] > 0:
             for l in range(n_live):
                 for j in range(dim):
@@ -534,17 +509,17 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
         # the vectorised loops the same as without antithetic variates.
         pair_bits = pair_mask if antithetic != 0 else ~np.uint64(0)
         # Per-path scratch on the stack: LLVM keeps it in registers.
-        x = stack_empty(dim, dtype)
-        x_new = stack_empty(dim, dtype)
-        f0 = stack_empty(dim, dtype)
-        f1 = stack_empty(dim, dtype)
-        f2 = stack_empty(dim, dtype)
-        f3 = stack_empty(dim, dtype)
-        xt = stack_empty(dim, dtype)
+        x = alloc_state()
+        x_new = alloc_state()
+        f0 = alloc_state()
+        f1 = alloc_state()
+        f2 = alloc_state()
+        f3 = alloc_state()
+        xt = alloc_state()
         g0 = alloc_g()
         g1 = alloc_g()
-        dw = stack_empty(noise_dim, dtype)
-        p = param_scratch()
+        dw = alloc_noise()
+        p = alloc_params()
         # Parameters per lane, loaded once per lane block (shared or per path).
         P = np.zeros(n_params_c * lanes, dtype)
         start = c * chunk
