@@ -19,6 +19,10 @@ Sections (each timed after a warm-up run, median of ``--repeats`` runs):
 * the RNG-only ceiling: the same kernel with the scheme replaced by x += dW;
 * a CuPy vectorised Euler-Maruyama loop, a jax.lax.scan loop, diffrax (Euler, an
   UnsafeBrownianPath, vmapped over paths) and a PyTorch loop, all on the GPU;
+* the reductions alone: the statistics kernel (per-chunk Welford, float32 and float64
+  values) and the histogram kernel (100 bins) over a device buffer of saved values
+  (10^7 paths x 1 save time, and 10^6 paths x 100 save times), beside a device-to-device
+  copy of the same buffer (one read and one write of it: the memory-bound floor);
 * the DiffEqGPU.jl configuration: 3-dimensional GBM dX = 1.5 X dt + 0.01 X dW, x0 = 0.1,
   t in [0, 1], 8,388,608 paths, 256 steps, float32, final state only (716 ms in their
   paper's data).
@@ -49,9 +53,10 @@ DIFFEQGPU_MS = 716.0
 THETA, SIGMA = 1.0, 0.5
 
 FULL = dict(ou_paths=(10**7, 10**8), ou_steps=1000, peer_paths=10**7, peer_steps=1000,
-            diffrax_paths=10**6, gbm_paths=8_388_608, gbm_steps=256)
+            diffrax_paths=10**6, gbm_paths=8_388_608, gbm_steps=256,
+            reduction_shapes=((10**7, 1), (10**6, 100)))
 DRY = dict(ou_paths=(40,), ou_steps=6, peer_paths=64, peer_steps=6, diffrax_paths=16,
-           gbm_paths=40, gbm_steps=6)
+           gbm_paths=40, gbm_steps=6, reduction_shapes=((1100, 1), (600, 3)))
 
 
 def parse_args(argv=None):
@@ -69,7 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-tests", action="store_true", help="do not run pytest -m cuda")
     p.add_argument("--only", default="",
                    help="comma-separated sections to run: tests,ou,rng,cupy,jax,diffrax,"
-                        "torch,diffeqgpu (default: all)")
+                        "torch,diffeqgpu,reductions (default: all)")
     p.add_argument("--max-paths", type=float, default=None,
                    help="cap every path count (e.g. 1e7 on a small GPU)")
     p.add_argument("--out", default=None,
@@ -510,6 +515,67 @@ def section_diffeqgpu(report, sizes, repeats, sim):
                versus(t) + ", x copied back")
 
 
+def section_reductions(report, sizes, repeats, sim):
+    """The statistics and histogram kernels alone over a filled device buffer of saved
+    values, and a device copy of that buffer for scale. Each result is checked: the
+    chunks' Welford means merged on the host against numpy's mean of the same values,
+    and the histogram's total count against the number of values."""
+    import numpy as np
+
+    from fastsde import api
+    from fastsde.kernels import cuda as kc
+
+    rng = np.random.default_rng(0)
+    chunk = api.CHUNK_PATHS
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        stats = kc._stats_dispatcher(dtype)
+        # The part of a CudaKernel the reductions' launch reads: the dispatchers of the
+        # dtype and the blocks that fill the device.
+        kernel = kc.CudaKernel(None, None, dtype, None, stats)
+        for paths, n_save in sizes["reduction_shapes"]:
+            host = rng.standard_normal((n_save, paths, 1)).astype(dtype)
+            d_buf = cuda.to_device(host)
+            d_copy = cuda.device_array_like(d_buf)
+            n_chunks = -(-paths // chunk)
+            shape = (n_chunks, n_save, 1)
+            out = (cuda.device_array(shape, np.int64), cuda.device_array(shape, np.float64),
+                   cuda.device_array(shape, np.float64))
+            edges = np.linspace(-4.0, 4.0, 101).reshape(1, -1)
+            d_edges = cuda.to_device(edges)
+            d_hist = cuda.to_device(np.zeros((n_save, 1, 102), np.int64))
+            values = paths * n_save
+
+            def copy():
+                d_copy.copy_to_device(d_buf)
+
+            def run_stats():
+                kc.launch_reductions(kernel, chunk, [("stats", stats, d_buf, 1, 0, out)])
+
+            def run_hist():
+                kc.launch_reductions(kernel, chunk, [("hist", d_buf, d_edges, d_hist)])
+
+            t_copy = time_numba(copy, repeats, sim)
+            report.add("reductions", f"device copy of the buffer ({n_save} saves)", name,
+                       values, 1, t_copy, "memory-bound floor; rate = values/s")
+            t = time_numba(run_stats, repeats, sim)
+            count, mean = out[0].copy_to_host(), out[1].copy_to_host()
+            merged = float((count * mean).sum() / count.sum())
+            exact = float(host.astype(np.float64).mean())
+            ok = int(count.sum()) == values and abs(merged - exact) <= 1e-9 * (1 + abs(exact))
+            report.add("reductions", f"statistics kernel ({n_save} saves)", name, values, 1,
+                       t, f"{t.median / t_copy.median:.1f}x the copy; merged mean "
+                          f"{'ok' if ok else 'WRONG'} ({merged:.3e} vs {exact:.3e})")
+            d_hist.copy_to_device(np.zeros((n_save, 1, 102), np.int64))
+            t = time_numba(run_hist, repeats, sim)
+            total = int(d_hist.copy_to_host().sum())
+            runs = repeats + 1  # the histogram adds up over the warm-up and timed runs
+            ok = total == values * runs
+            report.add("reductions", f"histogram kernel, 100 bins ({n_save} saves)", name,
+                       values, 1, t, f"{t.median / t_copy.median:.1f}x the copy; counts "
+                                     f"{'ok' if ok else 'WRONG'}")
+
+
 def gpu_name(sim):
     if sim:
         return "simulator"
@@ -572,6 +638,8 @@ def main(argv=None):
                      args.repeats, ("float32", "float64"))
     if want("diffeqgpu"):
         section_diffeqgpu(report, sizes, args.repeats, sim)
+    if want("reductions"):
+        section_reductions(report, sizes, args.repeats, sim)
 
     date = datetime.date.today().isoformat()
     header = (f"# fastsde GPU benchmark: {name}, {date}\n\n"

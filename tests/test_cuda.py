@@ -7,8 +7,8 @@ subprocess under the CUDA simulator, which cannot be switched on in a process th
 already imported numba.cuda without it. The PTX tests need only the CUDA toolkit's NVVM
 (pip-installable) and run in a process without the simulator.
 
-Simulator sizes are small: it runs every GPU thread as a Python thread (about 0.1-0.3 ms
-per path-step here).
+Simulator sizes are small: it runs every GPU thread as a Python thread (about 15 us per
+path-step here).
 """
 
 import inspect
@@ -29,6 +29,7 @@ from fastsde.kernels import cuda_available
 from fastsde.kernels import philox
 from fastsde.kernels.cpu import _rng as cpu_rng
 
+import ptxas_checks
 from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, gbm_params, obs_square,
                        outside_box)
 
@@ -157,7 +158,8 @@ def _generative_cases():
     layers = [(rng.normal(size=(8, 3)), rng.normal(size=8)),
               (rng.normal(size=(2, 8)), rng.normal(size=2))]
     mix = fs.GaussianMixturePath([0.5, 0.3, 0.2], [[-3.0, 0.0], [2.0, 2.0], [1.5, -3.0]], 0.5)
-    mlp = fs.MLPField(layers, "gelu")
+    global GEN_MLP  # its layer widths size the local memory its forward pass needs
+    mlp = GEN_MLP = fs.MLPField(layers, "gelu")
     return [("mixture-flow-heun", mix.flow(), "heun", dict(x0=fs.Normal(0.0, 1.0))),
             ("mixture-diffusion-em", mix.diffusion(1.0), "euler_maruyama",
              dict(x0=fs.Normal(0.0, 1.0), save_at=3)),
@@ -539,6 +541,105 @@ def test_nonfinite_paths_counted_and_left_out_of_stats():
     np.testing.assert_allclose(gpu.mean[-1], finite.mean(axis=0), rtol=1e-12)
 
 
+def _welford_reference(buf, chunk, row_gate, pair):
+    """Per-chunk (count, mean, m2) of ``buf`` (n_save, n_paths, width) in plain Python, in
+    the CPU driver's order and arithmetic (cpu._welford), value by value."""
+    n_save, n_paths, width = buf.shape
+    n_chunks = -(-n_paths // chunk)
+    count = np.zeros((n_chunks, n_save, width), np.int64)
+    mean = np.zeros((n_chunks, n_save, width))
+    m2 = np.zeros((n_chunks, n_save, width))
+    for c in range(n_chunks):
+        for s in range(n_save):
+            for j in range(width):
+                for i in range(c * chunk, min(c * chunk + chunk, n_paths), 2 if pair else 1):
+                    v = np.float64(buf[s, i, j])
+                    if pair:
+                        v = (v + np.float64(buf[s, i + 1, j])) * 0.5
+                    if not np.isfinite(v) or (row_gate and not np.all(np.isfinite(buf[s, i]))):
+                        continue
+                    count[c, s, j] += 1
+                    d = v - mean[c, s, j]
+                    mean[c, s, j] += d / count[c, s, j]
+                    m2[c, s, j] += d * (v - mean[c, s, j])
+    return count, mean, m2
+
+
+@device_only
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_reductions_equal_the_cpu_order_bit_for_bit(dtype):
+    """The statistics kernel (tasks staged through shared memory in tiles of a team of
+    threads) gives the per-chunk Welford sums of the CPU's path order bit for bit, for
+    chunks longer than a tile and a short last chunk, with non-finite values, per value
+    and per row, single and antithetic-pair values; the histogram kernel (contiguous path
+    ranges per part) gives numpy's counts. Checked against plain Python, not against the
+    CPU driver, so the test also stands where the CPU's kernels are not compiled."""
+    from fastsde.kernels import cuda as kc
+    from fastsde.kernels.layout import hist_slot
+
+    rng = np.random.default_rng(5)
+    n_save, n_paths, width, chunk = 2, 74, 3, 34  # 3 chunks, the last of 6 paths
+    buf = (rng.standard_normal((n_save, n_paths, width)) * 3.0).astype(dtype)
+    buf[0, 5, 1] = np.nan
+    buf[1, 40, 2] = np.inf
+    buf[1, 41, 0] = -np.inf
+    d_buf = cuda.to_device(buf)
+    kernel = kc.CudaKernel(None, None, np.dtype(dtype).type, None,
+                           kc._stats_dispatcher(np.dtype(dtype).type))
+    for row_gate, pair in ((1, 0), (0, 0), (0, 1)):
+        shape = (-(-n_paths // chunk), n_save, width)
+        out = (cuda.to_device(np.full(shape, -1, np.int64)),
+               cuda.to_device(np.full(shape, np.nan)), cuda.to_device(np.full(shape, np.nan)))
+        kc.launch_reductions(kernel, chunk, [("stats", kernel.stats, d_buf, row_gate, pair,
+                                             out)])
+        got = [a.copy_to_host() for a in out]
+        want = _welford_reference(buf, chunk, row_gate, pair)
+        for name, g, w in zip(("count", "mean", "m2"), got, want):
+            assert np.array_equal(g, w), (
+                f"{name} (row_gate={row_gate}, pair={pair}): max diff "
+                f"{np.nanmax(np.abs(g - w))}")
+    edges = np.array([np.linspace(-4.0, 4.0, 9)] * width)
+    d_hist = cuda.to_device(np.zeros((n_save, width, 10), np.int64))
+    kc.launch_reductions(kernel, chunk, [("hist", d_buf, cuda.to_device(edges), d_hist)])
+    want = np.zeros((n_save, width, 10), np.int64)
+    for s in range(n_save):
+        for i in range(n_paths):
+            if np.all(np.isfinite(buf[s, i])):
+                for j in range(width):
+                    want[s, j, hist_slot(np.float64(buf[s, i, j]), edges, j, 8)] += 1
+    assert np.array_equal(d_hist.copy_to_host(), want)
+
+
+def _scratch_from_cuda(t, x, p, out):  # names numba.cuda: the simulator must swap it
+    a = cuda.local.array(2, numba.float64)
+    a[0] = x[0]
+    out[0] = a[0]
+
+
+@pytest.mark.skipif(not IN_SIMULATOR, reason="the simulator's device functions")
+def test_simulator_wraps_only_device_functions_that_name_cuda():
+    """Under the simulator, device functions that do not name numba.cuda run as plain
+    functions (its wrapper would only take a per-module lock at every call, on which a
+    block's threads queued: minutes for a 384-path run); one that does is wrapped, so
+    that it sees the thread's fake cuda module, and runs in a kernel."""
+    from fastsde.kernels import cuda as kc
+
+    jit = kc.device_jit(False)
+    assert jit(osc_drift) is osc_drift
+    wrapped = jit(_scratch_from_cuda)
+    assert wrapped is not _scratch_from_cuda
+
+    def kernel(out):
+        x = cuda.local.array(1, numba.float64)
+        x[0] = 2.5
+        wrapped(0.0, x, x, out)
+
+    out = np.zeros(1)
+    cuda.jit(kernel)[1, 1](out)
+    assert out[0] == 2.5
+
+
 def undeclared_drift(t, x, p, out):
     out[0] = -p[0] * x[0]
 
@@ -721,14 +822,28 @@ needs_nvvm = pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
 PTX_VARIANTS = sorted({(c[1].name, c[2]): c for c in CASES}.values(), key=lambda c: c[0])
 
 
+_PTX = {}
+
+
+def _ptx(case, dtype, **kw):
+    """compile_ptx of a case's kernels for sm_90, once per (case, dtype) per process:
+    the FMA checks and the ptxas checks read the same PTX."""
+    from fastsde.kernels import cuda as kc
+
+    key = (case[0], dtype)
+    if key not in _PTX:
+        _PTX[key] = kc.compile_ptx(case[1], methods.METHODS[case[2]], np.dtype(dtype).type,
+                                   cc=(9, 0), **kw)
+    return _PTX[key]
+
+
 @needs_nvvm
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", PTX_VARIANTS, ids=[c[0] for c in PTX_VARIANTS])
 def test_every_kernel_compiles_to_ptx_for_sm90(case, dtype):
     from fastsde.kernels import cuda as kc
 
-    _, model, method, _ = case
-    ptx = kc.compile_ptx(model, methods.METHODS[method], np.dtype(dtype).type, cc=(9, 0))
+    ptx = _ptx(case, dtype)
     for name, text in ptx.items():
         assert ".target sm_90" in text and ".entry" in text, name
     if not kc.FASTMATH[np.dtype(dtype).type]:
@@ -748,10 +863,7 @@ def test_every_kernel_compiles_to_ptx_for_sm90(case, dtype):
 @needs_nvvm
 @pytest.mark.parametrize("case", GEN_CASES, ids=[c[0] for c in GEN_CASES])
 def test_generative_models_compile_to_ptx_for_sm90(case):
-    from fastsde.kernels import cuda as kc
-
-    _, model, method, _ = case
-    ptx = kc.compile_ptx(model, methods.METHODS[method], np.float32, cc=(9, 0))
+    ptx = _ptx(case, "float32")
     assert ".target sm_90" in ptx["path"] and ".entry" in ptx["path"]
 
 
@@ -760,15 +872,75 @@ def test_generative_models_compile_to_ptx_for_sm90(case):
 def test_monte_carlo_kernels_compile_to_ptx_for_sm90(dtype):
     """Observables, stopping, the histogram kernel: typing errors the simulator does not
     catch fail here."""
-    from fastsde.kernels import cuda as kc
-
-    ptx = kc.compile_ptx(BOX, methods.METHODS["euler_maruyama"], np.dtype(dtype).type,
-                         cc=(9, 0), obs=tuple(BOX_OBS.items()), stop=outside_box)
+    ptx = _ptx(MC_CASE, dtype, obs=tuple(BOX_OBS.items()), stop=outside_box)
     for name in ("path", "stats", "hist"):
         assert ".target sm_90" in ptx[name] and ".entry" in ptx[name], name
         # float32 paths carry the transform's explicit float32 FMAs, nothing fused by NVVM
         assert ("fma.rn.f64" if dtype == "float32" else "fma.rn") not in ptx[name], name
     assert "atom.shared.add" in ptx["hist"] and "atom.global.add" in ptx["hist"]
+
+
+MC_CASE = ("box-observables-stop", BOX, "euler_maruyama", {})
+PTXAS_SKIP = PTX_SKIP or (None if ptxas_checks.tool("ptxas") else
+                          "ptxas was not found (pip install nvidia-cuda-nvcc-cu12)")
+
+
+def _user_local_bytes(case, itemsize):
+    """Bytes of local memory the model's own functions need: MLPField's forward pass
+    indexes its two scratch arrays (fastsde.scratch.local_array) and ``out`` with loop
+    indices whose bounds change from layer to layer, so they cannot be registers (each
+    array 16-byte aligned). Every other model of the suite: none."""
+    if not case[0].startswith("mlp"):
+        return 0
+    widths = (GEN_MLP.shapes[0][1],) + tuple(o for o, _ in GEN_MLP.shapes)
+
+    def aligned(n):
+        return -(-n * itemsize // 16) * 16
+
+    return 2 * aligned(max(widths)) + aligned(case[1].dim)
+
+
+RESOURCE_CASES = ([(c, d) for c in PTX_VARIANTS for d in ("float32", "float64")]
+                  + [(MC_CASE, d) for d in ("float32", "float64")]
+                  + [(c, "float32") for c in GEN_CASES])
+
+
+@pytest.mark.skipif(PTXAS_SKIP is not None, reason=str(PTXAS_SKIP))
+@pytest.mark.parametrize("case,dtype", RESOURCE_CASES,
+                         ids=[f"{c[0]}-{d}" for c, d in RESOURCE_CASES])
+def test_kernels_fit_in_registers(case, dtype):
+    """docs/cuda.md's register table, kept true by ptxas -v for sm_90 over every kernel
+    variant this file compiles: no spills; no stack frame (state, stage slopes, noise,
+    normals and reductions all in registers, so no local memory in the time loop) except
+    the arrays a model's own functions index at run time; registers within the bounds.
+    The float64 noise and initial-state loops are written out per component
+    (cuda._make_fill_noise): as loops they left 24-48 byte frames (3-d GBM, general
+    2 x 3 noise) with local loads and stores at every step."""
+    kw = dict(obs=tuple(BOX_OBS.items()), stop=outside_box) if case is MC_CASE else {}
+    ptx = _ptx(case, dtype, **kw)
+    generative = case in GEN_CASES
+    bound = ptxas_checks.MAX_REGISTERS_ANY if generative else ptxas_checks.MAX_REGISTERS[dtype]
+    ptxas_checks.check(f"{case[0]} {dtype} path", ptx["path"], bound,
+                       _user_local_bytes(case, np.dtype(dtype).itemsize))
+    for name in ("stats", "hist"):
+        ptxas_checks.check(f"{name} {dtype}", ptx[name], ptxas_checks.MAX_REGISTERS_ANY)
+
+
+@pytest.mark.skipif(PTXAS_SKIP is not None, reason=str(PTXAS_SKIP))
+def test_register_check_sees_local_memory():
+    """The check is not vacuous: the noise loop kept as a loop (past UNROLL_NOISE_MAX)
+    puts the float64 increments of a 3-d GBM in local memory, which it refuses."""
+    from fastsde.kernels import cuda as kc
+
+    saved = kc.UNROLL_NOISE_MAX
+    kc.UNROLL_NOISE_MAX = 0
+    try:
+        ptx = kc.compile_ptx(fs.GBM(mu=0.3, sigma=0.4, dim=3),
+                             methods.METHODS["euler_maruyama"], np.float64, cc=(9, 0))
+    finally:
+        kc.UNROLL_NOISE_MAX = saved
+    with pytest.raises(AssertionError, match="stack frame"):
+        ptxas_checks.check("gbm3 float64 rolled", ptx["path"], 255)
 
 
 @needs_nvvm
@@ -806,7 +978,9 @@ def test_gpu_benchmark_script_dry_run(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = out_md.read_text()
     for row in ("OU EM kernels, final state", "OU EM kernels, stats only",
-                "fs.simulate end to end", "RNG only", "GBM 3-dim EM kernel"):
+                "fs.simulate end to end", "RNG only", "GBM 3-dim EM kernel",
+                "statistics kernel (1 saves)", "histogram kernel, 100 bins (3 saves)",
+                "device copy of the buffer"):
         assert row in table, row
     assert "WRONG" not in table, table
     assert table.count(": ok") >= 7, table  # 4 OU kernel rows, 2 RNG rows, 1 GBM row

@@ -214,46 +214,6 @@ def test_link_check_is_not_vacuous(monkeypatch):
     assert linked[0] > reference[0]
 
 
-def _ptxas_skip_reason():
-    if KC is None:
-        return BACKEND_SKIP
-    try:
-        from numba.cuda.cudadrv import nvvm
-
-        if not nvvm.is_available():
-            return "the CUDA toolkit's NVVM is not installed (pip install 'fastsde[test]')"
-    except Exception as exc:  # noqa: BLE001
-        return f"NVVM cannot be loaded ({' '.join(str(exc).split())[:200]})"
-    if _tool("ptxas") is None:
-        return "ptxas was not found (pip install nvidia-cuda-nvcc-cu12)"
-    return None
-
-
-PTXAS_SKIP = _ptxas_skip_reason()
-
-
-@pytest.mark.skipif(PTXAS_SKIP is not None, reason=str(PTXAS_SKIP))
-@pytest.mark.parametrize("name", ["ou", "gbm3"])
-def test_float32_path_kernels_use_no_stack_and_at_most_64_registers(name):
-    """docs/cuda.md's register claim: float32 Euler-Maruyama on OU and on the
-    3-dimensional GBM keeps everything in registers (ptxas -v for sm_90)."""
-    model = OU if name == "ou" else fs.GBM(mu=1.5, sigma=0.01, dim=3)
-    ptx = KC.compile_ptx(model, methods.METHODS["euler_maruyama"], np.float32)["path"]
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        log = subprocess.run([_tool("ptxas"), "-v", "-arch=sm_90", "-o",
-                              os.path.join(tmp, "k.cubin"), src], check=True,
-                             capture_output=True, text=True, timeout=300).stderr
-    frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
-                      r"(\d+) bytes spill loads", log)
-    registers = re.search(r"Used (\d+) registers", log)
-    assert frame and registers, log
-    assert frame.groups() == ("0", "0", "0"), log
-    assert int(registers.group(1)) <= 64, log
-
-
 # --- numba-cuda internals --------------------------------------------------------------
 
 @needs_backend

@@ -207,11 +207,38 @@ def exact_fp():
 
 def device_jit(fastmath):
     """``cuda.jit(device=True)`` with forced inlining (so that local arrays passed to
-    device functions can be promoted to registers). The simulator takes no
-    ``forceinline``."""
+    device functions can be promoted to registers).
+
+    Under the simulator a device function is the plain function unless its code names
+    ``numba.cuda``: the simulator's wrapper only swaps that module in the function's
+    globals for the thread's fake one, and takes a per-module lock twice per call to do
+    so. The RNG's dozens of nested calls per normal, and the user's functions at every
+    step, then made a block's 16 threads queue on one lock: a 384-path, 12-step run took
+    0.2 s or, in a convoy, 12-36 s (0.07 s without the wrappers)."""
     if simulator_enabled():
-        return cuda.jit(device=True, fastmath=fastmath)
+        wrap = cuda.jit(device=True, fastmath=fastmath)
+
+        def simulator_jit(fn):
+            return wrap(fn) if _names_cuda(fn) else fn
+
+        return simulator_jit
     return cuda.jit(device=True, forceinline=True, fastmath=fastmath)
+
+
+def _names_cuda(fn):
+    """Whether ``fn``'s code (nested functions included) reads a global bound to the
+    ``numba.cuda`` module (the simulator must then swap it for the thread's fake)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return True
+    glob = getattr(fn, "__globals__", {})
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        if any(glob.get(name) is cuda for name in c.co_names):
+            return True
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return False
 
 
 _DEVICE_NAMESPACES = {}
@@ -292,6 +319,84 @@ def _lane_select(z0, z1, z2, z3, lane):
     return z3
 
 
+#: Noise components per step up to which the noise loop is written out statement by
+#: statement (``_make_fill_noise``). Unrolled, every ``dw[j]`` has a constant index and the
+#: increments stay in registers; as a loop, NVVM keeps the float64 loop rolled (its body,
+#: the inlined Philox rounds and transform, is past LLVM's unrolling threshold), so ``dw``
+#: lives in local memory with a store and a load per component per step (ptxas on sm_90:
+#: 48-byte stack frame for a float64 3-d GBM). Past this count the code would grow with
+#: ``noise_dim`` copies of the transform; the loop is kept and ``dw`` goes to local memory.
+UNROLL_NOISE_MAX = 8
+
+
+def _make_fill_noise(noise_dim, normal_block, lane_select):
+    """The step's increments, ``dw[j] = scale * z[k noise_dim + j]`` for j < noise_dim,
+    with ``z`` the path's stream of normals in blocks of four (the stream contract), as
+    a function returning the block now held in (z0, z1, z2, z3) and its index.
+
+    For ``noise_dim <= UNROLL_NOISE_MAX`` the source is generated with one statement
+    group per component (constant indices into ``dw``), the same arithmetic in the same
+    order as the loop."""
+    if noise_dim > UNROLL_NOISE_MAX:
+        def fill_noise(key0, key1, k, stream_inc, path, scale, dw, current_block,
+                       z0, z1, z2, z3):
+            for j in range(noise_dim):
+                q = k * noise_dim + j
+                block = q >> 2
+                if block != current_block:
+                    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),
+                                                  stream_inc, path)
+                    current_block = block
+                dw[j] = scale * lane_select(z0, z1, z2, z3, q & 3)
+            return current_block, z0, z1, z2, z3
+
+        return fill_noise
+    lines = ["def fill_noise(key0, key1, k, stream_inc, path, scale, dw, current_block,",
+             "               z0, z1, z2, z3):"]
+    for j in range(noise_dim):
+        lines += [f"    q = k * {noise_dim} + {j}",
+                  "    block = q >> 2",
+                  "    if block != current_block:",
+                  "        z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),",
+                  "                                      stream_inc, path)",
+                  "        current_block = block",
+                  f"    dw[{j}] = scale * lane_select(z0, z1, z2, z3, q & 3)"]
+    lines.append("    return current_block, z0, z1, z2, z3")
+    namespace = {"np": np, "normal_block": normal_block, "lane_select": lane_select}
+    exec(compile("\n".join(lines), f"<fastsde fill_noise noise_dim={noise_dim}>", "exec"),
+         namespace)
+    return namespace["fill_noise"]
+
+
+def _make_init_normal(dim, normal_block, lane_select):
+    """``x[j] = mean[j] + std[j] * z_j`` (``-z_j`` on the odd path of an antithetic pair)
+    for j < dim, with ``z_j`` normal j of the path's initial-state stream (blocks of four).
+    Written out per component up to ``UNROLL_NOISE_MAX`` like ``_make_fill_noise``: as a
+    loop, float64 keeps it rolled and the whole state ``x`` then lives in local memory
+    for the entire path (loaded and stored at every step)."""
+    if dim > UNROLL_NOISE_MAX:
+        def init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x):
+            z0 = z1 = z2 = z3 = x[0] * 0
+            for j in range(dim):
+                if j % 4 == 0:
+                    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(j // 4),
+                                                  stream_init, path)
+                z = lane_select(z0, z1, z2, z3, j % 4)
+                x[j] = x0_mean[j] + x0_std[j] * (-z if odd else z)
+
+        return init_normal
+    lines = ["def init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x):"]
+    for j in range(dim):
+        if j % 4 == 0:
+            lines += [f"    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64({j // 4}),",
+                      "                                  stream_init, path)"]
+        lines += [f"    z = z{j % 4}",
+                  f"    x[{j}] = x0_mean[{j}] + x0_std[{j}] * (-z if odd else z)"]
+    namespace = {"np": np, "normal_block": normal_block}
+    exec(compile("\n".join(lines), f"<fastsde init_normal dim={dim}>", "exec"), namespace)
+    return namespace["init_normal"]
+
+
 def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False, obs=(),
                       stop=None):
     """The plain Python source of the path kernel, closed over compiled device functions.
@@ -316,6 +421,10 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
         step = build_step(model, method, dtype, fastmath, noise_ns)
     lane_select = device_jit(False)(_lane_select)
     normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
+    fill_noise = device_jit(fastmath)(_make_fill_noise(max(model.noise_dim, 1),
+                                                       normal_block, lane_select))
+    init_normal = device_jit(fastmath)(_make_init_normal(model.dim, normal_block,
+                                                         lane_select))
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
     has_noise = model.kind == "sde" or rng_only
@@ -354,13 +463,7 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
                 path = path & pair_mask
             scale = -sqrt_h if odd else sqrt_h
             if x0_mode == X0_NORMAL:
-                z0 = z1 = z2 = z3 = dtype(0.0)
-                for j in range(dim):
-                    if j % 4 == 0:
-                        z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(j // 4),
-                                                      stream_init, path)
-                    z = lane_select(z0, z1, z2, z3, j % 4)
-                    x[j] = x0_mean[j] + x0_std[j] * (-z if odd else z)
+                init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x)
             else:
                 row = i if x0_mode == X0_PER_PATH else 0
                 for j in range(dim):
@@ -388,14 +491,9 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
                 t_mid = dtype(t0 + (k + 0.5) * h)
                 t_next = dtype(t1) if k + 1 == n_steps else dtype(t0 + (k + 1) * h)
                 if has_noise:
-                    for j in range(noise_dim):
-                        q = k * noise_dim + j
-                        block = q >> 2
-                        if block != current_block:
-                            z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),
-                                                          stream_inc, path)
-                            current_block = block
-                        dw[j] = scale * lane_select(z0, z1, z2, z3, q & 3)
+                    current_block, z0, z1, z2, z3 = fill_noise(
+                        key0, key1, k, stream_inc, path, scale, dw, current_block,
+                        z0, z1, z2, z3)
                 # A path that leaves the finite numbers is frozen at its first non-finite
                 # state, as on the CPU: not advanced further (its noise is still drawn, in
                 # step with the stream), counted, kept out of the statistics.
@@ -445,45 +543,102 @@ def _make_save_observables(observe, n_obs, dim, nan):
     return save_observables
 
 
+#: The statistics kernel's block: threads (each one (chunk, save index, column) task),
+#: in teams of a warp that stage their values through shared memory together.
+STATS_THREADS = 64
+STATS_TEAM = 32
+STATS_TEAMS = STATS_THREADS // STATS_TEAM
+#: Row length of a team's tile in shared memory: one more than the team, so that the
+#: lanes reading a row each (stride 33 doubles) fall in different banks.
+STATS_TILE_ROW = 33
+
+
 def stats_kernel(save_buf, chunk, row_gate, pair, count, mean, m2):
     """Per-chunk Welford statistics of saved values, in path order within a chunk.
 
-    One thread per (chunk c, save index s, column j), the same arithmetic as the CPU
-    driver's in the same order, so the float64 results equal the CPU's bit for bit.
+    One thread per task (chunk c, save index s, column j) runs Welford's update over the
+    chunk's paths in path order, the same arithmetic as the CPU driver's in the same
+    order, so the float64 results equal the CPU's bit for bit (a sequential recurrence:
+    no parallel merge rounds the same way). What is parallel is the reading: a team of
+    ``STATS_TEAM`` threads (a warp) stages its tasks' values through shared memory a tile
+    of ``STATS_TEAM`` paths at a time, the team's lanes reading consecutive paths of one
+    task together (coalesced; a warp of tasks reading its own paths strides ``chunk *
+    width`` elements between lanes), and the tile's values then feed the recurrences from
+    shared memory. Blocks are small (``STATS_THREADS``) so that the tasks of a run spread
+    over the SMs.
+
     ``save_buf`` (n_save, n_paths, width): states, observables or hitting times;
     ``count``, ``mean``, ``m2`` (n_chunks, n_save, width). ``row_gate``: a path with any
     non-finite column is left out (states); else each value is gated alone (observables,
     hitting times). ``pair``: antithetic pairs (paths 2m, 2m + 1) enter as their mean.
+    A value left out is staged as NaN, which the recurrence skips.
     """
     n_chunks = count.shape[0]
     n_save = count.shape[1]
     dim = count.shape[2]
     n_paths = save_buf.shape[1]
     total = n_chunks * n_save * dim
-    for tid in range(cuda.grid(1), total, cuda.gridsize(1)):
+    tile = cuda.shared.array((STATS_TEAMS, STATS_TEAM, STATS_TILE_ROW), numba.float64)
+    task_s = cuda.shared.array((STATS_TEAMS, STATS_TEAM), numba.int64)
+    task_row = cuda.shared.array((STATS_TEAMS, STATS_TEAM), numba.int64)
+    task_j = cuda.shared.array((STATS_TEAMS, STATS_TEAM), numba.int64)
+    task_len = cuda.shared.array((STATS_TEAMS, STATS_TEAM), numba.int64)
+    nt = cuda.blockDim.x
+    team_size = min(nt, STATS_TEAM)
+    lane = cuda.threadIdx.x % team_size
+    team = cuda.threadIdx.x // team_size
+    stride = 2 if pair else 1
+    span = team_size * stride
+    # Grid-stride over whole blocks of tasks, so every thread of a block runs the same
+    # iterations and reaches every barrier.
+    for base in range(cuda.blockIdx.x * nt, total, cuda.gridDim.x * nt):
+        tid = base + cuda.threadIdx.x
+        mine = tid < total
         j = tid % dim
         s = (tid // dim) % n_save
         c = tid // (dim * n_save)
+        task_s[team, lane] = s
+        task_row[team, lane] = c * chunk
+        task_j[team, lane] = j
+        task_len[team, lane] = min(chunk, n_paths - c * chunk) if mine else 0
         n = 0
         mu = 0.0
         q = 0.0
-        for i in range(c * chunk, min(c * chunk + chunk, n_paths), 2 if pair else 1):
-            v = np.float64(save_buf[s, i, j])
-            if pair:
-                v = (v + np.float64(save_buf[s, i + 1, j])) * 0.5
-            finite = math.isfinite(v)
-            if row_gate:
-                for jj in range(dim):
-                    if not math.isfinite(save_buf[s, i, jj]):
-                        finite = False
-            if finite:
-                n = n + 1
-                d = v - mu
-                mu += d / n
-                q += d * (v - mu)
-        count[c, s, j] = n
-        mean[c, s, j] = mu
-        m2[c, s, j] = q
+        # The block's first task has the lowest chunk index, hence the most paths (only
+        # the last chunk is short): the tiles every thread of the block walks through.
+        c_first = base // (dim * n_save)
+        longest = min(chunk, n_paths - c_first * chunk)
+        cuda.syncthreads()
+        for i0 in range(0, longest, span):
+            offset = i0 + lane * stride
+            for u in range(team_size):
+                v = np.nan
+                if offset < task_len[team, u]:
+                    su = task_s[team, u]
+                    i = task_row[team, u] + offset
+                    ju = task_j[team, u]
+                    v = np.float64(save_buf[su, i, ju])
+                    if pair:
+                        v = (v + np.float64(save_buf[su, i + 1, ju])) * 0.5
+                    if row_gate:
+                        for jj in range(dim):
+                            if not math.isfinite(save_buf[su, i, jj]):
+                                v = np.nan
+                tile[team, u, lane] = v
+            cuda.syncthreads()
+            if mine:
+                for k in range(team_size):
+                    v = tile[team, lane, k]
+                    if math.isfinite(v):
+                        n = n + 1
+                        d = v - mu
+                        mu += d / n
+                        q += d * (v - mu)
+            cuda.syncthreads()
+        if mine:
+            count[c, s, j] = n
+            mean[c, s, j] = mu
+            m2[c, s, j] = q
 
 
 #: Histogram slots counted in shared memory per block (int32, 8 KiB); histograms with
@@ -496,10 +651,11 @@ _hist_slot = cuda.jit(device=True)(layout.hist_slot)
 def hist_kernel(save_buf, edges, parts, hist):
     """Add the histogram of every (save index s, component j) of ``save_buf`` to ``hist``.
 
-    Task ``q`` of ``n_save * dim * parts`` (grid-stride over blocks) counts paths
-    ``part, part + parts, ...`` of (s, j) in a shared-memory histogram, then adds it to
-    the global one with atomics (exact integer sums, in any order). A path with any
-    non-finite component at save index s is not counted, as on the CPU.
+    Task ``q`` of ``n_save * dim * parts`` (grid-stride over blocks) counts the paths of
+    part ``part`` (a contiguous range, ``ceil(n_paths / parts)`` paths, read by the
+    block's threads at consecutive paths) of (s, j) in a shared-memory histogram, then
+    adds it to the global one with atomics (exact integer sums, in any order). A path
+    with any non-finite component at save index s is not counted, as on the CPU.
     ``save_buf`` (n_save, n_paths, dim); ``edges`` (dim, bins + 1) float64;
     ``hist`` (n_save, dim, bins + 2) int64.
     """
@@ -521,7 +677,8 @@ def hist_kernel(save_buf, edges, parts, hist):
             for b in range(tid, slots, nt):
                 local[b] = 0
             cuda.syncthreads()
-        for i in range(part + tid * parts, n_paths, nt * parts):
+        per_part = -(-n_paths // parts)
+        for i in range(part * per_part + tid, min(part * per_part + per_part, n_paths), nt):
             finite = True
             for jj in range(dim):
                 if not math.isfinite(save_buf[s, i, jj]):
@@ -943,12 +1100,20 @@ def launch(kernel, device_args, reductions=()):
     chunk = device_args[13]
     blocks = max(1, min(-(-n_paths // threads), kernel.blocks("path", threads)))
     kernel.path[blocks, threads](*device_args)
+    launch_reductions(kernel, chunk, reductions)
+
+
+def launch_reductions(kernel, chunk, reductions):
+    """Launch the reductions of :func:`launch` (``chunk``: paths per chunk); asynchronous.
+    ``kernel`` supplies the block counts (``CudaKernel.blocks``)."""
+    threads = SIM_THREADS_PER_BLOCK if simulator_enabled() else THREADS_PER_BLOCK
     for red in reductions:
         if red[0] == "stats":
             _, disp, buf, row_gate, pair, out = red
             total = out[0].size
-            blocks = max(1, min(-(-total // threads), kernel.blocks("stats", threads)))
-            disp[blocks, threads](buf, chunk, row_gate, pair, *out)
+            st = threads if simulator_enabled() else STATS_THREADS
+            blocks = max(1, min(-(-total // st), kernel.blocks("stats", st)))
+            disp[blocks, st](buf, chunk, row_gate, pair, *out)
         else:
             _, buf, edges, hist = red
             n_sj = buf.shape[0] * buf.shape[2]

@@ -37,7 +37,6 @@ nonfinite       (n_chunks,) int64                paths whose final state is not 
 =============== ================================ ===========================================
 """
 
-import math
 from collections import namedtuple
 
 import numpy as np
