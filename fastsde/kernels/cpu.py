@@ -132,7 +132,34 @@ def _make_fill_normals(dtype, lanes):
                                          np.uint64(W[7 * lanes + l]))
                 Z[2 * lanes + l] = z2
                 Z[3 * lanes + l] = z3
+    # Inlined into the kernel. Compiled as a function of its own (once per dtype, disk
+    # cached) it took its compile time out of every model's kernel, but OU float32 then ran
+    # at 89% of the inlined kernel's path-steps/s (2.62e9 against 2.93e9,
+    # tools/ab_kernel.py against a520347, same final states).
     return njit(inline="always", **_JIT)(fill)
+
+
+_NORMAL_BLOCKS = {}
+
+
+def _normal_block_dispatcher(dtype):
+    """``normal_block_f32/f64`` as a function of its own, compiled once per dtype and
+    kept in the disk cache (the initial states of ``fs.Normal`` draw from it once per lane
+    and four components: a call costs nothing there, inlining cost compile time in every
+    model's kernel)."""
+    name = np.dtype(dtype).name
+    if name not in _NORMAL_BLOCKS:
+        block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
+
+        def normal_block(key0, key1, index, stream, path):
+            return block(key0, key1, index, stream, path)
+
+        fingerprint = hashlib.sha256(repr(("normal_block", name, _SOURCE_HASH)).encode()
+                                     ).hexdigest()
+        dispatcher = njit(**_JIT)(_named(normal_block, fingerprint))
+        _enable_disk_cache(dispatcher, fingerprint)
+        _NORMAL_BLOCKS[name] = dispatcher
+    return _NORMAL_BLOCKS[name]
 
 
 @intrinsic
@@ -388,7 +415,7 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
     # Compile-time constants: Numba prunes the branches they guard before typing, so a
     # kernel without observables or stopping compiles none of that code.
     has_obs = n_obs > 0
-    normal_block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
+    normal_block = _normal_block_dispatcher(dtype)
     lanes = LANES[dtype]
     fill_normals = _make_fill_normals(dtype, lanes)
     words_per_block = 4 if dtype == np.float32 else 8
@@ -566,9 +593,10 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
                         live[l] = DEAD
             s = 0
             if n_save > 0 and save_steps[0] == 0:
-                save_block(X, P, OBV, n_live, b0, c, 0, dtype(t0), antithetic, tid,
-                           paths_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
-                           hist, hist_edges)
+                # np.int64: a literal 0 here compiled save_block a second time.
+                save_block(X, P, OBV, n_live, b0, c, np.int64(0), dtype(t0), antithetic,
+                           tid, paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
+                           ob_m2, hist, hist_edges)
                 s = 1
             current_block = -1
             for k in range(n_steps):
@@ -653,10 +681,14 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
                hit_mean, hit_m2, hist, hist_edges, nonfinite):
         n_chunks = (n_paths + chunk - 1) // chunk
         for c in prange(n_chunks):
-            run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
-                      save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
-                      paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean,
-                      ob_m2, hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite)
+            # int64, as the serial typing of this loop sees it: the parallel lowering's
+            # gufunc types the prange index as uint64, and run_chunk, the kernel's largest
+            # function, was compiled a second time for it (about 4 s of a first result).
+            run_chunk(np.int64(c), x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
+                      n_steps, save_steps, key0, key1, first_path, n_paths, chunk,
+                      antithetic, x_out, paths_out, hit_out, st_count, st_mean, st_m2,
+                      ob_count, ob_mean, ob_m2, hit_count, hit_mean, hit_m2, hist,
+                      hist_edges, nonfinite)
 
     # Debug kernels run serially: an exception raised inside a parallel region does not
     # propagate cleanly out of Numba's thread pool (it surfaces as a SystemError).

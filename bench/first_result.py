@@ -1,0 +1,264 @@
+#!/usr/bin/env python
+"""Time to first result: a new model's first answer, in a fresh process, Numba cache empty.
+
+Each measurement runs in its own Python process with its own empty ``NUMBA_CACHE_DIR``,
+from before ``import fastsde`` to the first result (1000 paths x 100 steps of the README's
+damped oscillator, ``fs.SDE`` dim 2 with diagonal noise), beside a naive
+``@numba.njit(parallel=True)`` kernel of the same model (``np.random`` normals in a
+``prange`` loop, the user's drift and diffusion as ``njit`` functions): what a user who
+writes the loop by hand waits before the first answer. The runs of fastsde and of the
+naive kernel alternate; each row is the best of ``--repeats``.
+
+fastsde rows also give the share of the time that Numba spends compiling (its
+``numba:compile`` events) and, of that, holding the LLVM lock (``numba:llvm_lock``:
+optimisation and machine code); the rest is Numba's front end (typing, lowering).
+
+Variants that compile a new kernel (float32, the stochastic Heun method (the same model
+declared with additive noise, which it has), observables with statistics, ``stop_when``) are each timed as a first result in a fresh process, and so is
+``fastsde demo`` (first run with an empty cache, then a second run that reads it)::
+
+    python bench/first_result.py                 # best of 3, writes bench/results/
+    python bench/first_result.py --repeats 1 --only naive,base --out /tmp/x.md
+
+The table is printed and written to ``bench/results/first-result-<date>.md``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MODEL_SOURCE = """
+def drift(t, x, p, out):
+    out[0] = x[1]
+    out[1] = -p[0] * x[0] - p[1] * x[1]
+
+
+def diffusion(t, x, p, out):
+    out[0] = 0.0
+    out[1] = p[2]
+"""
+
+#: Shared by the children: wall-clock union of Numba's compile and LLVM-lock events.
+TIMING_SOURCE = """
+import time
+_T0 = time.perf_counter()
+from numba.core import event as _event
+
+
+class _Spans(_event.Listener):
+    def __init__(self):
+        self.depth = 0
+        self.start = 0.0
+        self.total = 0.0
+
+    def on_start(self, ev):
+        if self.depth == 0:
+            self.start = time.perf_counter()
+        self.depth += 1
+
+    def on_end(self, ev):
+        self.depth -= 1
+        if self.depth == 0:
+            self.total += time.perf_counter() - self.start
+
+
+_compile, _llvm = _Spans(), _Spans()
+_event.register("numba:compile", _compile)
+_event.register("numba:llvm_lock", _llvm)
+"""
+
+FASTSDE_CHILD = TIMING_SOURCE + """
+import json
+import numpy as np
+import fastsde as fs
+_T_IMPORT = time.perf_counter() - _T0
+""" + MODEL_SOURCE + """
+osc = fs.SDE(drift, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
+             name="oscillator")
+kw = dict(x0=[1.0, 0.0], t_span=(0.0, 10.0), n_steps=100, n_paths=1000, seed=0,
+          progress=False)
+VARIANT = {variant!r}
+if VARIANT == "float32":
+    kw["dtype"] = "float32"
+elif VARIANT == "heun":
+    # Stochastic Heun needs additive noise; the oscillator's noise is additive.
+    osc = fs.SDE(drift, diffusion, dim=2, noise="additive", params=(1.0, 0.1, 0.3),
+                 name="oscillator")
+    kw["method"] = "heun"
+elif VARIANT == "observables":
+    def energy(t, x, p):
+        return 0.5 * (x[1] * x[1] + p[0] * x[0] * x[0])
+    kw.update(observables={{"energy": energy}}, stats=True)
+elif VARIANT == "stop_when":
+    def far(t, x, p):
+        return abs(x[0]) - 3.0
+    kw["stop_when"] = far
+res = fs.simulate(osc, **kw)
+assert np.all(np.isfinite(res.x)), "the first result is not finite"
+print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=_T_IMPORT,
+                      compile_s=_compile.total, llvm_s=_llvm.total)))
+"""
+
+NAIVE_CHILD = TIMING_SOURCE + """
+import json
+import numba
+import numpy as np
+from numba import njit, prange
+""" + MODEL_SOURCE + """
+drift_j = njit(drift)
+diffusion_j = njit(diffusion)
+
+
+@njit(parallel=True)
+def simulate(x0, p, t0, t1, n_steps, n_paths, seed):
+    h = (t1 - t0) / n_steps
+    sqrt_h = np.sqrt(h)
+    x_out = np.empty((n_paths, 2))
+    for i in prange(n_paths):
+        np.random.seed(seed + i)
+        x = x0.copy()
+        f = np.empty(2)
+        g = np.empty(2)
+        for k in range(n_steps):
+            t = t0 + k * h
+            drift_j(t, x, p, f)
+            diffusion_j(t, x, p, g)
+            for j in range(2):
+                x[j] = x[j] + f[j] * h + g[j] * sqrt_h * np.random.standard_normal()
+        x_out[i] = x
+    return x_out
+
+
+x = simulate(np.array([1.0, 0.0]), np.array([1.0, 0.1, 0.3]), 0.0, 10.0, 100, 1000, 0)
+assert np.all(np.isfinite(x))
+print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=0.0,
+                      compile_s=_compile.total, llvm_s=_llvm.total)))
+"""
+
+VARIANTS = ("base", "float32", "heun", "observables", "stop_when")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3, help="runs per row; best kept (3)")
+    p.add_argument("--only", default="",
+                   help="comma-separated rows: naive," + ",".join(VARIANTS) + ",demo "
+                        "(default: all)")
+    p.add_argument("--out", default=None,
+                   help="markdown output (default bench/results/first-result-<date>.md)")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1; got {args.repeats}")
+    return args
+
+
+def run_child(source, cache_dir):
+    """Run ``source`` in a fresh interpreter with ``cache_dir`` as Numba's cache; the
+    last line of its output is a JSON dict of seconds."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_demo(cache_dir):
+    """Wall seconds of ``fastsde demo --no-plot`` (its default sizes) with ``cache_dir``."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "fastsde", "demo", "--no-plot"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"fastsde demo failed:\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def fresh(fn):
+    d = tempfile.mkdtemp(prefix="fastsde-first-")
+    try:
+        return fn(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    want = (lambda s: not only or s in only)
+    rows = [v for v in VARIANTS if want(v)]
+    best = {}
+    for r in range(args.repeats):
+        # Alternate: naive, then each fastsde row, so slow drifts of the machine's speed
+        # hit both sides alike.
+        if want("naive"):
+            res = fresh(lambda d: run_child(NAIVE_CHILD, d))
+            print(f"  run {r + 1}: naive njit kernel {res['total']:.2f} s", flush=True)
+            if "naive" not in best or res["total"] < best["naive"]["total"]:
+                best["naive"] = res
+        for v in rows:
+            res = fresh(lambda d, v=v: run_child(FASTSDE_CHILD.format(variant=v), d))
+            print(f"  run {r + 1}: fastsde {v} {res['total']:.2f} s (compile "
+                  f"{res['compile_s']:.2f} s, LLVM {res['llvm_s']:.2f} s)", flush=True)
+            if v not in best or res["total"] < best[v]["total"]:
+                best[v] = res
+        if want("demo"):
+            def both(d):
+                return run_demo(d), run_demo(d)
+            first, second = fresh(both)
+            print(f"  run {r + 1}: fastsde demo first {first:.2f} s, second {second:.2f} s",
+                  flush=True)
+            old = best.get("demo", (first, second))
+            best["demo"] = (min(first, old[0]), min(second, old[1]))
+
+    naive = best.get("naive", {}).get("total")
+    date = datetime.date.today().isoformat()
+    lines = [f"# Time to first result, {date}", "",
+             f"Command: `python bench/first_result.py {' '.join(argv or sys.argv[1:])}`; "
+             f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+             f"{platform.python_version()}; fresh process and empty Numba cache per run, "
+             f"best of {args.repeats}, fastsde and the naive kernel alternating. Model: the "
+             f"README's damped oscillator (dim 2, diagonal noise), 1000 paths x 100 steps, "
+             f"float64 Euler-Maruyama unless the row says otherwise.", "",
+             "| what | first result s | import s | compiling s | of which LLVM s | "
+             "vs naive kernel |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    if naive is not None:
+        n = best["naive"]
+        lines.append(f"| naive `njit(parallel=True)` kernel | {n['total']:.2f} | - | "
+                     f"{n['compile_s']:.2f} | {n['llvm_s']:.2f} | 1.00x |")
+    for v in rows:
+        b = best[v]
+        ratio = f"{b['total'] / naive:.2f}x" if naive else "-"
+        what = "fastsde" + ("" if v == "base" else f", {v}")
+        lines.append(f"| {what} | {b['total']:.2f} | {b['import_s']:.2f} | "
+                     f"{b['compile_s']:.2f} | {b['llvm_s']:.2f} | {ratio} |")
+    if "demo" in best:
+        first, second = best["demo"]
+        lines.append(f"| `fastsde demo --no-plot`, first run (empty cache) | {first:.2f} | "
+                     f"- | - | - | - |")
+        lines.append(f"| `fastsde demo --no-plot`, second run (cache filled) | {second:.2f} "
+                     f"| - | - | - | - |")
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    out = args.out or os.path.join(ROOT, "bench", "results", f"first-result-{date}.md")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
