@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Where a new model's first result spends its compile time, per compiled function.
 
-Runs one ``fs.simulate`` of the README's damped oscillator (1000 paths x 100 steps) in
-this process and listens to Numba's compile events: for every function Numba compiles it
-reports the time spent in it exclusive of the functions it compiles in turn (typing
-another dispatcher's call compiles that one first), how much of that is under the LLVM
-lock (optimisation and code generation) and how many times it was compiled. Use an empty
+Runs one ``fs.simulate`` of bench/first_result.py's model (the README's damped
+oscillator, 1000 paths x 100 steps) in this process and listens to Numba's compile
+events: for every function Numba compiles it reports the time spent in it exclusive of
+the functions it compiles in turn (typing another dispatcher's call compiles that one
+first), how much of that is under the LLVM lock (optimisation and code generation) and
+how many times it was compiled. Use an empty
 cache to see a new user's first run::
 
     NUMBA_CACHE_DIR=$(mktemp -d) python tools/compile_profile.py [--dtype float32]
@@ -18,7 +19,9 @@ import sys
 import time
 from collections import defaultdict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 
 def main(argv=None):
@@ -72,16 +75,13 @@ def main(argv=None):
 
     t_import = time.perf_counter() - t0
 
-    def drift(t, x, p, out):
-        out[0] = x[1]
-        out[1] = -p[0] * x[0] - p[1] * x[1]
+    # The model of bench/first_result.py, from its source, so that both time one model.
+    from first_result import MODEL_SOURCE
 
-    def diffusion(t, x, p, out):
-        out[0] = 0.0
-        out[1] = p[2]
-
-    osc = fs.SDE(drift, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
-                 name="oscillator")
+    functions = {}
+    exec(compile(MODEL_SOURCE, "<first_result model>", "exec"), functions)
+    osc = fs.SDE(functions["drift"], functions["diffusion"], dim=2, noise="diagonal",
+                 params=(1.0, 0.1, 0.3), name="oscillator")
     t1 = time.perf_counter()
     res = fs.simulate(osc, x0=[1.0, 0.0], t_span=(0.0, 10.0), n_steps=100, n_paths=1000,
                       method=args.method, dtype=args.dtype, seed=0, progress=False)

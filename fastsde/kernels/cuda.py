@@ -329,72 +329,56 @@ def _lane_select(z0, z1, z2, z3, lane):
 UNROLL_NOISE_MAX = 8
 
 
+def _per_component(header, prologue, body, count, epilogue, namespace, name):
+    """A function from generated source that runs ``body`` (lines using ``{j}``) for
+    j < ``count``: written out with j a literal, so arrays indexed by j get constant
+    indices and stay in registers, or, past ``UNROLL_NOISE_MAX``, as a loop over j."""
+    lines = [header] + ["    " + line for line in prologue]
+    if count <= UNROLL_NOISE_MAX:
+        for j in range(count):
+            lines += ["    " + line.replace("{j}", str(j)) for line in body]
+    else:
+        lines.append(f"    for j in range({count}):")
+        lines += ["        " + line.replace("{j}", "j") for line in body]
+    lines += ["    " + line for line in epilogue]
+    namespace = dict(namespace, np=np)
+    exec(compile("\n".join(lines), f"<fastsde {name} count={count}>", "exec"), namespace)
+    return namespace[name]
+
+
 def _make_fill_noise(noise_dim, normal_block, lane_select):
     """The step's increments, ``dw[j] = scale * z[k noise_dim + j]`` for j < noise_dim,
     with ``z`` the path's stream of normals in blocks of four (the stream contract), as
-    a function returning the block now held in (z0, z1, z2, z3) and its index.
-
-    For ``noise_dim <= UNROLL_NOISE_MAX`` the source is generated with one statement
-    group per component (constant indices into ``dw``), the same arithmetic in the same
-    order as the loop."""
-    if noise_dim > UNROLL_NOISE_MAX:
-        def fill_noise(key0, key1, k, stream_inc, path, scale, dw, current_block,
-                       z0, z1, z2, z3):
-            for j in range(noise_dim):
-                q = k * noise_dim + j
-                block = q >> 2
-                if block != current_block:
-                    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),
-                                                  stream_inc, path)
-                    current_block = block
-                dw[j] = scale * lane_select(z0, z1, z2, z3, q & 3)
-            return current_block, z0, z1, z2, z3
-
-        return fill_noise
-    lines = ["def fill_noise(key0, key1, k, stream_inc, path, scale, dw, current_block,",
-             "               z0, z1, z2, z3):"]
-    for j in range(noise_dim):
-        lines += [f"    q = k * {noise_dim} + {j}",
-                  "    block = q >> 2",
-                  "    if block != current_block:",
-                  "        z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block),",
-                  "                                      stream_inc, path)",
-                  "        current_block = block",
-                  f"    dw[{j}] = scale * lane_select(z0, z1, z2, z3, q & 3)"]
-    lines.append("    return current_block, z0, z1, z2, z3")
-    namespace = {"np": np, "normal_block": normal_block, "lane_select": lane_select}
-    exec(compile("\n".join(lines), f"<fastsde fill_noise noise_dim={noise_dim}>", "exec"),
-         namespace)
-    return namespace["fill_noise"]
+    a function returning the block now held in (z0, z1, z2, z3) and its index. Written
+    out per component (``_per_component``)."""
+    return _per_component(
+        "def fill_noise(key0, key1, k, stream_inc, path, scale, dw, current_block, z0, z1, "
+        "z2, z3):", [],
+        [f"q = k * {noise_dim} + {{j}}",
+         "block = q >> 2",
+         "if block != current_block:",
+         "    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block), stream_inc, path)",
+         "    current_block = block",
+         "dw[{j}] = scale * lane_select(z0, z1, z2, z3, q & 3)"],
+        noise_dim, ["return current_block, z0, z1, z2, z3"],
+        {"normal_block": normal_block, "lane_select": lane_select}, "fill_noise")
 
 
 def _make_init_normal(dim, normal_block, lane_select):
     """``x[j] = mean[j] + std[j] * z_j`` (``-z_j`` on the odd path of an antithetic pair)
     for j < dim, with ``z_j`` normal j of the path's initial-state stream (blocks of four).
-    Written out per component up to ``UNROLL_NOISE_MAX`` like ``_make_fill_noise``: as a
-    loop, float64 keeps it rolled and the whole state ``x`` then lives in local memory
-    for the entire path (loaded and stored at every step)."""
-    if dim > UNROLL_NOISE_MAX:
-        def init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x):
-            z0 = z1 = z2 = z3 = x[0] * 0
-            for j in range(dim):
-                if j % 4 == 0:
-                    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(j // 4),
-                                                  stream_init, path)
-                z = lane_select(z0, z1, z2, z3, j % 4)
-                x[j] = x0_mean[j] + x0_std[j] * (-z if odd else z)
-
-        return init_normal
-    lines = ["def init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x):"]
-    for j in range(dim):
-        if j % 4 == 0:
-            lines += [f"    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64({j // 4}),",
-                      "                                  stream_init, path)"]
-        lines += [f"    z = z{j % 4}",
-                  f"    x[{j}] = x0_mean[{j}] + x0_std[{j}] * (-z if odd else z)"]
-    namespace = {"np": np, "normal_block": normal_block}
-    exec(compile("\n".join(lines), f"<fastsde init_normal dim={dim}>", "exec"), namespace)
-    return namespace["init_normal"]
+    Written out per component like ``_make_fill_noise``: as a loop, float64 keeps it
+    rolled and the whole state ``x`` then lives in local memory for the entire path
+    (loaded and stored at every step)."""
+    return _per_component(
+        "def init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x):",
+        ["z0 = z1 = z2 = z3 = x0_mean[0] * 0"],
+        ["if {j} % 4 == 0:",
+         "    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64({j} // 4), stream_init,",
+         "                                  path)",
+         "z = lane_select(z0, z1, z2, z3, {j} % 4)",
+         "x[{j}] = x0_mean[{j}] + x0_std[{j}] * (-z if odd else z)"],
+        dim, [], {"normal_block": normal_block, "lane_select": lane_select}, "init_normal")
 
 
 def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False, obs=(),
