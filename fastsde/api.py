@@ -413,7 +413,10 @@ def _run_stream(backend, kernel, base, outputs, sz, cost_per_path, progress):
 def _resolve_device(device):
     if device == "cpu":
         return "cpu"
-    from .kernels import cuda_available
+    from .kernels import cuda_available, cuda_driver_absent
+
+    if device == "auto" and cuda_driver_absent():
+        return "cpu"
 
     ok, why = cuda_available()
     if device == "cuda":

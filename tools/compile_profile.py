@@ -10,7 +10,7 @@ how many times it was compiled. Use an empty
 cache to see a new user's first run::
 
     NUMBA_CACHE_DIR=$(mktemp -d) python tools/compile_profile.py [--dtype float32]
-        [--method heun] [--top 20]
+        [--method heun] [--top 20] [--demo]
 """
 
 import argparse
@@ -29,6 +29,9 @@ def main(argv=None):
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     p.add_argument("--method", default="euler_maruyama")
     p.add_argument("--top", type=int, default=20, help="rows to print (20)")
+    p.add_argument("--demo", action="store_true",
+                   help="profile the kernels of `fastsde demo` instead (OU, float32, "
+                        "stats, Euler-Maruyama then Heun; small sizes)")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -83,10 +86,16 @@ def main(argv=None):
     osc = fs.SDE(functions["drift"], functions["diffusion"], dim=2, noise="diagonal",
                  params=(1.0, 0.1, 0.3), name="oscillator")
     t1 = time.perf_counter()
-    res = fs.simulate(osc, x0=[1.0, 0.0], t_span=(0.0, 10.0), n_steps=100, n_paths=1000,
+    if args.demo:
+        for method in ("euler_maruyama", "heun"):
+            res = fs.simulate(fs.OU(theta=0.25, sigma=1.0), 0.0, (0.0, 40.0), 100, 1000,
+                              method=method, dtype="float32", seed=0, stats=True,
+                              progress=False)
+    else:
+        res = fs.simulate(osc, x0=[1.0, 0.0], t_span=(0.0, 10.0), n_steps=100, n_paths=1000,
                       method=args.method, dtype=args.dtype, seed=0, progress=False)
     t_first = time.perf_counter() - t1
-    assert np.all(np.isfinite(res.x))
+    assert args.demo or np.all(np.isfinite(res.x))
     total = sum(exclusive.values())
     print(f"import fastsde {t_import:.2f} s; first simulate {t_first:.2f} s, of which "
           f"compiling {total:.2f} s (LLVM {sum(llvm.values()):.2f} s)")

@@ -4,6 +4,41 @@ CUDA_INSTALL_HINT = ("pip install 'fastsde[cuda]' (numba-cuda and the CUDA 12 to
                      "libraries from PyPI)")
 
 
+def cuda_driver_absent():
+    """True when no NVIDIA driver library can be loaded here (so no GPU can be used),
+    found in microseconds without importing numba.cuda (which costs about 0.5 s at
+    import, every ``device="auto"`` run on a machine without a GPU). False means only
+    "maybe": :func:`cuda_available` decides. Under the CUDA simulator, or with
+    ``NUMBA_CUDA_DRIVER`` naming a driver, it is False.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return False
+    if os.environ.get("NUMBA_CUDA_DRIVER"):
+        return False
+    if sys.platform == "darwin":
+        return True
+    if sys.platform.startswith("win"):
+        candidates = ["nvcuda.dll"]
+    else:
+        # Where numba.cuda looks (the loader's path, then /usr/lib and /usr/lib64), and
+        # WSL's driver folder.
+        names = ["libcuda.so", "libcuda.so.1"]
+        candidates = names + [os.path.join(d, n) for d in ("/usr/lib", "/usr/lib64",
+                                                            "/usr/lib/wsl/lib")
+                              for n in names]
+    for candidate in candidates:
+        try:
+            ctypes.CDLL(candidate)
+        except OSError:
+            continue
+        return False
+    return True
+
+
 def cuda_available():
     """Whether the CUDA backend can run here.
 

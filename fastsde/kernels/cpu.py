@@ -14,6 +14,7 @@ bit-identical for any thread count.
 import hashlib
 import types as pytypes
 import math
+import threading
 
 import numba
 import numpy as np
@@ -81,6 +82,9 @@ def _make_fill_normals(dtype, lanes):
     slower (register spills). float64 has two chains per lane already (the words and the
     low words) and gained nothing from four.
     """
+    key = (np.dtype(dtype).name, lanes)
+    if key in _FILL_NORMALS:
+        return _FILL_NORMALS[key]
     if lanes % 2:
         raise ValueError(f"lanes must be even (the words loop runs two lanes at a time); "
                          f"got {lanes}")
@@ -94,7 +98,9 @@ def _make_fill_normals(dtype, lanes):
         W[3 * lanes + offset + l] = w3
 
     if dtype == np.float32:
-        def fill(Z, W, key0, key1, block, stream, path0, pair_bits):
+        def fill_normals(Z, W, key0, key1, block, stream, path0, pair_bits):
+            _inline_into_callers()
+            _prefer_vector_width(VECTOR_BITS)
             # Lanes l and l + half in one iteration: two independent Philox chains.
             for l in range(half):
                 a0, a1, a2, a3 = _block_words(key0, key1, block, stream,
@@ -112,7 +118,9 @@ def _make_fill_normals(dtype, lanes):
                 Z[2 * lanes + l] = z2
                 Z[3 * lanes + l] = z3
     else:
-        def fill(Z, W, key0, key1, block, stream, path0, pair_bits):
+        def fill_normals(Z, W, key0, key1, block, stream, path0, pair_bits):
+            _inline_into_callers()
+            _prefer_vector_width(VECTOR_BITS)
             for l in range(lanes):
                 path = (path0 + np.uint64(l)) & pair_bits
                 w0, w1, w2, w3 = _block_words(key0, key1, block, stream, path)
@@ -132,11 +140,19 @@ def _make_fill_normals(dtype, lanes):
                                          np.uint64(W[7 * lanes + l]))
                 Z[2 * lanes + l] = z2
                 Z[3 * lanes + l] = z3
-    # Inlined into the kernel. Compiled as a function of its own (once per dtype, disk
-    # cached) it took its compile time out of every model's kernel, but OU float32 then ran
-    # at 89% of the inlined kernel's path-steps/s (2.62e9 against 2.93e9,
-    # tools/ab_kernel.py against a520347, same final states).
-    return njit(inline="always", **_JIT)(fill)
+    # Compiled on its own, once per dtype and lanes (then from the disk cache), and
+    # inlined into each kernel by LLVM (see _inline_into_callers). Called without LLVM's
+    # inlining, as a function, OU float32 ran at 89% of the inlined kernel's path-steps/s
+    # (2.62e9 against 2.93e9, tools/ab_kernel.py against a520347, same final states).
+    fingerprint = hashlib.sha256(repr(("fill_normals", key, VECTOR_BITS, _SOURCE_HASH)
+                                      ).encode()).hexdigest()
+    dispatcher = njit(**_JIT)(_named(fill_normals, fingerprint))
+    _enable_disk_cache(dispatcher, fingerprint)
+    _FILL_NORMALS[key] = dispatcher
+    return dispatcher
+
+
+_FILL_NORMALS = {}
 
 
 _NORMAL_BLOCKS = {}
@@ -258,7 +274,7 @@ def _named(fn, fingerprint, role=""):
 
     Numba names a compiled function's symbol after its ``__qualname__`` and a per-process
     counter, and a library loaded from the disk cache keeps the names it was compiled
-    with. Every kernel is a closure of ``_make_kernel`` with the same qualname, so two
+    with. Every kernel is a closure of ``_make_run_chunk`` with the same qualname, so two
     kernels compiled in two processes could carry the same symbol; loaded into one process
     from the cache, the second then ran the first's code (an OU kernel's loaded after a
     GBM kernel's gave GBM the OU's arithmetic, silently). With the fingerprint in the name,
@@ -275,6 +291,57 @@ def _enable_disk_cache(dispatcher, fingerprint):
         dispatcher._cache = _KeyedCache(dispatcher.py_func, fingerprint)
     except Exception:  # no writable cache location: compile in memory only
         pass
+
+
+@intrinsic
+def _call_address(typingctx, address, args):
+    """Call the Numba-compiled function at native address ``address`` on the tuple
+    ``args`` (Numba's calling convention, no return value); its status is propagated, so
+    an exception it raises is the caller's.
+
+    The launcher calls each kernel's ``run_chunk`` this way instead of by name: a call by
+    name links the callee's LLVM module into the caller, where LLVM optimises it again
+    with the caller (twice: in the parfor's gufunc and in the launcher), about 1.5 s of
+    every model's first result spent on code already optimised; and it would make the
+    launcher, which only maps chunks over threads, one per model. Through an address one
+    launcher per argument types serves every model and is compiled once, then loaded
+    from the disk cache. The caller guarantees that the function at ``address`` was
+    compiled for exactly these argument types (:class:`CpuKernel`).
+    """
+    if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+    arg_types = tuple(args)
+
+    def codegen(context, builder, signature, llvm_args):
+        address_value, packed = llvm_args
+        values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
+        function_type = context.call_conv.get_function_type(types.none, arg_types)
+        callee = builder.inttoptr(address_value, function_type.as_pointer())
+        status, _ = context.call_conv.call_function(builder, callee, types.none, arg_types,
+                                                    values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(address, args), codegen
+
+
+@intrinsic
+def _inline_into_callers(typingctx):
+    """Mark the function being compiled ``alwaysinline`` for LLVM.
+
+    Numba's own inlining (``njit(inline="always")``) copies a function's IR into every
+    caller before typing, so each caller types and lowers it again: the RNG's lane loops
+    cost every new kernel about 1 s of compiling. A function compiled on its own (once
+    per process, then from the disk cache) and marked here is linked into each caller and
+    inlined by LLVM before the caller's loops are vectorised, so the machine code is that
+    of the inlined version without its compile time.
+    """
+    def codegen(context, builder, signature, args):
+        builder.function.attributes.add("alwaysinline")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @njit(inline="always", **_JIT)
@@ -391,54 +458,33 @@ def _make_rng_only_step(dim, noise_dim):
     return step
 
 
-def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), stop=None):
-    """The CPU kernel's dispatcher; ``sz`` (:class:`layout.Sizes`) gives every
-    compile-time size (the parameter width passed, not the declared one)."""
-    dim = model.dim
-    noise_dim = max(model.noise_dim, 1)
-    has_noise = model.kind == "sde"
-    gshape = model.diffusion_shape if has_noise else (1,)
+_SAVE_BLOCKS = {}
+
+
+def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
+    """The save point's function: everything asked for at a save index, for the live lanes
+    of one block (the statistics, histogram, observables and stored paths).
+
+    It depends on the state's width, the lanes, the parameters and the observables, not
+    on the model's drift or the method, so the kernels of one model for every method
+    (and of every model of the same width) share it: compiled once per process, then
+    loaded from the disk cache, and linked into each kernel.
+    """
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
-    drift, diffusion, noise_term = build_step(model, method, dtype, njit, **options)
-    if rng_only:
-        has_noise = True
-        step_py = _make_rng_only_step(dim, noise_dim)
-    else:
-        step_py = method.factory(model)(drift, diffusion, noise_term, dim, dtype)
-    step = njit(inline="always", **options)(step_py)
-    jit_inline = njit(inline="always", **options)
-    observe = montecarlo.make_observe(obs, jit_inline)
-    stop_fn = jit_inline(stop if stop is not None else montecarlo.never_stop)
-    has_stop = stop is not None
+    fingerprint = hashlib.sha256(repr((
+        "save_block", __version__, numba.__version__, _SOURCE_HASH, dim,
+        np.dtype(dtype).name, lanes, n_params_model, on_stack,
+        montecarlo.fingerprint(obs, None), debug)).encode()).hexdigest()
+    if fingerprint in _SAVE_BLOCKS:
+        return _SAVE_BLOCKS[fingerprint]
+    observe = montecarlo.make_observe(obs, njit(inline="always", **options))
     n_obs = len(obs)
-    n_obs_c = max(n_obs, 1)
-    # Compile-time constants: Numba prunes the branches they guard before typing, so a
-    # kernel without observables or stopping compiles none of that code.
     has_obs = n_obs > 0
-    normal_block = _normal_block_dispatcher(dtype)
-    lanes = LANES[dtype]
-    fill_normals = _make_fill_normals(dtype, lanes)
-    words_per_block = 4 if dtype == np.float32 else 8
+    alloc_state = _scratch_allocator((dim,), dtype, on_stack)
+    alloc_params = _scratch_allocator((n_params_model,), dtype, on_stack)
+    alloc_obs = _scratch_allocator((max(n_obs, 1),), dtype, on_stack)
     welford = _welford
     hist_slot = _hist_slot
-    on_stack = scratch_on_stack(sz, dtype)
-    alloc_g = _scratch_allocator(gshape, dtype, on_stack)
-    stream_inc = np.uint64(philox.STREAM_INCREMENTS)
-    stream_init = np.uint64(philox.STREAM_INITIAL)
-    # The width of the parameter rows passed: sizes the per-lane buffer and the copy p
-    # that user functions read (a model declared without params may be given some).
-    n_params_model = sz.n_params
-    n_params_c = max(n_params_model, 1)
-    alloc_state = _scratch_allocator((dim,), dtype, on_stack)
-    alloc_noise = _scratch_allocator((noise_dim,), dtype, on_stack)
-    alloc_params = _scratch_allocator((n_params_model,), dtype, on_stack)
-    alloc_obs = _scratch_allocator((n_obs_c,), dtype, on_stack)
-    pair_mask = ~np.uint64(1)
-    mask_int = np.int32 if dtype == np.float32 else np.int64
-    LIVE = mask_int(-1)
-    DEAD = mask_int(0)
-    blend = _blend_f32 if dtype == np.float32 else _blend_f64
-    to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
     nan = dtype(np.nan)
 
     def save_block(X, P, OBV, n_live, b0, c, s, t_s, antithetic, tid, paths_out, st_count,
@@ -496,11 +542,63 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
                     if math.isfinite(v):
                         welford(ob_count, ob_mean, ob_m2, c, s, o, v)
 
+    dispatcher = njit(**options)(_named(save_block, fingerprint))
+    _enable_disk_cache(dispatcher, fingerprint)
+    _SAVE_BLOCKS[fingerprint] = dispatcher
+    return dispatcher
+
+
+def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
+                    stop=None):
+    """The kernel's ``run_chunk`` (a dispatcher, not compiled yet); ``sz`` (:class:`layout.Sizes`) gives every
+    compile-time size (the parameter width passed, not the declared one)."""
+    dim = model.dim
+    noise_dim = max(model.noise_dim, 1)
+    has_noise = model.kind == "sde"
+    gshape = model.diffusion_shape if has_noise else (1,)
+    options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
+    drift, diffusion, noise_term = build_step(model, method, dtype, njit, **options)
+    if rng_only:
+        has_noise = True
+        step_py = _make_rng_only_step(dim, noise_dim)
+    else:
+        step_py = method.factory(model)(drift, diffusion, noise_term, dim, dtype)
+    step = njit(inline="always", **options)(step_py)
+    jit_inline = njit(inline="always", **options)
+    stop_fn = jit_inline(stop if stop is not None else montecarlo.never_stop)
+    # A compile-time constant: Numba prunes the branches it guards before typing, so a
+    # kernel without stopping compiles none of that code (has_obs likewise in save_block).
+    has_stop = stop is not None
+    n_obs = len(obs)
+    n_obs_c = max(n_obs, 1)
+    normal_block = _normal_block_dispatcher(dtype)
+    lanes = LANES[dtype]
+    fill_normals = _make_fill_normals(dtype, lanes)
+    words_per_block = 4 if dtype == np.float32 else 8
+    welford = _welford
+    on_stack = scratch_on_stack(sz, dtype)
+    alloc_g = _scratch_allocator(gshape, dtype, on_stack)
+    stream_inc = np.uint64(philox.STREAM_INCREMENTS)
+    stream_init = np.uint64(philox.STREAM_INITIAL)
+    # The width of the parameter rows passed: sizes the per-lane buffer and the copy p
+    # that user functions read (a model declared without params may be given some).
+    n_params_model = sz.n_params
+    n_params_c = max(n_params_model, 1)
+    alloc_state = _scratch_allocator((dim,), dtype, on_stack)
+    alloc_noise = _scratch_allocator((noise_dim,), dtype, on_stack)
+    alloc_params = _scratch_allocator((n_params_model,), dtype, on_stack)
+    pair_mask = ~np.uint64(1)
+    mask_int = np.int32 if dtype == np.float32 else np.int64
+    LIVE = mask_int(-1)
+    DEAD = mask_int(0)
+    blend = _blend_f32 if dtype == np.float32 else _blend_f64
+    to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
+
     fingerprint = hashlib.sha256(repr((
         __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
         method.name, np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
         montecarlo.fingerprint(obs, stop), n_params_model, on_stack)).encode()).hexdigest()
-    save_block = njit(**options)(_named(save_block, fingerprint))
+    save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
 
     def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
                   save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
@@ -674,32 +772,108 @@ def _make_kernel(model, method, dtype, sz, debug=False, rng_only=False, obs=(), 
         nonfinite[c] = bad
 
     run_chunk = njit(**options)(_named(run_chunk, fingerprint))
+    _enable_disk_cache(run_chunk, fingerprint)
+    return run_chunk
 
-    def kernel(x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps, save_steps,
-               key0, key1, first_path, n_paths, chunk, antithetic, x_out, paths_out,
-               hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2, hit_count,
-               hit_mean, hit_m2, hist, hist_edges, nonfinite):
-        n_chunks = (n_paths + chunk - 1) // chunk
-        for c in prange(n_chunks):
-            # int64, as the serial typing of this loop sees it: the parallel lowering's
-            # gufunc types the prange index as uint64, and run_chunk, the kernel's largest
-            # function, was compiled a second time for it (about 4 s of a first result).
-            run_chunk(np.int64(c), x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
-                      n_steps, save_steps, key0, key1, first_path, n_paths, chunk,
-                      antithetic, x_out, paths_out, hit_out, st_count, st_mean, st_m2,
-                      ob_count, ob_mean, ob_m2, hit_count, hit_mean, hit_m2, hist,
-                      hist_edges, nonfinite)
 
-    # Debug kernels run serially: an exception raised inside a parallel region does not
-    # propagate cleanly out of Numba's thread pool (it surfaces as a SystemError).
-    dispatcher = njit(parallel=not debug, **options)(_named(kernel, fingerprint))
-    # The same kernel compiled serially, used only to re-raise a user function's own
-    # exception when the parallel kernel reports one (compiled on first need).
-    dispatcher.fastsde_serial = (njit(**options)(_named(kernel, fingerprint, "serial"))
-                                 if not debug else None)
+def _launch(address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
+            save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
+            paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
+            hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
+    """Run the ``run_chunk`` at ``address`` over the chunks, in parallel (the threads take
+    the chunks) or serially."""
+    n_chunks = (n_paths + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        # int64: the parallel lowering's gufunc types the prange index as uint64, and
+        # run_chunk is compiled for int64.
+        _call_address(address, (np.int64(c), x0_rows, x0_mode, x0_mean, x0_std, params,
+                                 t0, h, t1, n_steps, save_steps, key0, key1, first_path,
+                                 n_paths, chunk, antithetic, x_out, paths_out, hit_out,
+                                 st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
+                                 hit_count, hit_mean, hit_m2, hist, hist_edges,
+                                 nonfinite))
+
+
+def _make_launcher(parallel):
+    fingerprint = hashlib.sha256(repr(("launch", parallel, __version__, numba.__version__,
+                                       _SOURCE_HASH)).encode()).hexdigest()
+    role = "parallel" if parallel else "serial"
+    dispatcher = njit(parallel=parallel, **_JIT)(_named(_launch, fingerprint, role))
     _enable_disk_cache(dispatcher, fingerprint)
-    dispatcher.fastsde_sizes = sz
     return dispatcher
+
+
+_LAUNCHERS = {}
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launcher_for(parallel, sig):
+    """The launcher (parallel or serial) compiled for the kernel arguments ``sig``: one
+    per argument types (in practice per dtype), shared by every model and method, and
+    kept in the disk cache."""
+    with _LAUNCHER_LOCK:
+        launcher = _LAUNCHERS.get(parallel)
+        if launcher is None:
+            launcher = _LAUNCHERS[parallel] = _make_launcher(parallel)
+        full_sig = (types.int64,) + tuple(sig)
+        if full_sig not in launcher.overloads:
+            launcher.disable_compile(False)
+            launcher.compile(full_sig)
+        # Compiled only for the signatures asked for here: a call with other argument
+        # types must raise, not compile a launcher that would pass them to a run_chunk
+        # compiled for these.
+        launcher.disable_compile()
+        return launcher
+
+
+class CpuKernel:
+    """A compiled CPU kernel: the ``run_chunk`` of one (model, method, dtype, outputs) and
+    the launcher that maps it over the chunks.
+
+    Attributes
+    ----------
+    run_chunk : numba dispatcher
+        Advances the paths of one chunk; compiled for ``(int64,) + sig``.
+    address : int
+        Its native entry point, which the launcher calls.
+    sig : tuple of numba types
+        The kernel arguments' types (:func:`layout.empty_args`).
+    sizes : layout.Sizes
+    parallel : bool
+        False for debug kernels, which run serially.
+    """
+
+    def __init__(self, run_chunk, sig, sizes, parallel):
+        compiled = run_chunk.overloads[(types.int64,) + tuple(sig)]
+        self.run_chunk = run_chunk
+        self.address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+        if not self.address:
+            raise RuntimeError(f"fastsde: no native code for {compiled.fndesc.mangled_name}")
+        self.sig = tuple(sig)
+        self.sizes = sizes
+        self.parallel = parallel
+        self.launcher = _launcher_for(parallel, sig)
+        # The launcher is shared and holds a signature per dtype; run_chunk has one. A
+        # call whose arrays have the other dtype would match the launcher's other
+        # signature and reach run_chunk with arrays it reads as this one's: refused here.
+        self._array_dtypes = tuple((i, np.dtype(str(t.dtype))) for i, t in enumerate(sig)
+                                   if isinstance(t, types.Array))
+
+    def _check(self, args):
+        for i, dtype in self._array_dtypes:
+            if args[i].dtype != dtype:
+                raise TypeError(f"kernel argument {layout.KernelArgs._fields[i]} has dtype "
+                                f"{args[i].dtype}, the kernel {dtype}: an internal error, "
+                                f"please report it")
+
+    def __call__(self, *args):
+        self._check(args)
+        self.launcher(self.address, *args)
+
+    def run_serially(self, *args):
+        """The same run on one thread (re-raises a user function's own exception)."""
+        self._check(args)
+        _launcher_for(False, self.sig)(self.address, *args)
 
 
 _KERNELS = {}
@@ -771,15 +945,15 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
            montecarlo.fingerprint(obs, stop), n_params)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = _make_kernel(model, method, dtype, sz, debug, rng_only, obs, stop)
+        run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop)
         sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
         try:
-            kernel.compile(sig)
+            run_chunk.compile((types.int64,) + sig)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
             _diagnose(model, dtype, exc, obs, stop)
-        _KERNELS[key] = kernel
+        kernel = _KERNELS[key] = CpuKernel(run_chunk, sig, sz, parallel=not debug)
     return kernel
 
 
@@ -822,9 +996,7 @@ def run(kernel, args):
     shared machine one core can run slower than the other for a while, and a static split
     would then wait for it. Which thread runs a chunk never changes a result.
     """
-    sz = getattr(kernel, "fastsde_sizes", None)
-    if sz is not None:
-        layout.check_args(sz, args)
+    layout.check_args(kernel.sizes, args)
     n_chunks = -(-args.n_paths // args.chunk)
     grab = max(1, n_chunks // (8 * numba.get_num_threads()))
     try:
@@ -834,11 +1006,11 @@ def run(kernel, args):
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
             raise KeyboardInterrupt from None  # Ctrl-C during the call: stop, do not rerun
-        serial = getattr(kernel, "fastsde_serial", None)
-        if serial is None:
+        if not kernel.parallel:
             raise
-        serial(*args)
+        kernel.run_serially(*args)
         raise
 
 
 _SOURCE_HASH = _source_hash()
+

@@ -1,0 +1,181 @@
+"""How kernels are compiled: what each new model or method compiles, what it shares with
+the kernels before it, and that the shared pieces keep the hot loop's machine code.
+
+A new model's first result is mostly compile time (bench/first_result.py measures it); the
+CPU driver keeps it down by compiling once what does not depend on the model (the RNG's
+lane loops, the save point, the launcher that maps chunks over threads) and loading it from
+Numba's disk cache afterwards. These tests count Numba's compile events, so a change that
+makes every kernel compile a shared piece again fails here, not only in a benchmark.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastsde as fs
+from fastsde import methods
+from fastsde.kernels import cpu, layout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = """
+import json, re
+from numba.core import event
+import numpy as np
+import fastsde as fs
+
+compiled = []
+
+
+class Compiles(event.Listener):
+    def on_start(self, ev):
+        disp = (ev.data or {}).get("dispatcher")
+        fn = getattr(disp, "py_func", None)
+        # fastsde's own functions only (Numba's overloads of np.empty and friends are
+        # compiled once per process whatever the kernel)
+        if fn is not None and fn.__module__.startswith("fastsde"):
+            compiled.append(re.sub(r"_[0-9a-f]{24}$", "", fn.__qualname__))
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Compiles())
+
+
+def osc(t, x, p, out):
+    out[0] = x[1]
+    out[1] = -p[0] * x[0] - p[1] * x[1]
+
+
+def duffing(t, x, p, out):
+    out[0] = x[1]
+    out[1] = -p[0] * x[0] - p[1] * x[1] - 0.1 * x[0] * x[0] * x[0]
+
+
+def noise(t, x, p, out):
+    out[0] = 0.0
+    out[1] = p[2]
+
+
+def energy(t, x, p):
+    return 0.5 * (x[1] * x[1] + p[0] * x[0] * x[0])
+
+
+def run(drift, method, observe):
+    model = fs.SDE(drift, noise, dim=2, noise="additive", params=(1.0, 0.1, 0.3))
+    extra = dict(observables={"energy": energy}, stats=True) if observe else {}
+    res = fs.simulate(model, [1.0, 0.0], (0.0, 1.0), 16, 300, method=method, seed=3,
+                      device="cpu", progress=False, **extra)
+    return res.x
+
+
+steps = {}
+for name, drift, method, observe in STEPS:
+    start = len(compiled)
+    x = run(globals()[drift], method, observe)
+    steps[name] = dict(compiled=compiled[start:], x=x.tolist())
+print(json.dumps(steps))
+"""
+
+
+def _child(steps, cache_dir):
+    code = "STEPS = " + repr(steps) + "\n" + textwrap.dedent(CHILD)
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def two_processes():
+    """A first process with an empty cache runs one model with two methods and then a
+    second model; a second process with the same cache runs them again."""
+    steps = [("first", "osc", "euler_maruyama", False),
+             ("other_method", "osc", "heun", False),
+             ("other_outputs", "osc", "euler_maruyama", True),
+             ("other_model", "duffing", "euler_maruyama", False)]
+    with tempfile.TemporaryDirectory(prefix="fastsde-compile-") as cache:
+        first = _child(steps, cache)
+        again = _child(steps, cache)
+    return first, again
+
+
+def test_the_first_kernel_compiles_the_shared_pieces_once(two_processes):
+    first, _ = two_processes
+    names = first["first"]["compiled"]
+    for piece in ("run_chunk", "save_block", "fill_normals", "_launch_parallel"):
+        assert names.count(piece) == 1, f"{piece} compiled {names.count(piece)} times: {names}"
+
+
+@pytest.mark.parametrize("step", ["other_method", "other_model"])
+def test_a_new_method_or_model_compiles_only_its_chunk_function(two_processes, step):
+    """Euler-Maruyama -> Heun on the same model, or a new drift: the RNG's lane loops, the
+    save point and the launcher are the first kernel's; only run_chunk compiles."""
+    first, _ = two_processes
+    assert first[step]["compiled"] == ["run_chunk"], first[step]["compiled"]
+
+
+def test_observables_compile_their_save_point_and_chunk_function(two_processes):
+    """Observables are compiled into the save point; statistics and stored paths are
+    run-time choices of the same kernel (they compile nothing)."""
+    first, _ = two_processes
+    assert sorted(first["other_outputs"]["compiled"]) == ["run_chunk", "save_block"]
+
+
+def test_a_new_process_loads_every_piece_from_the_disk_cache(two_processes):
+    """Nothing of fastsde's compiles again, and the kernels loaded from the cache (the
+    launcher calls each run_chunk by its address) give the same bits."""
+    first, again = two_processes
+    for step in first:
+        assert again[step]["compiled"] == [], (step, again[step]["compiled"])
+        np.testing.assert_array_equal(np.array(again[step]["x"]), np.array(first[step]["x"]))
+
+
+def test_the_rng_lane_loops_are_inlined_into_the_step_loop():
+    """fill_normals is compiled on its own (shared, cached) and marked for LLVM to inline:
+    a call left in the time loop costs about a tenth of the float32 throughput."""
+    def drift(t, x, p, out):
+        out[0] = -1.25 * x[0]
+
+    def diffusion(t, x, p, out):
+        out[0] = 0.5
+
+    model = fs.SDE(drift, diffusion, dim=1, noise="additive")
+    for dtype in (np.float32, np.float64):
+        kernel = cpu.get_kernel(model, methods.METHODS["euler_maruyama"], dtype)
+        compiled = kernel.run_chunk.overloads[(cpu.types.int64,) + kernel.sig]
+        if compiled.library._compiled_object is not None and \
+                not compiled.library._final_module.functions:
+            pytest.skip("run_chunk was loaded from the disk cache (no IR to inspect)")
+        ir = compiled.library.get_llvm_str()
+        calls = [line for line in ir.splitlines()
+                 if " call " in line and "fill_normals" in line]
+        assert ir.count("define") > 0 and not calls, calls[:3]
+
+
+def test_the_launcher_refuses_argument_types_it_was_not_compiled_for():
+    """The launcher passes its arguments to run_chunk's address unchecked, so it must
+    never run run_chunk on argument types that run_chunk was not compiled for: not by
+    compiling itself for them, nor by matching its signature for the other dtype."""
+    model = fs.OU(theta=1.0, sigma=0.5)
+    for dtype, other in ((np.float64, np.float32), (np.float32, np.float64)):
+        kernel = cpu.get_kernel(model, methods.METHODS["euler_maruyama"], dtype)
+        n_signatures = len(kernel.launcher.signatures)
+        args = layout.empty_args(kernel.sizes, other)
+        with pytest.raises(TypeError, match=f"x0_rows has dtype {np.dtype(other)}"):
+            cpu.run(kernel, args)
+        # Other types than either dtype's: the launcher itself refuses, without compiling.
+        odd = args._replace(x0_rows=args.x0_rows.astype(np.int64),
+                            x0_mean=args.x0_mean.astype(np.int64))
+        with pytest.raises(TypeError, match="No matching definition"):
+            kernel.launcher(kernel.address, *odd)
+        assert len(kernel.launcher.signatures) == n_signatures
