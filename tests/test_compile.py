@@ -68,18 +68,19 @@ def energy(t, x, p):
     return 0.5 * (x[1] * x[1] + p[0] * x[0] * x[0])
 
 
-def run(drift, method, observe):
+def run(drift, method, observe, normal_x0):
     model = fs.SDE(drift, noise, dim=2, noise="additive", params=(1.0, 0.1, 0.3))
     extra = dict(observables={"energy": energy}, stats=True) if observe else {}
-    res = fs.simulate(model, [1.0, 0.0], (0.0, 1.0), 16, 300, method=method, seed=3,
+    x0 = fs.Normal([1.0, 0.0], [0.1, 0.2]) if normal_x0 else [1.0, 0.0]
+    res = fs.simulate(model, x0, (0.0, 1.0), 16, 300, method=method, seed=3,
                       device="cpu", progress=False, **extra)
     return res.x
 
 
 steps = {}
-for name, drift, method, observe in STEPS:
+for name, drift, method, observe, normal_x0 in STEPS:
     start = len(compiled)
-    x = run(globals()[drift], method, observe)
+    x = run(globals()[drift], method, observe, normal_x0)
     steps[name] = dict(compiled=compiled[start:], x=x.tolist())
 print(json.dumps(steps))
 """
@@ -99,10 +100,11 @@ def _child(steps, cache_dir):
 def two_processes():
     """A first process with an empty cache runs one model with two methods and then a
     second model; a second process with the same cache runs them again."""
-    steps = [("first", "osc", "euler_maruyama", False),
-             ("other_method", "osc", "heun", False),
-             ("other_outputs", "osc", "euler_maruyama", True),
-             ("other_model", "duffing", "euler_maruyama", False)]
+    steps = [("first", "osc", "euler_maruyama", False, False),
+             ("other_method", "osc", "heun", False, False),
+             ("other_outputs", "osc", "euler_maruyama", True, False),
+             ("other_model", "duffing", "euler_maruyama", False, False),
+             ("normal_x0", "osc", "euler_maruyama", False, True)]
     with tempfile.TemporaryDirectory(prefix="fastsde-compile-") as cache:
         first = _child(steps, cache)
         again = _child(steps, cache)
@@ -114,6 +116,15 @@ def test_the_first_kernel_compiles_the_shared_pieces_once(two_processes):
     names = first["first"]["compiled"]
     for piece in ("run_chunk", "save_block", "fill_normals", "_launch_parallel"):
         assert names.count(piece) == 1, f"{piece} compiled {names.count(piece)} times: {names}"
+    # fs.Normal initial states are not asked for: their normals are not compiled.
+    assert "normal_block" not in names, names
+
+
+def test_normal_initial_states_compile_only_their_normals(two_processes):
+    """The kernel is the same for fixed and fs.Normal initial states; the normals of the
+    latter are compiled on first need and called by address."""
+    first, _ = two_processes
+    assert first["normal_x0"]["compiled"] == ["normal_block"], first["normal_x0"]["compiled"]
 
 
 @pytest.mark.parametrize("step", ["other_method", "other_model"])
@@ -152,7 +163,7 @@ def test_the_rng_lane_loops_are_inlined_into_the_step_loop():
     model = fs.SDE(drift, diffusion, dim=1, noise="additive")
     for dtype in (np.float32, np.float64):
         kernel = cpu.get_kernel(model, methods.METHODS["euler_maruyama"], dtype)
-        compiled = kernel.run_chunk.overloads[(cpu.types.int64,) + kernel.sig]
+        compiled = kernel.run_chunk.overloads[(cpu.types.int64,) * 2 + kernel.sig]
         if compiled.library._compiled_object is not None and \
                 not compiled.library._final_module.functions:
             pytest.skip("run_chunk was loaded from the disk cache (no IR to inspect)")
@@ -177,5 +188,34 @@ def test_the_launcher_refuses_argument_types_it_was_not_compiled_for():
         odd = args._replace(x0_rows=args.x0_rows.astype(np.int64),
                             x0_mean=args.x0_mean.astype(np.int64))
         with pytest.raises(TypeError, match="No matching definition"):
-            kernel.launcher(kernel.address, *odd)
+            kernel.launcher(kernel.address, 0, *odd)
         assert len(kernel.launcher.signatures) == n_signatures
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_normal_initial_states_called_by_address_are_the_streams_normals(dtype):
+    """fs.Normal initial states come from normal_block through its address: they are the
+    documented stream's normals (q = j in STREAM_INITIAL), bit for bit, in both dtypes,
+    and antithetic pairs mirror them."""
+    from fastsde import streams
+    from fastsde.kernels import philox
+
+    mean = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    std = np.array([0.5, 2.0, 1.0, 0.25, 1.5])
+    def zero(t, x, p, out):
+        for j in range(5):
+            out[j] = 0.0
+    model = fs.ODE(zero, dim=5)
+    n = 70
+    res = fs.simulate(model, fs.Normal(mean, std), (0.0, 1.0), 1, n, seed=11, dtype=dtype,
+                      device="cpu", progress=False)
+    paths = np.arange(n, dtype=np.uint64)[:, None]
+    z = streams.normals(11, paths, np.arange(5)[None, :], stream=philox.STREAM_INITIAL,
+                        dtype=dtype)
+    expected = (mean.astype(dtype) + std.astype(dtype) * z).astype(dtype)
+    np.testing.assert_array_equal(res.x, expected)
+    anti = fs.simulate(model, fs.Normal(mean, std), (0.0, 1.0), 1, n, seed=11, dtype=dtype,
+                       device="cpu", progress=False, antithetic=True)
+    np.testing.assert_array_equal(anti.x[0::2], expected[0::2])
+    np.testing.assert_array_equal(anti.x[1::2], (mean.astype(dtype)
+                                                 + std.astype(dtype) * -z[0::2]).astype(dtype))

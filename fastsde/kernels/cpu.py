@@ -178,6 +178,19 @@ def _normal_block_dispatcher(dtype):
     return _NORMAL_BLOCKS[name]
 
 
+def _normal_block_address(dtype):
+    """Native entry point of :func:`_normal_block_dispatcher`'s function for ``dtype``,
+    compiled for the argument types ``run_chunk`` calls it with."""
+    dispatcher = _normal_block_dispatcher(dtype)
+    sig = (types.uint64,) * 5
+    dispatcher.compile(sig)
+    compiled = dispatcher.overloads[sig]
+    scalar = numba.from_dtype(np.dtype(dtype))
+    if compiled.signature.return_type != types.UniTuple(scalar, 4):
+        raise RuntimeError(f"fastsde: normal_block returns {compiled.signature.return_type}")
+    return compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+
+
 @intrinsic
 def _stack_pointer(typingctx, size, dtype):
     """Pointer to ``size`` elements of ``dtype`` on the stack (an ``alloca`` in the entry
@@ -294,10 +307,11 @@ def _enable_disk_cache(dispatcher, fingerprint):
 
 
 @intrinsic
-def _call_address(typingctx, address, args):
+def _call_address(typingctx, address, args, result_like):
     """Call the Numba-compiled function at native address ``address`` on the tuple
-    ``args`` (Numba's calling convention, no return value); its status is propagated, so
-    an exception it raises is the caller's.
+    ``args`` (Numba's calling convention) and return its result, of the type of
+    ``result_like`` (None: no result); its status is propagated, so an exception it
+    raises is the caller's.
 
     The launcher calls each kernel's ``run_chunk`` this way instead of by name: a call by
     name links the callee's LLVM module into the caller, where LLVM optimises it again
@@ -305,25 +319,29 @@ def _call_address(typingctx, address, args):
     every model's first result spent on code already optimised; and it would make the
     launcher, which only maps chunks over threads, one per model. Through an address one
     launcher per argument types serves every model and is compiled once, then loaded
-    from the disk cache. The caller guarantees that the function at ``address`` was
-    compiled for exactly these argument types (:class:`CpuKernel`).
+    from the disk cache. ``run_chunk`` calls the initial-state normals of ``fs.Normal``
+    the same way, so that they are compiled only for runs that draw them. The caller
+    guarantees that the function at ``address`` was compiled for exactly these argument
+    and result types (:class:`CpuKernel`).
     """
     if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
         return None
     arg_types = tuple(args)
+    result_type = types.none if isinstance(result_like, (types.NoneType, types.Omitted)) \
+        else result_like
 
     def codegen(context, builder, signature, llvm_args):
-        address_value, packed = llvm_args
+        address_value, packed = llvm_args[0], llvm_args[1]
         values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
-        function_type = context.call_conv.get_function_type(types.none, arg_types)
+        function_type = context.call_conv.get_function_type(result_type, arg_types)
         callee = builder.inttoptr(address_value, function_type.as_pointer())
-        status, _ = context.call_conv.call_function(builder, callee, types.none, arg_types,
-                                                    values)
+        status, result = context.call_conv.call_function(builder, callee, result_type,
+                                                         arg_types, values)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
+        return result if result_type is not types.none else context.get_dummy_value()
 
-    return types.none(address, args), codegen
+    return result_type(address, args, result_like), codegen
 
 
 @intrinsic
@@ -571,7 +589,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     has_stop = stop is not None
     n_obs = len(obs)
     n_obs_c = max(n_obs, 1)
-    normal_block = _normal_block_dispatcher(dtype)
+    # The result type of the initial-state normals, called by address (see CpuKernel).
+    normals4 = (dtype(0.0),) * 4
     lanes = LANES[dtype]
     fill_normals = _make_fill_normals(dtype, lanes)
     words_per_block = 4 if dtype == np.float32 else 8
@@ -600,7 +619,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         montecarlo.fingerprint(obs, stop), n_params_model, on_stack)).encode()).hexdigest()
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
 
-    def run_chunk(c, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
+    def run_chunk(c, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
+                  n_steps,
                   save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
                   paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
                   hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
@@ -669,9 +689,11 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                     z0 = z1 = z2 = z3 = dtype(0.0)
                     for j in range(dim):
                         if j % 4 == 0:
-                            z0, z1, z2, z3 = normal_block(
-                                key0, key1, np.uint64(j // 4), stream_init,
-                                path & pair_bits)
+                            # Exactly the argument types it is compiled for (uint64 x 5).
+                            z0, z1, z2, z3 = _call_address(
+                                normal_address, (np.uint64(key0), np.uint64(key1),
+                                                 np.uint64(j // 4), np.uint64(stream_init),
+                                                 np.uint64(path & pair_bits)), normals4)
                         r = j % 4
                         z = z0 if r == 0 else (z1 if r == 1 else (z2 if r == 2 else z3))
                         X[j * lanes + l] = x0_mean[j] + x0_std[j] * (-z if odd else z)
@@ -776,22 +798,23 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     return run_chunk
 
 
-def _launch(address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
+def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
             save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
             paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
             hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
     """Run the ``run_chunk`` at ``address`` over the chunks, in parallel (the threads take
-    the chunks) or serially."""
+    the chunks) or serially; ``normal_address`` is the initial-state normals' function
+    (0 when the run draws none)."""
     n_chunks = (n_paths + chunk - 1) // chunk
     for c in prange(n_chunks):
         # int64: the parallel lowering's gufunc types the prange index as uint64, and
         # run_chunk is compiled for int64.
-        _call_address(address, (np.int64(c), x0_rows, x0_mode, x0_mean, x0_std, params,
-                                 t0, h, t1, n_steps, save_steps, key0, key1, first_path,
-                                 n_paths, chunk, antithetic, x_out, paths_out, hit_out,
-                                 st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
-                                 hit_count, hit_mean, hit_m2, hist, hist_edges,
-                                 nonfinite))
+        _call_address(address, (np.int64(c), normal_address, x0_rows, x0_mode, x0_mean,
+                                 x0_std, params, t0, h, t1, n_steps, save_steps, key0,
+                                 key1, first_path, n_paths, chunk, antithetic, x_out,
+                                 paths_out, hit_out, st_count, st_mean, st_m2, ob_count,
+                                 ob_mean, ob_m2, hit_count, hit_mean, hit_m2, hist,
+                                 hist_edges, nonfinite), None)
 
 
 def _make_launcher(parallel):
@@ -815,7 +838,7 @@ def _launcher_for(parallel, sig):
         launcher = _LAUNCHERS.get(parallel)
         if launcher is None:
             launcher = _LAUNCHERS[parallel] = _make_launcher(parallel)
-        full_sig = (types.int64,) + tuple(sig)
+        full_sig = (types.int64, types.int64) + tuple(sig)
         if full_sig not in launcher.overloads:
             launcher.disable_compile(False)
             launcher.compile(full_sig)
@@ -844,7 +867,7 @@ class CpuKernel:
     """
 
     def __init__(self, run_chunk, sig, sizes, parallel):
-        compiled = run_chunk.overloads[(types.int64,) + tuple(sig)]
+        compiled = run_chunk.overloads[(types.int64, types.int64) + tuple(sig)]
         self.run_chunk = run_chunk
         self.address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
         if not self.address:
@@ -858,6 +881,14 @@ class CpuKernel:
         # signature and reach run_chunk with arrays it reads as this one's: refused here.
         self._array_dtypes = tuple((i, np.dtype(str(t.dtype))) for i, t in enumerate(sig)
                                    if isinstance(t, types.Array))
+        self._dtype = np.dtype(str(sig[0].dtype))
+
+    def _normal_address(self, args):
+        """The initial-state normals' entry point when the run draws them (compiled, or
+        loaded from the disk cache, on first need), else 0."""
+        if args[1] != X0_NORMAL:
+            return 0
+        return _normal_block_address(self._dtype)
 
     def _check(self, args):
         for i, dtype in self._array_dtypes:
@@ -868,12 +899,12 @@ class CpuKernel:
 
     def __call__(self, *args):
         self._check(args)
-        self.launcher(self.address, *args)
+        self.launcher(self.address, self._normal_address(args), *args)
 
     def run_serially(self, *args):
         """The same run on one thread (re-raises a user function's own exception)."""
         self._check(args)
-        _launcher_for(False, self.sig)(self.address, *args)
+        _launcher_for(False, self.sig)(self.address, self._normal_address(args), *args)
 
 
 _KERNELS = {}
@@ -948,7 +979,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop)
         sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
         try:
-            run_chunk.compile((types.int64,) + sig)
+            run_chunk.compile((types.int64, types.int64) + sig)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
