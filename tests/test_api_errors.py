@@ -104,6 +104,35 @@ def test_cuda_without_gpu_is_a_clear_error(monkeypatch):
     assert call(fs.OU(1.0, 0.5), device="auto").device == "cpu"
 
 
+def test_auto_device_without_a_driver_does_not_import_numba_cuda(monkeypatch):
+    """Importing numba.cuda costs about 0.5 s; where no NVIDIA driver library loads,
+    device="auto" settles on the CPU without it (a fresh interpreter, to see sys.modules
+    as a user's first run does)."""
+    import os
+    import subprocess
+    import sys
+
+    from fastsde.kernels import cuda_driver_absent
+
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    if not cuda_driver_absent():
+        pytest.skip("an NVIDIA driver library loads here")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, fastsde as fs\n"
+            "r = fs.simulate(fs.OU(1.0, 0.5), 0.0, (0, 1), 4, 8, progress=False)\n"
+            "assert r.device == 'cpu', r.device\n"
+            "print('numba.cuda' in sys.modules)\n")
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False", proc.stdout
+    # Under the simulator the driver check is not a shortcut: the backend is available.
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    assert not cuda_driver_absent()
+
+
 def test_wrong_arity_is_a_model_error():
     def two_args(t, x):
         pass
