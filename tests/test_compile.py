@@ -219,3 +219,31 @@ def test_normal_initial_states_called_by_address_are_the_streams_normals(dtype):
     np.testing.assert_array_equal(anti.x[0::2], expected[0::2])
     np.testing.assert_array_equal(anti.x[1::2], (mean.astype(dtype)
                                                  + std.astype(dtype) * -z[0::2]).astype(dtype))
+
+
+def test_read_only_inputs_run_the_same_kernel_and_give_the_same_bits():
+    """A user's read-only arrays (frozen params, per-path params, initial rows) are typed
+    by Numba as another type than the kernel's; they are copied before the call instead of
+    being refused (or compiling a second kernel)."""
+    def drift(t, x, p, out):
+        out[0] = -p[0] * x[0]
+
+    def noise(t, x, p, out):
+        out[0] = p[1]
+
+    model = fs.SDE(drift, noise, dim=1, noise="additive", params=(1.0, 0.5))
+    n = 130
+    shared = np.array([1.3, 0.4])
+    per_path = np.column_stack([np.linspace(0.5, 2.0, n), np.full(n, 0.3)])
+    rows = np.linspace(-1.0, 1.0, n)[:, None]
+    for dtype in ("float32", "float64"):
+        for params, x0 in ((shared, 0.5), (per_path, rows), (shared, rows)):
+            kw = dict(device="cpu", seed=5, dtype=dtype, progress=False)
+            want = fs.simulate(model, x0, (0.0, 1.0), 20, n, params=params, **kw).x
+            frozen_p, frozen_x0 = params.copy(), x0
+            frozen_p.flags.writeable = False
+            if isinstance(x0, np.ndarray):
+                frozen_x0 = x0.copy()
+                frozen_x0.flags.writeable = False
+            got = fs.simulate(model, frozen_x0, (0.0, 1.0), 20, n, params=frozen_p, **kw).x
+            np.testing.assert_array_equal(got, want)

@@ -897,12 +897,25 @@ class CpuKernel:
                                 f"{args[i].dtype}, the kernel {dtype}: an internal error, "
                                 f"please report it")
 
+    @staticmethod
+    def _writeable(args):
+        """``args`` with read-only arrays (a user's frozen ``params``, say) replaced by
+        writeable copies: Numba types a read-only array as another type, and the launcher
+        is compiled for the kernel's own argument types only (the kernel never writes its
+        inputs)."""
+        if all(a.flags.writeable for a in args if isinstance(a, np.ndarray)):
+            return args
+        return tuple(np.array(a, order="C") if isinstance(a, np.ndarray)
+                     and not a.flags.writeable else a for a in args)
+
     def __call__(self, *args):
+        args = self._writeable(args)
         self._check(args)
         self.launcher(self.address, self._normal_address(args), *args)
 
     def run_serially(self, *args):
         """The same run on one thread (re-raises a user function's own exception)."""
+        args = self._writeable(args)
         self._check(args)
         _launcher_for(False, self.sig)(self.address, self._normal_address(args), *args)
 
