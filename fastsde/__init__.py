@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .api import simulate  # noqa: E402
+from .api import compile, simulate  # noqa: E402
 from .errors import (DeviceError, FastSDEError, IncompatibleMethodError,  # noqa: E402
                      ModelError, NonFiniteError, OutputTooLargeError)
 from .kernels.philox import RNG_VERSION  # noqa: E402
@@ -15,7 +15,7 @@ from .models import GBM, OU, BrownianMotion  # noqa: E402
 from .result import Result  # noqa: E402
 from .montecarlo import Estimate, Histogram  # noqa: E402
 
-__all__ = ["simulate", "SDE", "ODE", "Normal", "OU", "GBM", "BrownianMotion", "Result",
+__all__ = ["simulate", "compile", "SDE", "ODE", "Normal", "OU", "GBM", "BrownianMotion", "Result",
            "Estimate", "Histogram", "METHODS", "Method", "RNG_VERSION", "FastSDEError", "ModelError",
            "IncompatibleMethodError", "DeviceError", "NonFiniteError", "OutputTooLargeError",
            "GaussianMixturePath", "GaussianMixture", "MLPField", "metrics", "__version__"]

@@ -606,6 +606,59 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
                      debug, observables, stop_when, histogram, antithetic, keep_x)
 
 
+def compile(model, x0=None, method=None, device="auto", dtype="float64", params=None,
+            observables=None, stop_when=None, t0=0.0, debug=False):
+    """Compile, or load from the disk cache, the kernel that :func:`simulate` runs for
+    these arguments, without simulating: the compile time is paid up front (before
+    timing a run, before a loop of small runs, on each Dask worker).
+
+    The kernel depends on the model, method, dtype, device, the width of the parameter
+    rows, the observables, ``stop_when`` and ``debug``; the time grid, path count, seed,
+    initial-state kind, statistics, stored paths, histograms and antithetic variates are
+    run-time data, so any :func:`simulate` call with the same arguments here reuses it.
+
+    Parameters
+    ----------
+    model : fastsde.SDE or fastsde.ODE
+    x0 : as in :func:`simulate`, optional
+        The state at which the user functions are run once in plain Python before
+        compiling (the pre-flight that names a function at fault); zeros by default.
+        Per-path rows are accepted (the kernel is the same); ``fs.Normal`` also
+        prepares its initial-state normals.
+    method, device, dtype, observables, stop_when, debug : as in :func:`simulate`
+    params : array_like, shape (n_params,) or (n_rows, n_params), optional
+        Only the width matters (per-path rows compile the same kernel as one row).
+    t0 : float
+        The time at which the pre-flight runs the user functions.
+
+    Returns
+    -------
+    float
+        Seconds spent (compiling or loading; about 0 when the process already holds
+        the kernel).
+
+    Raises
+    ------
+    The errors of :func:`simulate` for the same arguments, before anything compiles.
+    """
+    start = time.perf_counter()
+    _check_model(model)
+    if x0 is None:
+        x0 = np.zeros(model.dim)
+    elif not isinstance(x0, Normal):
+        x0 = np.asarray(x0, dtype=np.float64)
+        x0 = x0[0] if x0.ndim == 2 and x0.shape[0] >= 1 else x0
+    if params is not None:
+        params = np.asarray(params)
+        params = params[0] if params.ndim == 2 and params.shape[0] >= 1 else params
+    # One step of two paths (an even count: antithetic-neutral): the kernel is the one
+    # any run with these arguments compiles, and the run itself costs nothing.
+    _simulate(model, x0, (float(t0), float(t0) + 1.0), 1, 2, method=method, device=device,
+              dtype=dtype, params=params, observables=observables, stop_when=stop_when,
+              debug=debug, progress=False, stats=observables is not None)
+    return time.perf_counter() - start
+
+
 def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
               dtype="float64", params=None, save_at=None, stats=False, first_path=0,
               keep_paths=None, on_nonfinite="count", progress=True, debug=False,

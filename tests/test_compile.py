@@ -247,3 +247,72 @@ def test_read_only_inputs_run_the_same_kernel_and_give_the_same_bits():
                 frozen_x0.flags.writeable = False
             got = fs.simulate(model, frozen_x0, (0.0, 1.0), 20, n, params=frozen_p, **kw).x
             np.testing.assert_array_equal(got, want)
+
+
+def _fastsde_compiles(fn):
+    """Names of fastsde's functions that Numba compiles while ``fn()`` runs."""
+    from numba.core import event
+
+    names = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            disp = (ev.data or {}).get("dispatcher")
+            py_func = getattr(disp, "py_func", None)
+            if py_func is not None and py_func.__module__.startswith("fastsde"):
+                names.append(py_func.__qualname__)
+
+        def on_end(self, ev):
+            pass
+
+    listener = Listener()
+    event.register("numba:compile", listener)
+    try:
+        fn()
+    finally:
+        event.unregister("numba:compile", listener)
+    return names
+
+
+def test_fs_compile_prepares_the_kernel_that_simulate_then_runs():
+    """After fs.compile, runs with the same model, method, dtype, parameter width and
+    observables compile nothing, whatever their grid, path count, initial-state rows,
+    per-path parameters, statistics or stored paths."""
+    scale = 1.0 + np.random.default_rng().random()   # a kernel no other test compiled
+
+    def drift(t, x, p, out):
+        out[0] = -p[0] * scale * x[0]
+
+    def noise(t, x, p, out):
+        out[0] = p[1]
+
+    def square(t, x, p):
+        return x[0] * x[0]
+
+    model = fs.SDE(drift, noise, dim=1, noise="additive", params=(1.0, 0.5))
+    obs = {"square": square}
+    compiled = _fastsde_compiles(lambda: fs.compile(model, dtype="float32", device="cpu",
+                                                    observables=obs))
+    assert any(name.startswith("run_chunk") for name in compiled), compiled
+    n = 64
+    per_path = np.column_stack([np.linspace(0.5, 2.0, n), np.full(n, 0.3)])
+    rows = np.linspace(-1.0, 1.0, n)[:, None]
+
+    def runs():
+        fs.simulate(model, rows, (0.0, 2.0), 50, n, params=per_path, dtype="float32",
+                    device="cpu", observables=obs, stats=True, progress=False)
+        fs.simulate(model, 0.3, (1.0, 3.0), 7, 2 * n, dtype="float32", device="cpu",
+                    observables=obs, save_at=7, antithetic=True, progress=False)
+
+    assert _fastsde_compiles(runs) == []
+    assert fs.compile(model, dtype="float32", device="cpu", observables=obs) < 1.0
+
+
+def test_fs_compile_refuses_what_simulate_refuses():
+    model = fs.OU(theta=1.0, sigma=0.5)
+    with pytest.raises(ValueError, match="dtype"):
+        fs.compile(model, dtype="float16")
+    with pytest.raises(fs.IncompatibleMethodError):
+        fs.compile(model, method="euler")
+    with pytest.raises(ValueError, match="device"):
+        fs.compile(model, device="tpu")
