@@ -29,6 +29,7 @@ The table is printed and written to ``bench/results/first-result-<date>.md``.
 """
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -41,16 +42,21 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-MODEL_SOURCE = """
-def drift(t, x, p, out):
-    out[0] = x[1]
-    out[1] = -p[0] * x[0] - p[1] * x[1]
 
 
-def diffusion(t, x, p, out):
-    out[0] = 0.0
-    out[1] = p[2]
-"""
+def _example_functions(path, names):
+    """The source of the functions ``names`` defined in the script ``path`` (read, not
+    imported: the example runs a simulation when imported)."""
+    with open(path) as f:
+        text = f.read()
+    found = {node.name: ast.get_source_segment(text, node)
+             for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)}
+    return "\n\n\n".join(found[name] for name in names) + "\n"
+
+
+#: The README's damped oscillator, from examples/damped_oscillator.py.
+MODEL_SOURCE = "\n" + _example_functions(
+    os.path.join(ROOT, "examples", "damped_oscillator.py"), ("drift", "diffusion"))
 
 #: Shared by the children: wall-clock union of Numba's compile and LLVM-lock events.
 TIMING_SOURCE = """

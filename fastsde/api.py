@@ -655,7 +655,7 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
     # any run with these arguments compiles, and the run itself costs nothing.
     _simulate(model, x0, (float(t0), float(t0) + 1.0), 1, 2, method=method, device=device,
               dtype=dtype, params=params, observables=observables, stop_when=stop_when,
-              debug=debug, progress=False, stats=observables is not None)
+              debug=debug, progress=False)
     return time.perf_counter() - start
 
 

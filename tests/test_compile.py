@@ -22,31 +22,15 @@ import fastsde as fs
 from fastsde import methods
 from fastsde.kernels import cpu, layout
 
+from compile_events import fastsde_compiles
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = """
-import json, re
-from numba.core import event
+import json
 import numpy as np
 import fastsde as fs
-
-compiled = []
-
-
-class Compiles(event.Listener):
-    def on_start(self, ev):
-        disp = (ev.data or {}).get("dispatcher")
-        fn = getattr(disp, "py_func", None)
-        # fastsde's own functions only (Numba's overloads of np.empty and friends are
-        # compiled once per process whatever the kernel)
-        if fn is not None and fn.__module__.startswith("fastsde"):
-            compiled.append(re.sub(r"_[0-9a-f]{24}$", "", fn.__qualname__))
-
-    def on_end(self, ev):
-        pass
-
-
-event.register("numba:compile", Compiles())
+from compile_events import fastsde_compiles
 
 
 def osc(t, x, p, out):
@@ -79,9 +63,9 @@ def run(drift, method, observe, normal_x0):
 
 steps = {}
 for name, drift, method, observe, normal_x0 in STEPS:
-    start = len(compiled)
-    x = run(globals()[drift], method, observe, normal_x0)
-    steps[name] = dict(compiled=compiled[start:], x=x.tolist())
+    with fastsde_compiles() as compiled:
+        x = run(globals()[drift], method, observe, normal_x0)
+    steps[name] = dict(compiled=compiled, x=x.tolist())
 print(json.dumps(steps))
 """
 
@@ -89,7 +73,8 @@ print(json.dumps(steps))
 def _child(steps, cache_dir):
     code = "STEPS = " + repr(steps) + "\n" + textwrap.dedent(CHILD)
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
+                                           os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
@@ -249,31 +234,6 @@ def test_read_only_inputs_run_the_same_kernel_and_give_the_same_bits():
             np.testing.assert_array_equal(got, want)
 
 
-def _fastsde_compiles(fn):
-    """Names of fastsde's functions that Numba compiles while ``fn()`` runs."""
-    from numba.core import event
-
-    names = []
-
-    class Listener(event.Listener):
-        def on_start(self, ev):
-            disp = (ev.data or {}).get("dispatcher")
-            py_func = getattr(disp, "py_func", None)
-            if py_func is not None and py_func.__module__.startswith("fastsde"):
-                names.append(py_func.__qualname__)
-
-        def on_end(self, ev):
-            pass
-
-    listener = Listener()
-    event.register("numba:compile", listener)
-    try:
-        fn()
-    finally:
-        event.unregister("numba:compile", listener)
-    return names
-
-
 def test_fs_compile_prepares_the_kernel_that_simulate_then_runs():
     """After fs.compile, runs with the same model, method, dtype, parameter width and
     observables compile nothing, whatever their grid, path count, initial-state rows,
@@ -291,20 +251,19 @@ def test_fs_compile_prepares_the_kernel_that_simulate_then_runs():
 
     model = fs.SDE(drift, noise, dim=1, noise="additive", params=(1.0, 0.5))
     obs = {"square": square}
-    compiled = _fastsde_compiles(lambda: fs.compile(model, dtype="float32", device="cpu",
-                                                    observables=obs))
-    assert any(name.startswith("run_chunk") for name in compiled), compiled
+    with fastsde_compiles() as compiled:
+        fs.compile(model, dtype="float32", device="cpu", observables=obs)
+    assert "run_chunk" in compiled, compiled
     n = 64
     per_path = np.column_stack([np.linspace(0.5, 2.0, n), np.full(n, 0.3)])
     rows = np.linspace(-1.0, 1.0, n)[:, None]
 
-    def runs():
+    with fastsde_compiles() as compiled:
         fs.simulate(model, rows, (0.0, 2.0), 50, n, params=per_path, dtype="float32",
                     device="cpu", observables=obs, stats=True, progress=False)
         fs.simulate(model, 0.3, (1.0, 3.0), 7, 2 * n, dtype="float32", device="cpu",
                     observables=obs, save_at=7, antithetic=True, progress=False)
-
-    assert _fastsde_compiles(runs) == []
+    assert compiled == [], compiled
     assert fs.compile(model, dtype="float32", device="cpu", observables=obs) < 1.0
 
 

@@ -1,26 +1,36 @@
 """Kernel math (philox, steps), written once, and the per-target drivers (cpu, cuda)."""
 
+import functools
+
 CUDA_INSTALL_HINT = ("pip install 'fastsde[cuda]' (numba-cuda and the CUDA 12 toolkit "
                      "libraries from PyPI)")
 
 
 def cuda_driver_absent():
     """True when no NVIDIA driver library can be loaded here (so no GPU can be used),
-    found in microseconds without importing numba.cuda (which costs about 0.5 s at
-    import, every ``device="auto"`` run on a machine without a GPU). False means only
-    "maybe": :func:`cuda_available` decides. Under the CUDA simulator, or with
+    found without importing numba.cuda (which costs about 0.5 s at import, every
+    ``device="auto"`` run on a machine without a GPU). False means only "maybe":
+    :func:`cuda_available` decides. Under the CUDA simulator, or with
     ``NUMBA_CUDA_DRIVER`` naming a driver, it is False.
     """
-    import ctypes
     import os
-    import sys
 
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         return False
     if os.environ.get("NUMBA_CUDA_DRIVER"):
         return False
+    return not _driver_library_loads()
+
+
+@functools.lru_cache(maxsize=None)
+def _driver_library_loads():
+    """Whether the NVIDIA driver library loads (tried once per process: a few ms)."""
+    import ctypes
+    import os
+    import sys
+
     if sys.platform == "darwin":
-        return True
+        return False
     if sys.platform.startswith("win"):
         candidates = ["nvcuda.dll"]
     else:
@@ -35,8 +45,8 @@ def cuda_driver_absent():
             ctypes.CDLL(candidate)
         except OSError:
             continue
-        return False
-    return True
+        return True
+    return False
 
 
 def cuda_available():

@@ -82,9 +82,6 @@ def _make_fill_normals(dtype, lanes):
     slower (register spills). float64 has two chains per lane already (the words and the
     low words) and gained nothing from four.
     """
-    key = (np.dtype(dtype).name, lanes)
-    if key in _FILL_NORMALS:
-        return _FILL_NORMALS[key]
     if lanes % 2:
         raise ValueError(f"lanes must be even (the words loop runs two lanes at a time); "
                          f"got {lanes}")
@@ -144,18 +141,8 @@ def _make_fill_normals(dtype, lanes):
     # inlined into each kernel by LLVM (see _inline_into_callers). Called without LLVM's
     # inlining, as a function, OU float32 ran at 89% of the inlined kernel's path-steps/s
     # (2.62e9 against 2.93e9, tools/ab_kernel.py against a520347, same final states).
-    fingerprint = hashlib.sha256(repr(("fill_normals", key, VECTOR_BITS, _SOURCE_HASH)
-                                      ).encode()).hexdigest()
-    dispatcher = njit(**_JIT)(_named(fill_normals, fingerprint))
-    _enable_disk_cache(dispatcher, fingerprint)
-    _FILL_NORMALS[key] = dispatcher
-    return dispatcher
-
-
-_FILL_NORMALS = {}
-
-
-_NORMAL_BLOCKS = {}
+    return _shared_function(fill_normals, ("fill_normals", np.dtype(dtype).name, lanes,
+                                           VECTOR_BITS), **_JIT)
 
 
 def _normal_block_dispatcher(dtype):
@@ -163,32 +150,29 @@ def _normal_block_dispatcher(dtype):
     kept in the disk cache (the initial states of ``fs.Normal`` draw from it once per lane
     and four components: a call costs nothing there, inlining cost compile time in every
     model's kernel)."""
-    name = np.dtype(dtype).name
-    if name not in _NORMAL_BLOCKS:
-        block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
+    block = _rng.normal_block_f32 if dtype == np.float32 else _rng.normal_block_f64
 
-        def normal_block(key0, key1, index, stream, path):
-            return block(key0, key1, index, stream, path)
+    def normal_block(key0, key1, index, stream, path):
+        return block(key0, key1, index, stream, path)
 
-        fingerprint = hashlib.sha256(repr(("normal_block", name, _SOURCE_HASH)).encode()
-                                     ).hexdigest()
-        dispatcher = njit(**_JIT)(_named(normal_block, fingerprint))
-        _enable_disk_cache(dispatcher, fingerprint)
-        _NORMAL_BLOCKS[name] = dispatcher
-    return _NORMAL_BLOCKS[name]
+    return _shared_function(normal_block, ("normal_block", np.dtype(dtype).name), **_JIT)
+
+
+_NORMAL_BLOCK_ADDRESSES = {}
 
 
 def _normal_block_address(dtype):
     """Native entry point of :func:`_normal_block_dispatcher`'s function for ``dtype``,
-    compiled for the argument types ``run_chunk`` calls it with."""
-    dispatcher = _normal_block_dispatcher(dtype)
-    sig = (types.uint64,) * 5
-    dispatcher.compile(sig)
-    compiled = dispatcher.overloads[sig]
-    scalar = numba.from_dtype(np.dtype(dtype))
-    if compiled.signature.return_type != types.UniTuple(scalar, 4):
-        raise RuntimeError(f"fastsde: normal_block returns {compiled.signature.return_type}")
-    return compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+    compiled for the argument types ``run_chunk`` calls it with (once per process)."""
+    name = np.dtype(dtype).name
+    if name not in _NORMAL_BLOCK_ADDRESSES:
+        compiled = _compiled(_normal_block_dispatcher(dtype), (types.uint64,) * 5)
+        scalar = numba.from_dtype(np.dtype(dtype))
+        if compiled.signature.return_type != types.UniTuple(scalar, 4):
+            raise RuntimeError(f"fastsde: normal_block returns "
+                               f"{compiled.signature.return_type}")
+        _NORMAL_BLOCK_ADDRESSES[name] = _address(compiled)
+    return _NORMAL_BLOCK_ADDRESSES[name]
 
 
 @intrinsic
@@ -306,6 +290,37 @@ def _enable_disk_cache(dispatcher, fingerprint):
         pass
 
 
+_SHARED = {}
+
+
+def _shared_function(fn, key, role="", **options):
+    """``njit(**options)(fn)``, one dispatcher per process for ``key`` (everything the
+    compiled code depends on beyond the kernel sources, fastsde's and Numba's versions),
+    named and kept in the disk cache by the fingerprint of all of them. Every compiled
+    piece of a CPU kernel is made here (see docs/design.md)."""
+    fingerprint = hashlib.sha256(repr((key, __version__, numba.__version__, _SOURCE_HASH)
+                                      ).encode()).hexdigest()
+    if fingerprint not in _SHARED:
+        dispatcher = njit(**options)(_named(fn, fingerprint, role))
+        _enable_disk_cache(dispatcher, fingerprint)
+        _SHARED[fingerprint] = dispatcher
+    return _SHARED[fingerprint]
+
+
+def _compiled(dispatcher, sig):
+    """The compile result of ``dispatcher`` for ``sig`` (compiled or loaded first)."""
+    dispatcher.compile(sig)
+    return dispatcher.overloads[tuple(sig)]
+
+
+def _address(compiled):
+    """The native entry point of a compile result (Numba's calling convention)."""
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+    if not address:
+        raise RuntimeError(f"fastsde: no native code for {compiled.fndesc.mangled_name}")
+    return address
+
+
 @intrinsic
 def _call_address(typingctx, address, args, result_like):
     """Call the Numba-compiled function at native address ``address`` on the tuple
@@ -327,8 +342,7 @@ def _call_address(typingctx, address, args, result_like):
     if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
         return None
     arg_types = tuple(args)
-    result_type = types.none if isinstance(result_like, (types.NoneType, types.Omitted)) \
-        else result_like
+    result_type = types.none if isinstance(result_like, types.NoneType) else result_like
 
     def codegen(context, builder, signature, llvm_args):
         address_value, packed = llvm_args[0], llvm_args[1]
@@ -476,9 +490,6 @@ def _make_rng_only_step(dim, noise_dim):
     return step
 
 
-_SAVE_BLOCKS = {}
-
-
 def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
     """The save point's function: everything asked for at a save index, for the live lanes
     of one block (the statistics, histogram, observables and stored paths).
@@ -489,12 +500,6 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
     loaded from the disk cache, and linked into each kernel.
     """
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
-    fingerprint = hashlib.sha256(repr((
-        "save_block", __version__, numba.__version__, _SOURCE_HASH, dim,
-        np.dtype(dtype).name, lanes, n_params_model, on_stack,
-        montecarlo.fingerprint(obs, None), debug)).encode()).hexdigest()
-    if fingerprint in _SAVE_BLOCKS:
-        return _SAVE_BLOCKS[fingerprint]
     observe = montecarlo.make_observe(obs, njit(inline="always", **options))
     n_obs = len(obs)
     has_obs = n_obs > 0
@@ -560,10 +565,9 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
                     if math.isfinite(v):
                         welford(ob_count, ob_mean, ob_m2, c, s, o, v)
 
-    dispatcher = njit(**options)(_named(save_block, fingerprint))
-    _enable_disk_cache(dispatcher, fingerprint)
-    _SAVE_BLOCKS[fingerprint] = dispatcher
-    return dispatcher
+    return _shared_function(save_block, (
+        "save_block", dim, np.dtype(dtype).name, lanes, n_params_model, on_stack,
+        montecarlo.fingerprint(obs, None), debug), **options)
 
 
 def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
@@ -613,17 +617,12 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     blend = _blend_f32 if dtype == np.float32 else _blend_f64
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
-    fingerprint = hashlib.sha256(repr((
-        __version__, philox.RNG_VERSION, numba.__version__, _SOURCE_HASH, model.fingerprint,
-        method.name, np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
-        montecarlo.fingerprint(obs, stop), n_params_model, on_stack)).encode()).hexdigest()
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
 
     def run_chunk(c, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
-                  n_steps,
-                  save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
-                  paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
-                  hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
+                  n_steps, save_steps, key0, key1, first_path, n_paths, chunk, antithetic,
+                  x_out, paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean,
+                  ob_m2, hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
         """Advance the paths of chunk c (serial; the parallel kernel maps it over chunks,
         which keeps Numba's parallel passes off the large body and compiles faster)."""
         _prefer_vector_width(VECTOR_BITS)
@@ -793,13 +792,14 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                     welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
         nonfinite[c] = bad
 
-    run_chunk = njit(**options)(_named(run_chunk, fingerprint))
-    _enable_disk_cache(run_chunk, fingerprint)
-    return run_chunk
+    return _shared_function(run_chunk, (
+        "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
+        np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
+        montecarlo.fingerprint(obs, stop), n_params_model, on_stack), **options)
 
 
-def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1, n_steps,
-            save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
+def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
+            n_steps, save_steps, key0, key1, first_path, n_paths, chunk, antithetic, x_out,
             paths_out, hit_out, st_count, st_mean, st_m2, ob_count, ob_mean, ob_m2,
             hit_count, hit_mean, hit_m2, hist, hist_edges, nonfinite):
     """Run the ``run_chunk`` at ``address`` over the chunks, in parallel (the threads take
@@ -817,16 +817,6 @@ def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, 
                                  hist_edges, nonfinite), None)
 
 
-def _make_launcher(parallel):
-    fingerprint = hashlib.sha256(repr(("launch", parallel, __version__, numba.__version__,
-                                       _SOURCE_HASH)).encode()).hexdigest()
-    role = "parallel" if parallel else "serial"
-    dispatcher = njit(parallel=parallel, **_JIT)(_named(_launch, fingerprint, role))
-    _enable_disk_cache(dispatcher, fingerprint)
-    return dispatcher
-
-
-_LAUNCHERS = {}
 _LAUNCHER_LOCK = threading.Lock()
 
 
@@ -835,9 +825,10 @@ def _launcher_for(parallel, sig):
     per argument types (in practice per dtype), shared by every model and method, and
     kept in the disk cache."""
     with _LAUNCHER_LOCK:
-        launcher = _LAUNCHERS.get(parallel)
-        if launcher is None:
-            launcher = _LAUNCHERS[parallel] = _make_launcher(parallel)
+        launcher = _shared_function(_launch, ("launch", parallel),
+                                    role="parallel" if parallel else "serial",
+                                    parallel=parallel, **_JIT)
+        # (address, normal_address) and the kernel arguments.
         full_sig = (types.int64, types.int64) + tuple(sig)
         if full_sig not in launcher.overloads:
             launcher.disable_compile(False)
@@ -849,6 +840,12 @@ def _launcher_for(parallel, sig):
         return launcher
 
 
+def _run_chunk_sig(sig):
+    """``run_chunk``'s argument types for the kernel arguments ``sig``: the chunk index
+    and the initial-state normals' address (int64 both), then ``sig``."""
+    return (types.int64, types.int64) + tuple(sig)
+
+
 class CpuKernel:
     """A compiled CPU kernel: the ``run_chunk`` of one (model, method, dtype, outputs) and
     the launcher that maps it over the chunks.
@@ -856,22 +853,21 @@ class CpuKernel:
     Attributes
     ----------
     run_chunk : numba dispatcher
-        Advances the paths of one chunk; compiled for ``(int64,) + sig``.
+        Advances the paths of one chunk; compiled for :func:`_run_chunk_sig` of ``sig``.
     address : int
         Its native entry point, which the launcher calls.
     sig : tuple of numba types
         The kernel arguments' types (:func:`layout.empty_args`).
     sizes : layout.Sizes
     parallel : bool
-        False for debug kernels, which run serially.
+        False for debug kernels, which run serially: an exception raised inside a
+        parallel region does not propagate cleanly out of Numba's thread pool (it
+        surfaces as a SystemError).
     """
 
     def __init__(self, run_chunk, sig, sizes, parallel):
-        compiled = run_chunk.overloads[(types.int64, types.int64) + tuple(sig)]
         self.run_chunk = run_chunk
-        self.address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
-        if not self.address:
-            raise RuntimeError(f"fastsde: no native code for {compiled.fndesc.mangled_name}")
+        self.address = _address(run_chunk.overloads[_run_chunk_sig(sig)])
         self.sig = tuple(sig)
         self.sizes = sizes
         self.parallel = parallel
@@ -992,7 +988,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop)
         sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
         try:
-            run_chunk.compile((types.int64, types.int64) + sig)
+            run_chunk.compile(_run_chunk_sig(sig))
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -1057,4 +1053,3 @@ def run(kernel, args):
 
 
 _SOURCE_HASH = _source_hash()
-
