@@ -430,7 +430,7 @@ def _resolve_device(device):
 def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
              save_at, stats, first_path, keep_paths, on_nonfinite, debug=False,
              observables=None, stop_when=None, histogram=None, antithetic=False,
-             keep_x=True, progress=True):
+             keep_x=True, progress=True, increments="gaussian"):
     """Every check of :func:`simulate`, in its order, before anything is compiled or
     allocated; also run user functions once in plain Python (the pre-flight).
 
@@ -449,6 +449,10 @@ def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, p
         raise ValueError(f"n_steps={n_steps} with noise_dim={model.noise_dim} exceeds the "
                          f"stream's 2**58 normals per path")
     method_obj = _methods.resolve_method(method, model)
+    if model.kind == "ode" and increments != "gaussian":
+        raise ValueError(f"increments applies to SDEs; an ODE draws none. Got "
+                         f"increments={increments!r} for {model!r}")
+    increments = _methods.resolve_increments(increments, method_obj)
     device = _check_device(device)
     seed = _check_seed(seed)
     dtype_t = _check_dtype(dtype)
@@ -499,14 +503,15 @@ def validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, p
         x0_rows=x0_rows, x0_mean=x0_mean, x0_std=x0_std, params_arr=params_arr,
         save_steps=save_steps, stats=bool(stats), keep_paths=bool(keep_paths),
         on_nonfinite=on_nonfinite, debug=bool(debug), x_start=x_start, obs=obs, stop=stop,
-        hist=hist, antithetic=bool(antithetic), keep_x=bool(keep_x), progress=bool(progress))
+        hist=hist, antithetic=bool(antithetic), keep_x=bool(keep_x), progress=bool(progress),
+        increments=increments)
 
 
 def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", seed=0,
              dtype="float64", params=None, save_at=None, stats=False, first_path=0,
              keep_paths=None, on_nonfinite="count", progress=True, debug=False,
              observables=None, stop_when=None, histogram=None, antithetic=False,
-             keep_x=True):
+             keep_x=True, increments="gaussian"):
     """Simulate ``n_paths`` independent paths of an SDE or ODE with a fixed-step scheme.
 
     Parameters
@@ -581,6 +586,15 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
         Store the final states (and hitting times). False: a statistics-only run
         (stats, observables, histogram) whose memory does not grow with n_paths; it is
         streamed through the kernel in slices, so n_paths = 10**10 fits on a laptop.
+    increments : {"gaussian", "three_point", "two_point"}
+        The random increments of each step. "gaussian": N(0, h), the Wiener increments
+        (every method). "three_point": +-sqrt(3 h) with probability 1/6 each, 0 with 2/3
+        (the weak order 2 methods ``sra1``, ``sriw1``). "two_point": +-sqrt(h) with
+        probability 1/2 each (the weak order 1 methods ``euler_maruyama``,
+        ``euler_heun``). Discrete increments match the Gaussian moments a method's weak
+        order needs and are cheaper to draw (no Gaussian transform; a Philox call gives
+        128 two-point draws), but their paths are not Brownian paths: only
+        expectations (weak quantities) are right. Recorded in ``Result.increments``.
 
     Returns
     -------
@@ -603,11 +617,12 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     """
     return _simulate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype,
                      params, save_at, stats, first_path, keep_paths, on_nonfinite, progress,
-                     debug, observables, stop_when, histogram, antithetic, keep_x)
+                     debug, observables, stop_when, histogram, antithetic, keep_x,
+                     increments=increments)
 
 
 def compile(model, x0=None, method=None, device="auto", dtype="float64", params=None,
-            observables=None, stop_when=None, t0=0.0, debug=False):
+            observables=None, stop_when=None, t0=0.0, debug=False, increments="gaussian"):
     """Compile, or load from the disk cache, the kernel that :func:`simulate` runs for
     these arguments, without simulating: the compile time is paid up front (before
     timing a run, before a loop of small runs, on each Dask worker).
@@ -625,7 +640,7 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
         compiling (the pre-flight that names a function at fault); zeros by default.
         Per-path rows are accepted (the kernel is the same); ``fs.Normal`` also
         prepares its initial-state normals.
-    method, device, dtype, observables, stop_when, debug : as in :func:`simulate`
+    method, device, dtype, observables, stop_when, debug, increments : as in :func:`simulate`
     params : array_like, shape (n_params,) or (n_rows, n_params), optional
         Only the width matters (per-path rows compile the same kernel as one row).
     t0 : float
@@ -655,7 +670,7 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
     # any run with these arguments compiles, and the run itself costs nothing.
     _simulate(model, x0, (float(t0), float(t0) + 1.0), 1, 2, method=method, device=device,
               dtype=dtype, params=params, observables=observables, stop_when=stop_when,
-              debug=debug, progress=False)
+              debug=debug, progress=False, increments=increments)
     return time.perf_counter() - start
 
 
@@ -663,12 +678,12 @@ def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", s
               dtype="float64", params=None, save_at=None, stats=False, first_path=0,
               keep_paths=None, on_nonfinite="count", progress=True, debug=False,
               observables=None, stop_when=None, histogram=None, antithetic=False,
-              keep_x=True, rng_only=False):
+              keep_x=True, rng_only=False, increments="gaussian"):
     """:func:`simulate`, plus ``rng_only`` (the RNG-only ceiling of the benchmarks: the
     scheme's update replaced by adding the increments)."""
     req = validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params,
                    save_at, stats, first_path, keep_paths, on_nonfinite, debug, observables,
-                   stop_when, histogram, antithetic, keep_x, progress)
+                   stop_when, histogram, antithetic, keep_x, progress, increments)
     device = _resolve_device(req.device)
     n_steps, n_paths, first_path = req.n_steps, req.n_paths, req.first_path
     t0, t1, h, method_obj, seed, dtype_t = req.t0, req.t1, req.h, req.method, req.seed, req.dtype
@@ -702,7 +717,7 @@ def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", s
     key0, key1 = key_from_seed(seed)
     kernel = backend.get_kernel(model, method_obj, dtype_t, debug=req.debug,
                                 rng_only=bool(rng_only), obs=obs, stop=stop,
-                                n_params=sz.n_params)
+                                n_params=sz.n_params, increments=req.increments)
 
     outputs = layout.output_buffers(sz, dtype_t)
     outputs["empty"] = layout.empty_args(sz, dtype_t)._asdict()
@@ -747,7 +762,8 @@ def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", s
         dtype=np.dtype(dtype_t).name, seed=seed, rng_version=philox.RNG_VERSION,
         n_steps=n_steps, first_path=first_path, elapsed_s=elapsed,
         path_steps_per_s=n_paths * n_steps / elapsed if elapsed > 0 else float("inf"),
-        model=model.name, extra={"n_paths": n_paths, "dim": dim}, antithetic=antithetic, **extra_fields)
+        model=model.name, extra={"n_paths": n_paths, "dim": dim}, antithetic=antithetic,
+        increments=req.increments, **extra_fields)
     if result.n_nonfinite and req.on_nonfinite != "count":
         message = (f"{nonfinite_summary(result.n_nonfinite, n_paths)} left the finite "
                    f"numbers; they are counted in Result.n_nonfinite and left out of "

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .api import simulate
 from .errors import FastSDEError, ModelError
-from .methods import METHODS
+from .methods import INCREMENTS, METHODS
 from .models import GBM, OU, BrownianMotion
 from .montecarlo import HIT_ESTIMATES, MAX_BINS
 
@@ -584,7 +584,7 @@ def run(args):
     if histogram is not None:
         extra["histogram"] = histogram
     common = dict(method=args.method, device=args.device, seed=args.seed, dtype=args.dtype,
-                  save_at=args.save_at)
+                  save_at=args.save_at, increments=args.increments)
     try:
         res = _simulate(args, model, common, extra)
     except ModelError as exc:
@@ -728,6 +728,10 @@ def build_parser():
     r.add_argument("--paths", type=int, default=100_000, help="number of paths")
     r.add_argument("--method", choices=sorted(METHODS), default=None,
                    help="scheme (default: euler_maruyama, the SDE default)")
+    r.add_argument("--increments", choices=INCREMENTS, default="gaussian",
+                   help="random increments: gaussian (Wiener), three_point (weak order 2 "
+                        "methods) or two_point (weak order 1 methods); discrete ones give "
+                        "expectations only")
     r.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
     r.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="floating-point type of the paths")

@@ -199,7 +199,7 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
              dtype="float64", params=None, save_at=None, stats=True, first_path=0,
              keep_paths=None, on_nonfinite="count", progress=True, debug=False,
              observables=None, stop_when=None, histogram=None, antithetic=False,
-             keep_x=False, *, client=None, paths_per_task=None):
+             keep_x=False, increments="gaussian", *, client=None, paths_per_task=None):
     """:func:`fastsde.simulate` on a Dask cluster, with the same results.
 
     Every argument of :func:`fastsde.simulate` is taken, in its order, with the same
@@ -213,7 +213,8 @@ def simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", se
     Parameters
     ----------
     model, x0, t_span, n_steps, n_paths, method, device, seed, dtype, params, save_at, \
-first_path, keep_paths, on_nonfinite, debug, observables, stop_when, histogram, antithetic
+first_path, keep_paths, on_nonfinite, debug, observables, stop_when, histogram, antithetic, \
+increments
         As in :func:`fastsde.simulate`. Per-path ``x0`` (n_paths, dim) and ``params``
         (n_paths, n_params) are sliced, each task receiving its own rows. ``device`` is
         resolved on each worker (``"cuda"`` needs a GPU on the workers, not on the client).
@@ -273,7 +274,7 @@ first_path, keep_paths, on_nonfinite, debug, observables, stop_when, histogram, 
     req = api.validate(model, x0, t_span, n_steps, n_paths, method, device, seed, dtype,
                        params, save_at, stats, first_path, keep_paths, on_nonfinite, debug,
                        observables, stop_when, histogram, antithetic, keep_x,
-                       progress=progress)
+                       progress=progress, increments=increments)
     progress = req.progress
     chunk = api.CHUNK_PATHS
     per = _check_paths_per_task(paths_per_task, chunk)
@@ -326,7 +327,7 @@ def _run(model, req, raw, client, per, progress, chunk):
                   params=None if per_path_params else raw["params"], debug=req.debug,
                   observables=dict(req.obs) if req.obs else None, stop_when=req.stop,
                   histogram=raw["histogram"], antithetic=req.antithetic,
-                  keep_x=req.keep_x)
+                  keep_x=req.keep_x, increments=req.increments)
     run_id = uuid.uuid4().hex[:12]
     futures = []
     start = time.perf_counter()
@@ -421,7 +422,7 @@ def _assemble(model, req, parts, bounds, per, elapsed, n_workers):
         extra={"n_paths": n_paths, "dim": dim, "n_tasks": len(bounds),
                "paths_per_task": per, "n_workers": n_workers,
                "task_kernel_s": float(sum(p["elapsed_s"] for p in parts))},
-        antithetic=req.antithetic, **extra_fields)
+        antithetic=req.antithetic, increments=req.increments, **extra_fields)
     if n_nonfinite and req.on_nonfinite != "count":
         message = (f"{api.nonfinite_summary(n_nonfinite, n_paths)} left the finite "
                    f"numbers; they are counted in Result.n_nonfinite and left out of "

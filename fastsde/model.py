@@ -18,6 +18,7 @@ from .errors import ModelError
 #: component, sigma_i(t, x)), scalar (one Wiener process shared by all components),
 #: general (sigma is dim x noise_dim).
 NOISE_KINDS = ("additive", "diagonal", "scalar", "general")
+CALCULI = ("ito", "stratonovich")
 
 
 def _plain_function(fn, role):
@@ -299,7 +300,8 @@ class _Model:
 
 
 class SDE(_Model):
-    """A stochastic differential equation dX = f(t, X) dt + g(t, X) dW (Ito).
+    """A stochastic differential equation dX = f(t, X) dt + g(t, X) dW, in the Ito sense
+    (default) or the Stratonovich sense (``calculus="stratonovich"``, dX = f dt + g o dW).
 
     Parameters
     ----------
@@ -319,19 +321,26 @@ class SDE(_Model):
     params : array_like, shape (n_params,), optional
         Default parameters; ``simulate(params=...)`` overrides them.
     name : str, optional
+    calculus : {"ito", "stratonovich"}
+        The sense of the stochastic integral. A method of the other calculus is refused
+        (``IncompatibleMethodError``) unless the noise is additive, where the two agree.
     """
 
     kind = "sde"
 
     def __init__(self, drift, diffusion, dim, noise="diagonal", noise_dim=None,
-                 params=None, name=None):
+                 params=None, name=None, calculus="ito"):
         self.drift = _plain_function(drift, "drift")
         self.diffusion = _plain_function(diffusion, "diffusion")
         if noise not in NOISE_KINDS:
             raise ValueError(f"noise must be one of {NOISE_KINDS}; got {noise!r}")
+        if not isinstance(calculus, str) or calculus not in CALCULI:
+            raise ValueError(f"calculus must be one of {CALCULI}; got {calculus!r}")
+        self.calculus = calculus
+        in_calculus = ", calculus='stratonovich'" if calculus == "stratonovich" else ""
         self._init_common(dim, params, name or f"SDE({self.drift.__name__}, "
                                                 f"{self.diffusion.__name__}, dim={dim}, "
-                                                f"noise={noise!r})")
+                                                f"noise={noise!r}{in_calculus})")
         expected = {"additive": self.dim, "diagonal": self.dim, "scalar": 1}.get(noise)
         if noise == "general":
             if noise_dim is None:

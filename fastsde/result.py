@@ -39,6 +39,9 @@ class Result:
         The model's name.
     antithetic : bool
         Paths came in antithetic pairs (observables were accumulated per pair).
+    increments : str
+        "gaussian" (Wiener increments), "three_point" or "two_point" (discrete
+        increments: the paths are not Brownian paths, only expectations are right).
     obs_names : tuple of str
         Observable names, in the order of the last axis of ``obs_*``.
     obs_count, obs_mean, obs_var : numpy.ndarray, shape (n_save, n_obs), or None
@@ -73,6 +76,7 @@ class Result:
     model: str = ""
     extra: dict = field(default_factory=dict)
     antithetic: bool = False
+    increments: str = "gaussian"
     obs_names: tuple = ()
     obs_count: object = None
     obs_mean: object = None
@@ -170,7 +174,10 @@ class Result:
         return int(self.extra["dim"])
 
     def __repr__(self):
-        return (f"Result(model={self.model}, method={self.method!r}, device={self.device!r}, "
+        increments = (f", increments={self.increments!r}" if self.increments != "gaussian"
+                      else "")
+        return (f"Result(model={self.model}, method={self.method!r}{increments}, "
+                f"device={self.device!r}, "
                 f"dtype={self.dtype!r}, n_paths={self.n_paths}, n_steps={self.n_steps}, "
                 f"dim={self.dim}, n_save={len(self.t)}, n_nonfinite={self.n_nonfinite}, "
                 f"elapsed_s={self.elapsed_s:.4g}, path_steps_per_s={self.path_steps_per_s:.4g})")
@@ -277,7 +284,7 @@ class Result:
         when accumulated; ``obs_mean``, ``obs_var``, ``obs_count`` (time, observable)
         with observables; ``histogram`` (time, component, bin) with ``bin_edges``
         (component, edge). Attributes: model, method, device, dtype, seed, rng_version,
-        n_steps, first_path, n_paths, n_nonfinite, antithetic.
+        n_steps, first_path, n_paths, n_nonfinite, antithetic, increments.
         """
         try:
             import xarray as xr
@@ -310,5 +317,5 @@ class Result:
                      dtype=self.dtype, seed=str(self.seed), rng_version=self.rng_version,
                      n_steps=self.n_steps, first_path=self.first_path,
                      n_paths=self.n_paths, n_nonfinite=self.n_nonfinite,
-                     antithetic=int(self.antithetic))
+                     antithetic=int(self.antithetic), increments=self.increments)
         return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -103,3 +103,44 @@ def uniforms(seed, path, block, stream=philox.STREAM_INCREMENTS, dtype="float64"
         return np.stack([philox.uniform_f32(x) for x in w], axis=-1).astype(np.float32)
     v = _blocks(key, path, block, stream | int(philox.LOW_BITS_FLAG))
     return np.stack([philox.uniform_f64(a, b) for a, b in zip(w, v)], axis=-1)
+
+
+def increments(seed, path, q, kind="gaussian", dtype="float64"):
+    """Unit increment number ``q`` of ``path`` as the kernels draw it for
+    ``simulate(..., increments=kind)``: the step's increment is ``sqrt(h)`` times this
+    value (``sqrt(3 h)`` times it for "three_point"), with ``q = k * noise_dim + j`` for
+    step k and noise component j.
+
+    Parameters
+    ----------
+    seed : int or SeedSequence
+    path, q : int or array_like of int (broadcast together)
+    kind : {"gaussian", "two_point", "three_point"}
+        "gaussian": the standard normal ``normals(seed, path, q)`` (stream 0).
+        "two_point": +1 or -1, bit ``q % 32`` of word ``(q // 32) % 4`` of block
+        ``q // 128`` of stream ``STREAM_TWO_POINT`` (bit 0 gives +1).
+        "three_point": -1, 0 or +1 from word ``q % 4`` of block ``q // 4`` of stream
+        ``STREAM_THREE_POINT``: -1 below ``THREE_POINT_LOW``, +1 from
+        ``THREE_POINT_HIGH`` on (P(+-1) = 715827883 / 2^32 each).
+    dtype : {"float32", "float64"}
+        The normals' precision ("gaussian" only; the discrete values are exact integers).
+
+    Returns
+    -------
+    numpy.ndarray
+        float (normals) or int64 (-1, 0, +1).
+    """
+    if kind == "gaussian":
+        return normals(seed, path, q, philox.STREAM_INCREMENTS, dtype)
+    key = key_from_seed(seed)
+    q = np.asarray(q, dtype=np.uint64)
+    if kind == "two_point":
+        w = _blocks(key, path, q >> np.uint64(philox.TWO_POINT_PER_BLOCK_SHIFT),
+                    philox.STREAM_TWO_POINT)
+        word = np.choose(((q >> np.uint64(5)) & np.uint64(3)).astype(np.int64), w)
+        return philox.two_point_sign(word, q & np.uint64(31))
+    if kind == "three_point":
+        w = _blocks(key, path, q >> np.uint64(2), philox.STREAM_THREE_POINT)
+        word = np.choose((q & np.uint64(3)).astype(np.int64), w)
+        return philox.three_point_sign(word)
+    raise ValueError(f"kind must be 'gaussian', 'two_point' or 'three_point'; got {kind!r}")

@@ -63,3 +63,8 @@ def ou_params(theta, sigma):
 
 def gbm_params(mu, sigma):
     return (0.0, -mu, 0.0, sigma)
+
+
+def above_1_2(t, x, p):
+    """Positive above 1.2."""
+    return x[0] - 1.2

@@ -12,6 +12,11 @@ import tempfile
 #: most 64 keeps 4 blocks of 256 threads, 50 % occupancy, resident per SM). Every kernel,
 #: the generative models' and the reductions included: at most 128.
 MAX_REGISTERS = {"float32": 64, "float64": 80}
+#: The higher-order schemes keep more stage values live: SRIW1 four diffusion values and
+#: its iterated integrals, DRI1 1 + 4 m diffusion evaluations (13 for the 2 x 3 general
+#: noise of the suite). No spills and no stack frame either way (docs/cuda.md).
+MAX_REGISTERS_BY_METHOD = {"sriw1": {"float32": 64, "float64": 104},
+                           "dri1": {"float32": 96, "float64": 160}}
 MAX_REGISTERS_ANY = 128
 
 

@@ -30,7 +30,7 @@ from fastsde.kernels import philox
 from fastsde.kernels.cpu import _rng as cpu_rng
 
 import ptxas_checks
-from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, gbm_params, obs_square,
+from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, above_1_2, gbm_params, obs_square,
                        outside_box)
 
 pytestmark = pytest.mark.cuda
@@ -112,6 +112,9 @@ SCALAR = fs.SDE(scalar_drift, scalar_diffusion, dim=2, noise="scalar", params=(0
                 name="scalar2")
 GENERAL = fs.SDE(general_drift, general_diffusion, dim=2, noise="general", noise_dim=3,
                  params=(0.5, 1.0), name="general2x3")
+GENERAL_STRAT = fs.SDE(general_drift, general_diffusion, dim=2, noise="general", noise_dim=3,
+                       params=(0.5, 1.0), name="general2x3_stratonovich",
+                       calculus="stratonovich")
 
 SQUARE = obs_square
 
@@ -144,6 +147,18 @@ def _cases():
          dict(x0=fs.Normal([0.0, 1.0], [1.0, 0.5]), save_at=3, stats=True)),
         ("general-em-first-path", GENERAL, "euler_maruyama",
          dict(x0=0.2, first_path=2**33 + 5, save_at=4)),
+        # The schemes of the methods issue: extra normals (stream 2), discrete increments.
+        ("diagonal-milstein", GBM, "milstein", dict(x0=[1.0, 2.0], save_at=3)),
+        ("scalar-sriw1-extra-normals", SCALAR, "sriw1", dict(x0=[0.5, 1.0], save_at=4)),
+        ("additive-sra1-time", OU_T, "sra1", dict(x0=0.5, first_path=2**33 + 5)),
+        ("general-euler-heun-stratonovich", GENERAL_STRAT, "euler_heun", dict(x0=0.2)),
+        ("diagonal-em-two-point", GBM, "euler_maruyama",
+         dict(x0=[1.0, 2.0], increments="two_point", first_path=250)),
+        ("scalar-sriw1-three-point", SCALAR, "sriw1",
+         dict(x0=[0.5, 1.0], increments="three_point", save_at=2)),
+        ("general-dri1-extra-normals", GENERAL, "dri1", dict(x0=0.2, save_at=3)),
+        ("general-dri1-three-point", GENERAL, "dri1",
+         dict(x0=0.2, increments="three_point")),
     ]
 
 
@@ -195,8 +210,13 @@ def _reference(model, method, kw, n_paths=N, n_steps=STEPS, seed=11, t_span=(0.0
     first = kw.get("first_path", 0)
     k0, k1 = key_from_seed(seed)
     noise = getattr(steps, steps.NOISE_TERMS.get(model.noise, "noise_diagonal"))
-    step = methods.METHODS[method].factory(model)(model.drift, model.diffusion, noise, dim,
-                                                  np.float64)
+    increment_of = getattr(steps, steps.INCREMENTS_OF.get(model.noise, "increment_diagonal"))
+    method_obj = methods.METHODS[method]
+    column_of = getattr(steps, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
+    step = method_obj.factory(model)(model.drift, model.diffusion, noise, increment_of,
+                                     column_of, dim, np.float64)
+    increments = kw.get("increments", "gaussian")
+    extra = method_obj.draws_extra(increments, nd)
     gshape = model.diffusion_shape if model.kind == "sde" else (1,)
 
     def normal(q, stream, path):
@@ -214,19 +234,33 @@ def _reference(model, method, kw, n_paths=N, n_steps=STEPS, seed=11, t_span=(0.0
             x = rows[i if mode == 1 else 0].copy()
         p = params[i if params.shape[0] > 1 else 0].copy()
         scratch = [np.zeros(dim) for _ in range(5)]
-        g0, g1 = np.zeros(gshape), np.zeros(gshape)
+        g0, g1, g2, g3 = (np.zeros(gshape) for _ in range(4))
         s, alive = 0, True
         if save_steps[0] == 0:
             saved[0, i], s = x, 1
         for k in range(n_steps):
-            dw = np.zeros(nd)
-            if model.kind == "sde":
-                for j in range(nd):
-                    dw[j] = math.sqrt(h) * normal(k * nd + j, philox.STREAM_INCREMENTS, path)
+            dw, dz = np.zeros(nd), np.zeros(nd)
+            for j in range(nd if model.kind == "sde" else 0):
+                q = k * nd + j
+                if increments == "gaussian":
+                    dw[j] = math.sqrt(h) * normal(q, philox.STREAM_INCREMENTS, path)
+                elif increments == "two_point":
+                    # Bit q % 32 of word (q // 32) % 4 of block q // 128.
+                    words = philox.block_words(k0, k1, np.uint64(q >> 7),
+                                               np.uint64(philox.STREAM_TWO_POINT), path)
+                    dw[j] = math.sqrt(h) * philox.two_point_sign(words[(q >> 5) & 3],
+                                                                 q & 31)
+                else:
+                    # Word q % 4 of block q // 4, -1 / 0 / +1 by the two thresholds.
+                    words = philox.block_words(k0, k1, np.uint64(q >> 2),
+                                               np.uint64(philox.STREAM_THREE_POINT), path)
+                    dw[j] = math.sqrt(3.0 * h) * philox.three_point_sign(words[q & 3])
+                if extra:
+                    dz[j] = math.sqrt(h) * normal(q, philox.STREAM_EXTRA, path)
             x_new = np.zeros(dim)
             t_next = t1 if k + 1 == n_steps else t0 + (k + 1) * h
-            step(t0 + k * h, t0 + (k + 0.5) * h, t_next, h, x, p, dw, *scratch[:4], g0, g1,
-                 scratch[4], x_new)
+            step(t0 + k * h, t0 + (k + 0.5) * h, t_next, h, x, p, dw, dz, *scratch[:4], g0,
+                 g1, g2, g3, scratch[4], x_new)
             if alive:
                 x, alive = x_new, bool(np.all(np.isfinite(x_new)))
             if s < len(save_steps) and save_steps[s] == k + 1:
@@ -433,6 +467,15 @@ MC_CASES = [
     ("box-stopping-statistics-only", BOX,
      dict(x0=fs.Normal(0.5, 0.3), params=(0.6, 0.0, 1.0), save_at=2, keep_x=False,
           observables=BOX_OBS, stop_when=outside_box, histogram=dict(bins=3, range=(0, 1)))),
+    # The schemes of the methods issue with every Monte Carlo output.
+    ("linear-sriw1-antithetic-observables-histogram", LINEAR,
+     dict(method="sriw1", x0=fs.Normal(1.0, 0.1), params=gbm_params(0.05, 0.4), save_at=3,
+          stats=True, observables=LINEAR_OBS, antithetic=True,
+          histogram=dict(bins=6, range=(0.7, 1.3)))),
+    ("linear-sriw1-three-point-stopping", LINEAR,
+     dict(method="sriw1", increments="three_point", x0=1.0, params=gbm_params(0.05, 0.4),
+          save_at=2, stats=True, observables=LINEAR_OBS, stop_when=above_1_2,
+          histogram=dict(bins=4, range=(0.7, 1.3)))),
 ]
 MC_FIELDS = ("x", "paths", "mean", "var", "count", "obs_mean", "obs_var", "obs_count",
              "hit_time", "hit_count", "hit_mean", "hit_var", "n_nonfinite")
@@ -442,8 +485,10 @@ MC_FIELDS = ("x", "paths", "mean", "var", "count", "obs_mean", "obs_var", "obs_c
 @pytest.mark.parametrize("case", MC_CASES, ids=[c[0] for c in MC_CASES])
 def test_monte_carlo_outputs_equal_cpu(case):
     _, model, kw = case
-    gpu = _run(model, "euler_maruyama", "cuda", **kw)
-    cpu = _run(model, "euler_maruyama", "cpu", **kw)
+    kw = dict(kw)
+    method = kw.pop("method", "euler_maruyama")
+    gpu = _run(model, method, "cuda", **kw)
+    cpu = _run(model, method, "cpu", **kw)
     for name in MC_FIELDS:
         g, c = getattr(gpu, name), getattr(cpu, name)
         assert (g is None) == (c is None), name
@@ -819,7 +864,8 @@ def _ptx_skip_reason():
 
 PTX_SKIP = _ptx_skip_reason()
 needs_nvvm = pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
-PTX_VARIANTS = sorted({(c[1].name, c[2]): c for c in CASES}.values(), key=lambda c: c[0])
+PTX_VARIANTS = sorted({(c[1].name, c[2], c[3].get("increments")): c for c in CASES}.values(),
+                      key=lambda c: c[0])
 
 
 _PTX = {}
@@ -832,6 +878,7 @@ def _ptx(case, dtype, **kw):
 
     key = (case[0], dtype)
     if key not in _PTX:
+        kw.setdefault("increments", case[3].get("increments", "gaussian"))
         _PTX[key] = kc.compile_ptx(case[1], methods.METHODS[case[2]], np.dtype(dtype).type,
                                    cc=(9, 0), **kw)
     return _PTX[key]
@@ -919,7 +966,8 @@ def test_kernels_fit_in_registers(case, dtype):
     kw = dict(obs=tuple(BOX_OBS.items()), stop=outside_box) if case is MC_CASE else {}
     ptx = _ptx(case, dtype, **kw)
     generative = case in GEN_CASES
-    bound = ptxas_checks.MAX_REGISTERS_ANY if generative else ptxas_checks.MAX_REGISTERS[dtype]
+    bound = ptxas_checks.MAX_REGISTERS_ANY if generative else \
+        ptxas_checks.MAX_REGISTERS_BY_METHOD.get(case[2], ptxas_checks.MAX_REGISTERS)[dtype]
     ptxas_checks.check(f"{case[0]} {dtype} path", ptx["path"], bound,
                        _user_local_bytes(case, np.dtype(dtype).itemsize))
     for name in ("stats", "hist"):

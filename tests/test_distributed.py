@@ -174,6 +174,20 @@ def test_statistics_only_and_x_only(client, ou_model):
     assert res.mean is None and np.array_equal(res.x, ref.x)
 
 
+@pytest.mark.parametrize("method,increments", [("sra1", "gaussian"),
+                                               ("sra1", "three_point"),
+                                               ("euler_maruyama", "two_point")])
+def test_methods_and_increments_identical(client, ou_model, method, increments):
+    """A scheme with extra normals and the discrete increments: the same bits from the
+    tasks as from one process (the streams follow the global path index)."""
+    n = 1500
+    ref = single(ou_model, n, method=method, increments=increments, save_at=2, seed=8)
+    res = dask_run(client, ou_model, n, method=method, increments=increments, save_at=2,
+                   seed=8, keep_x=True, paths_per_task=512)
+    assert_same(res, ref, n)
+    assert res.method == method and res.increments == increments
+
+
 def test_signature_takes_every_simulate_argument():
     """Every public argument of fastsde.simulate, in its order and with its default (but
     stats=True and keep_x=False, the documented distributed defaults)."""

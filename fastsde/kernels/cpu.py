@@ -49,13 +49,17 @@ VECTOR_BITS = 512
 #: non-finite path) instead of raising, which would also stop LLVM from vectorising.
 _JIT = dict(error_model="numpy")
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
+INCREMENT_FUNCTIONS = ("increment_diagonal", "increment_scalar", "column_diagonal",
+                       "column_scalar", "column_general")
 
 #: LLVM bit casts and select, bound into the RNG functions and used by the lane blends.
 _bits = bits.cpu_primitives()
 _rng = compile_functions(philox, RNG_FUNCTIONS, njit(inline="always", **_JIT), _bits)
-_noise = compile_functions(steps, NOISE_FUNCTIONS, njit(inline="always", **_JIT))
+_noise = compile_functions(steps, NOISE_FUNCTIONS + INCREMENT_FUNCTIONS,
+                           njit(inline="always", **_JIT))
 _block_words, _block_low_words = _rng.block_words, _rng.block_low_words
 _normals_f32, _box_muller_f64 = _rng.normals_f32, _rng.box_muller_f64
+_two_point_sign, _three_point_sign = _rng.two_point_sign, _rng.three_point_sign
 
 
 def _make_fill_normals(dtype, lanes):
@@ -143,6 +147,40 @@ def _make_fill_normals(dtype, lanes):
     # (2.62e9 against 2.93e9, tools/ab_kernel.py against a520347, same final states).
     return _shared_function(fill_normals, ("fill_normals", np.dtype(dtype).name, lanes,
                                            VECTOR_BITS), **_JIT)
+
+
+def _make_fill_discrete(dtype, lanes, increments):
+    """The discrete increments of block ``block`` for every lane (see
+    ``simulate(..., increments=...)`` and docs/random-streams.md).
+
+    "two_point": only the Philox words, into ``W``: the kernel reads draw r of the block
+    (r < 128) as bit ``r % 32`` of word ``r // 32``. "three_point": the words, then the
+    four values -1, 0, +1 (as floats, scaled by the kernel) into ``Z[r * lanes + l]``.
+    No Gaussian transform: a Philox call serves 128 two-point or 4 three-point draws.
+    """
+    three = increments == "three_point"
+
+    @njit(inline="always", **_JIT)
+    def store_words(W, l, w0, w1, w2, w3):
+        W[l] = w0
+        W[lanes + l] = w1
+        W[2 * lanes + l] = w2
+        W[3 * lanes + l] = w3
+
+    def fill_discrete(Z, W, key0, key1, block, stream, path0, pair_bits):
+        _inline_into_callers()
+        _prefer_vector_width(VECTOR_BITS)
+        for l in range(lanes):
+            w0, w1, w2, w3 = _block_words(key0, key1, block, stream,
+                                          (path0 + np.uint64(l)) & pair_bits)
+            store_words(W, l, w0, w1, w2, w3)
+        if three:
+            for r in range(4):
+                for l in range(lanes):
+                    Z[r * lanes + l] = dtype(_three_point_sign(np.uint64(W[r * lanes + l])))
+
+    return _shared_function(fill_discrete, ("fill_discrete", increments,
+                                            np.dtype(dtype).name, lanes, VECTOR_BITS), **_JIT)
 
 
 def _normal_block_dispatcher(dtype):
@@ -445,7 +483,8 @@ def build_step(model, method, dtype, jit, **options):
     drift, diffusion = compile_user_functions(model, jit, dtype, **options)
     noise_name = steps.NOISE_TERMS.get(model.noise, "noise_diagonal")
     noise_term = getattr(_noise, noise_name) if jit is njit else None
-    return drift, diffusion, noise_term
+    increment_of = getattr(_noise, steps.INCREMENTS_OF.get(model.noise, "increment_diagonal"))
+    return drift, diffusion, noise_term, increment_of
 
 
 def _scratch_allocator(shape, dtype, on_stack):
@@ -483,7 +522,7 @@ def _make_rng_only_step(dim, noise_dim):
     """The RNG-only ceiling's "step": adds the increments to the state (so they are not
     optimised away) and nothing else."""
 
-    def step(t, t_mid, t_next, h, x, p, dw, f0, f1, f2, f3, g0, g1, xt, x_new):
+    def step(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new):
         for i in range(dim):
             x_new[i] = x[i] + dw[i % noise_dim]
 
@@ -571,20 +610,40 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
 
 
 def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
-                    stop=None):
+                    stop=None, increments="gaussian"):
     """The kernel's ``run_chunk`` (a dispatcher, not compiled yet); ``sz`` (:class:`layout.Sizes`) gives every
-    compile-time size (the parameter width passed, not the declared one)."""
+    compile-time size (the parameter width passed, not the declared one). ``increments``:
+    the increment kind ("gaussian", "two_point", "three_point")."""
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
     has_noise = model.kind == "sde"
     gshape = model.diffusion_shape if has_noise else (1,)
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
-    drift, diffusion, noise_term = build_step(model, method, dtype, njit, **options)
+    drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
+                                                            **options)
     if rng_only:
         has_noise = True
+        increments = "gaussian"
         step_py = _make_rng_only_step(dim, noise_dim)
     else:
-        step_py = method.factory(model)(drift, diffusion, noise_term, dim, dtype)
+        column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
+        step_py = method.factory(model)(drift, diffusion, noise_term, increment_of, column_of,
+                                        dim, dtype)
+    # The extra normals dZ (stream STREAM_EXTRA) of the schemes that form I_(1,0) from
+    # them; with discrete increments those schemes take I_(1,0) = h dW / 2 (dz = 0).
+    extra = has_noise and not rng_only and method.draws_extra(increments, noise_dim)
+    gaussian = increments == "gaussian"
+    two_point = increments == "two_point"
+    if extra and two_point:
+        raise ValueError("extra normals share the increments' blocks of four; two-point "
+                         "increments come 128 to a block")
+    # Draws per Philox block: 4 normals or three-point values, 128 two-point bits.
+    block_shift = philox.TWO_POINT_PER_BLOCK_SHIFT if two_point else 2
+    in_block_mask = (1 << block_shift) - 1
+    increment_stream = np.uint64(
+        philox.STREAM_INCREMENTS if gaussian else
+        (philox.STREAM_TWO_POINT if two_point else philox.STREAM_THREE_POINT))
+    stream_extra = np.uint64(philox.STREAM_EXTRA)
     step = njit(inline="always", **options)(step_py)
     jit_inline = njit(inline="always", **options)
     stop_fn = jit_inline(stop if stop is not None else montecarlo.never_stop)
@@ -597,11 +656,20 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     normals4 = (dtype(0.0),) * 4
     lanes = LANES[dtype]
     fill_normals = _make_fill_normals(dtype, lanes)
+    fill_increments = fill_normals if gaussian else _make_fill_discrete(dtype, lanes,
+                                                                        increments)
+
+    @njit(inline="always", **options)
+    def draw(Z, W, r, l):
+        """Value r of the block of lane l, before scaling (a normal, or -1, 0, +1, or +-1)."""
+        if two_point:
+            return dtype(_two_point_sign(np.uint64(W[(r >> 5) * lanes + l]),
+                                         np.uint64(r & 31)))
+        return Z[r * lanes + l]
     words_per_block = 4 if dtype == np.float32 else 8
     welford = _welford
     on_stack = scratch_on_stack(sz, dtype)
     alloc_g = _scratch_allocator(gshape, dtype, on_stack)
-    stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
     # The width of the parameter rows passed: sizes the per-lane buffer and the copy p
     # that user functions read (a model declared without params may be given some).
@@ -635,12 +703,16 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         tid = numba.get_thread_id() if hist.shape[0] > 1 else 0
         hd = dtype(h)
         sqrt_h = dtype(math.sqrt(h))
+        # The increment's scale: sqrt(h) (normals, two-point), sqrt(3 h) (three-point).
+        scale = sqrt_h if gaussian or two_point else dtype(math.sqrt(3.0 * h))
         # Component-major lane state and noise (element [j * lanes + l]), so that loops
         # over the lanes touch contiguous memory and vectorise.
         X = np.zeros(dim * lanes, dtype)
         Z = np.empty(4 * lanes, dtype)
         W = np.empty(words_per_block * lanes, np.uint32)
         DW = np.zeros(noise_dim * lanes, dtype)
+        Z2 = np.empty(4 * lanes if extra else 0, dtype)
+        DZ = np.zeros(noise_dim * lanes if extra else 0, dtype)
         OBV = np.empty(n_obs_c * lanes, dtype)
         HT = np.empty(lanes, np.float64)
         # Lane masks of the state's width (all bits set: the path still moves), so that
@@ -662,7 +734,12 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         xt = alloc_state()
         g0 = alloc_g()
         g1 = alloc_g()
+        g2 = alloc_g()
+        g3 = alloc_g()
         dw = alloc_noise()
+        dz = alloc_noise()
+        for j in range(noise_dim):
+            dz[j] = dtype(0.0)
         p = alloc_params()
         # Parameters per lane, loaded once per lane block (shared or per path).
         P = np.zeros(n_params_c * lanes, dtype)
@@ -726,17 +803,25 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 if has_noise:
                     for j in range(noise_dim):
                         q = k * noise_dim + j
-                        block = q >> 2
+                        block = q >> block_shift
                         if block != current_block:
-                            fill_normals(Z, W, key0, key1, np.uint64(block), stream_inc,
-                                         path0, pair_bits)
+                            fill_increments(Z, W, key0, key1, np.uint64(block),
+                                            increment_stream, path0, pair_bits)
+                            if extra:
+                                # The extra normals share the increments' block index.
+                                fill_normals(Z2, W, key0, key1, np.uint64(block),
+                                             stream_extra, path0, pair_bits)
                             current_block = block
                         if noise_dim > 1:
-                            off = (q & 3) * lanes
+                            r = q & in_block_mask
                             for l in range(lanes):
-                                DW[j * lanes + l] = sqrt_h * Z[off + l]
-                # One noise component: the step reads the normals where the RNG put
+                                DW[j * lanes + l] = scale * draw(Z, W, r, l)
+                            if extra:
+                                for l in range(lanes):
+                                    DZ[j * lanes + l] = sqrt_h * Z2[r * lanes + l]
+                # One noise component: the step reads the increments where the RNG put
                 # them (a separate pass through DW costs a quarter of the step).
+                r_step = k & in_block_mask
                 z_off = (k & 3) * lanes
                 for l in range(lanes):
                     for j in range(dim):
@@ -745,13 +830,19 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                     mirrored = antithetic != 0 and (l & 1) == 1
                     for j in range(noise_dim):
                         if noise_dim == 1:
-                            increment = sqrt_h * Z[z_off + l]
+                            increment = scale * draw(Z, W, r_step, l)
                         else:
                             increment = DW[j * lanes + l]
                         dw[j] = -increment if mirrored else increment
+                        if extra:
+                            if noise_dim == 1:
+                                extra_normal = sqrt_h * Z2[z_off + l]
+                            else:
+                                extra_normal = DZ[j * lanes + l]
+                            dz[j] = -extra_normal if mirrored else extra_normal
                     for j in range(n_params_model):
                         p[j] = P[j * lanes + l]
-                    step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt,
+                    step(t, t_mid, t_next, hd, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
                          x_new)
                     # A path that leaves the finite numbers is frozen at its first
                     # non-finite state: not advanced further, counted, kept out of
@@ -793,7 +884,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         nonfinite[c] = bad
 
     return _shared_function(run_chunk, (
-        "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
+        "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
         np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
         montecarlo.fingerprint(obs, stop), n_params_model, on_stack), **options)
 
@@ -953,7 +1044,7 @@ def _diagnose(model, dtype, error, obs=(), stop=None):
 
 
 def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None,
-               n_params=None):
+               n_params=None, increments="gaussian"):
     """The compiled CPU kernel for (model, method, dtype), compiling it on first use.
 
     Parameters
@@ -971,6 +1062,8 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         Observables ``f(t, x, p) -> float`` evaluated at the save times.
     stop : function or None
         ``g(t, x, p)``: a path stops the first time it is positive.
+    increments : {"gaussian", "two_point", "three_point"}
+        The increment kind (checked against the method by the caller).
 
     Raises
     ------
@@ -981,11 +1074,12 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     n_params = model.n_params if n_params is None else int(n_params)
     sz = layout.kernel_sizes(model.dim, n_params, len(obs), max(model.noise_dim, 1),
                              model.diffusion_shape if model.kind == "sde" else (1,))
-    key = (model.fingerprint, method.name, np.dtype(dtype).name, debug, rng_only,
-           montecarlo.fingerprint(obs, stop), n_params)
+    key = (model.fingerprint, method.name, increments, np.dtype(dtype).name, debug,
+           rng_only, montecarlo.fingerprint(obs, stop), n_params)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop)
+        run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop,
+                                    increments)
         sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
         try:
             run_chunk.compile(_run_chunk_sig(sig))

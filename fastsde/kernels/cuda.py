@@ -45,7 +45,8 @@ from .target import compile_functions, module_functions
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
 #: the calls to the compiled versions).
 RNG_FUNCTIONS = module_functions(philox)
-NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
+NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general", "increment_diagonal",
+                   "increment_scalar", "column_diagonal", "column_scalar", "column_general")
 
 X0_SHARED, X0_PER_PATH, X0_NORMAL = 0, 1, 2
 
@@ -303,7 +304,11 @@ def build_step(model, method, dtype, fastmath, noise_ns):
     """The scheme's step for ``model`` as a CUDA device function (steps.py's source)."""
     drift, diffusion = compile_user_functions(model, fastmath, dtype)
     noise_term = getattr(noise_ns, steps.NOISE_TERMS.get(model.noise, "noise_diagonal"))
-    plain = method.factory(model)(drift, diffusion, noise_term, model.dim, dtype)
+    increment_of = getattr(noise_ns, steps.INCREMENTS_OF.get(model.noise,
+                                                             "increment_diagonal"))
+    column_of = getattr(noise_ns, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
+    plain = method.factory(model)(drift, diffusion, noise_term, increment_of, column_of,
+                                  model.dim, dtype)
     return device_jit(fastmath)(plain)
 
 
@@ -346,22 +351,61 @@ def _per_component(header, prologue, body, count, epilogue, namespace, name):
     return namespace[name]
 
 
-def _make_fill_noise(noise_dim, normal_block, lane_select):
+def _make_fill_noise(noise_dim, normal_block, lane_select, increments="gaussian",
+                     extra=False, block_words=None, two_point_sign=None,
+                     three_point_sign=None, dtype=np.float64):
     """The step's increments, ``dw[j] = scale * z[k noise_dim + j]`` for j < noise_dim,
     with ``z`` the path's stream of normals in blocks of four (the stream contract), as
-    a function returning the block now held in (z0, z1, z2, z3) and its index. Written
-    out per component (``_per_component``)."""
+    a function returning the block now held in (z0, z1, z2, z3) and its index, and
+    (e0, e1, e2, e3). Written out per component (``_per_component``).
+
+    ``extra``: also the extra normals ``dz[j]`` of stream ``STREAM_EXTRA`` (same block
+    index), held in (e0, e1, e2, e3). Discrete increments: (z0, z1, z2, z3) hold the
+    block's Philox words (uint64) instead, a block serves 4 three-point draws (one word
+    each) or 128 two-point draws (one bit each), and ``scale`` is sqrt(3 h) or sqrt(h).
+    """
+    if increments == "gaussian":
+        stream = np.uint64(philox.STREAM_INCREMENTS)
+        body = ["block = q >> 2",
+                "if block != current_block:",
+                "    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block), stream, path)"]
+        if extra:
+            body += ["    e0, e1, e2, e3 = normal_block(key0, key1, np.uint64(block), "
+                     "stream_extra, path)"]
+        body += ["    current_block = block",
+                 "dw[{j}] = scale * lane_select(z0, z1, z2, z3, q & 3)"]
+        if extra:
+            body += ["dz[{j}] = scale_z * lane_select(e0, e1, e2, e3, q & 3)"]
+    elif increments == "three_point":
+        stream = np.uint64(philox.STREAM_THREE_POINT)
+        body = ["block = q >> 2",
+                "if block != current_block:",
+                "    z0, z1, z2, z3 = block_words(key0, key1, np.uint64(block), stream, path)"]
+        if extra:
+            body += ["    e0, e1, e2, e3 = normal_block(key0, key1, np.uint64(block), "
+                     "stream_extra, path)"]
+        body += ["    current_block = block",
+                 "dw[{j}] = scale * to_float(three_point_sign(lane_select(z0, z1, z2, z3, "
+                 "q & 3)))"]
+        if extra:
+            body += ["dz[{j}] = scale_z * lane_select(e0, e1, e2, e3, q & 3)"]
+    else:
+        stream = np.uint64(philox.STREAM_TWO_POINT)
+        body = [f"block = q >> {philox.TWO_POINT_PER_BLOCK_SHIFT}",
+                "if block != current_block:",
+                "    z0, z1, z2, z3 = block_words(key0, key1, np.uint64(block), stream, path)",
+                "    current_block = block",
+                "dw[{j}] = scale * to_float(two_point_sign(lane_select(z0, z1, z2, z3, "
+                "(q >> 5) & 3), np.uint64(q & 31)))"]
     return _per_component(
-        "def fill_noise(key0, key1, k, stream_inc, path, scale, dw, current_block, z0, z1, "
-        "z2, z3):", [],
-        [f"q = k * {noise_dim} + {{j}}",
-         "block = q >> 2",
-         "if block != current_block:",
-         "    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block), stream_inc, path)",
-         "    current_block = block",
-         "dw[{j}] = scale * lane_select(z0, z1, z2, z3, q & 3)"],
-        noise_dim, ["return current_block, z0, z1, z2, z3"],
-        {"normal_block": normal_block, "lane_select": lane_select}, "fill_noise")
+        "def fill_noise(key0, key1, k, path, scale, scale_z, dw, dz, current_block, z0, z1, "
+        "z2, z3, e0, e1, e2, e3):", [],
+        [f"q = k * {noise_dim} + {{j}}"] + body,
+        noise_dim, ["return current_block, z0, z1, z2, z3, e0, e1, e2, e3"],
+        {"normal_block": normal_block, "lane_select": lane_select, "stream": stream,
+         "stream_extra": np.uint64(philox.STREAM_EXTRA), "block_words": block_words,
+         "two_point_sign": two_point_sign, "three_point_sign": three_point_sign,
+         "to_float": dtype}, "fill_noise")
 
 
 def _make_init_normal(dim, normal_block, lane_select):
@@ -382,12 +426,13 @@ def _make_init_normal(dim, normal_block, lane_select):
 
 
 def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False, obs=(),
-                      stop=None):
+                      stop=None, increments="gaussian"):
     """The plain Python source of the path kernel, closed over compiled device functions.
 
     ``rng_only``: the RNG-only ceiling, the same kernel with the scheme's state update
     replaced by adding the increments (as the CPU backend's, for benchmarks). ``obs`` and
-    ``stop``: observables and the stopping function (fastsde.montecarlo).
+    ``stop``: observables and the stopping function (fastsde.montecarlo). ``increments``:
+    "gaussian", "two_point" or "three_point".
     """
     rng, noise_ns = device_functions(fastmath, fresh=fresh)
     observe = montecarlo.make_observe(obs, device_jit(fastmath))
@@ -405,8 +450,19 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
         step = build_step(model, method, dtype, fastmath, noise_ns)
     lane_select = device_jit(False)(_lane_select)
     normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
-    fill_noise = device_jit(fastmath)(_make_fill_noise(max(model.noise_dim, 1),
-                                                       normal_block, lane_select))
+    if rng_only:
+        increments = "gaussian"
+    extra = not rng_only and model.kind == "sde" and method.draws_extra(
+        increments, max(model.noise_dim, 1))
+    discrete = increments != "gaussian"
+    fill_noise = device_jit(fastmath)(_make_fill_noise(
+        max(model.noise_dim, 1), normal_block, lane_select, increments, extra,
+        rng.block_words, rng.two_point_sign, rng.three_point_sign, dtype))
+    # What (z0, z1, z2, z3) hold between steps: normals, or Philox words.
+    z_start = np.uint64(0) if discrete else dtype(0.0)
+    e_start = dtype(0.0)
+    # sqrt(3 h) for three-point increments, as the CPU driver computes it.
+    scale_squared = 3.0 if increments == "three_point" else 1.0
     init_normal = device_jit(fastmath)(_make_init_normal(model.dim, normal_block,
                                                          lane_select))
     dim = model.dim
@@ -414,7 +470,6 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
     has_noise = model.kind == "sde" or rng_only
     gshape = model.diffusion_shape if model.kind == "sde" else (1,)
     nb_dtype = numba.from_dtype(np.dtype(dtype))
-    stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     stream_init = np.uint64(philox.STREAM_INITIAL)
     save_observables = device_jit(fastmath)(_make_save_observables(observe, n_obs, dim, nan))
 
@@ -428,6 +483,7 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
         write_hits = hit_buf.shape[0] > 0
         hd = dtype(h)
         sqrt_h = dtype(math.sqrt(h))
+        increment_scale = dtype(math.sqrt(scale_squared * h))
         x = cuda.local.array(dim, nb_dtype)
         x_new = cuda.local.array(dim, nb_dtype)
         f0 = cuda.local.array(dim, nb_dtype)
@@ -437,7 +493,12 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
         xt = cuda.local.array(dim, nb_dtype)
         g0 = cuda.local.array(gshape, nb_dtype)
         g1 = cuda.local.array(gshape, nb_dtype)
+        g2 = cuda.local.array(gshape, nb_dtype)
+        g3 = cuda.local.array(gshape, nb_dtype)
         dw = cuda.local.array(noise_dim, nb_dtype)
+        dz = cuda.local.array(noise_dim, nb_dtype)
+        for j in range(noise_dim):
+            dz[j] = dtype(0.0)
         ov = cuda.local.array(n_obs_c, nb_dtype)
         for i in range(cuda.grid(1), n_paths, cuda.gridsize(1)):
             # Antithetic pairs: path 2m + 1 draws the normals of path 2m, negated.
@@ -445,7 +506,8 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
             odd = antithetic != 0 and (path & np.uint64(1)) != 0
             if antithetic != 0:
                 path = path & pair_mask
-            scale = -sqrt_h if odd else sqrt_h
+            scale = -increment_scale if odd else increment_scale
+            scale_z = -sqrt_h if odd else sqrt_h
             if x0_mode == X0_NORMAL:
                 init_normal(key0, key1, stream_init, path, odd, x0_mean, x0_std, x)
             else:
@@ -469,21 +531,23 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=Fals
                     save_observables(obs_buf, 0, i, dtype(t0), x, p, ov)
                 s = 1
             current_block = -1
-            z0 = z1 = z2 = z3 = dtype(0.0)
+            z0 = z1 = z2 = z3 = z_start
+            e0 = e1 = e2 = e3 = e_start
             for k in range(n_steps):
                 t = dtype(t0 + k * h)
                 t_mid = dtype(t0 + (k + 0.5) * h)
                 t_next = dtype(t1) if k + 1 == n_steps else dtype(t0 + (k + 1) * h)
                 if has_noise:
-                    current_block, z0, z1, z2, z3 = fill_noise(
-                        key0, key1, k, stream_inc, path, scale, dw, current_block,
-                        z0, z1, z2, z3)
+                    current_block, z0, z1, z2, z3, e0, e1, e2, e3 = fill_noise(
+                        key0, key1, k, path, scale, scale_z, dw, dz, current_block,
+                        z0, z1, z2, z3, e0, e1, e2, e3)
                 # A path that leaves the finite numbers is frozen at its first non-finite
                 # state, as on the CPU: not advanced further (its noise is still drawn, in
                 # step with the stream), counted, kept out of the statistics.
                 # A stopped path is frozen the same way, at its first state with g > 0.
                 if alive:
-                    step(t, t_mid, t_next, hd, x, p, dw, f0, f1, f2, f3, g0, g1, xt, x_new)
+                    step(t, t_mid, t_next, hd, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
+                         x_new)
                     for j in range(dim):
                         x[j] = x_new[j]
                         if not math.isfinite(x_new[j]):
@@ -929,7 +993,7 @@ def histogram_copies():
 
 
 def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None,
-               n_params=None):
+               n_params=None, increments="gaussian"):
     """The compiled CUDA kernels for (model, method, dtype), compiling them on first use.
 
     Parameters
@@ -948,6 +1012,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         The RNG-only ceiling (benchmarks): increments added to the state, no scheme.
     obs, stop
         Observables and stopping function, as for the CPU driver.
+    increments : {"gaussian", "two_point", "three_point"}
 
     Returns
     -------
@@ -966,12 +1031,12 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
                          "numba.cuda cannot check indices on a GPU; run the same call with "
                          "device='cpu' (same paths) to find an out-of-bounds index")
     fastmath = FASTMATH[dtype]
-    key = (model.fingerprint, method.name, np.dtype(dtype).name, rng_only, fastmath,
-           montecarlo.fingerprint(obs, stop))
+    key = (model.fingerprint, method.name, increments, np.dtype(dtype).name, rng_only,
+           fastmath, montecarlo.fingerprint(obs, stop))
     kernel = _KERNELS.get(key)
     if kernel is None:
         source = _make_path_kernel(model, method, dtype, fastmath, rng_only, obs=obs,
-                                   stop=stop)
+                                   stop=stop, increments=increments)
         try:
             path = jit_kernel(source, path_signature(model, dtype, len(obs)), fastmath)
         except ModelError:
@@ -997,7 +1062,8 @@ def _as_if_device(cc):
         _dispatcher.get_current_device = original
 
 
-def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=None):
+def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=None,
+                increments="gaussian"):
     """PTX of the path, statistics and histogram kernels for ``cc``, compiled as
     ``get_kernel`` compiles them (same fast-math and FMA settings). Needs the CUDA
     toolkit's NVVM and NVRTC libraries, not a GPU.
@@ -1011,7 +1077,7 @@ def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=Non
     fastmath = FASTMATH[dtype] if fastmath is None else bool(fastmath)
     with _as_if_device(cc), exact_fp():
         source = _make_path_kernel(model, method, dtype, fastmath, fresh=True, obs=obs,
-                                   stop=stop)
+                                   stop=stop, increments=increments)
         path_ptx, _ = cuda.compile_ptx(source, path_signature(model, dtype, len(obs)),
                                        cc=cc, fastmath=fastmath)
         stats_ptx, _ = cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)

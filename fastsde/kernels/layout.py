@@ -73,9 +73,10 @@ class Sizes(namedtuple("Sizes", (
 
     def scratch_elements(self):
         """Elements of per-path scratch a CPU kernel keeps per thread (state copies,
-        stage slopes, the diffusion's out arrays, noise, parameters, observables)."""
+        stage slopes, the diffusion's out arrays, the increments and extra normals,
+        parameters, observables)."""
         g = int(np.prod(self.gshape))
-        return 7 * self.dim + 2 * g + self.noise_dim + max(self.n_params, 1) \
+        return 7 * self.dim + 4 * g + 2 * self.noise_dim + max(self.n_params, 1) \
             + 2 * self.n_obs_slots + self.dim
 
 

@@ -46,6 +46,18 @@ LOW_BITS_FLAG = np.uint64(0x80)
 STREAM_INCREMENTS = 0
 STREAM_INITIAL = 1
 STREAM_EXTRA = 2
+STREAM_TWO_POINT = 3
+STREAM_THREE_POINT = 4
+
+# Discrete increments (``simulate(..., increments=...)``), drawn from Philox words
+# without the Gaussian transform. Two-point: one bit per draw (32 per word, 128 per
+# block). Three-point: one 32-bit word per draw (4 per block), -1 below THREE_POINT_LOW,
+# +1 from THREE_POINT_HIGH up, 0 between. P(-1) = P(+1) = 715827883 / 2^32 =
+# 1/6 + 7.8e-11: 1/6 is not a sum of powers of two, so no fixed count of bits draws it
+# exactly, and a whole word puts the deviation far below any Monte Carlo resolution.
+TWO_POINT_PER_BLOCK_SHIFT = 7
+THREE_POINT_LOW = np.uint64(715827883)
+THREE_POINT_HIGH = np.uint64(4294967296 - 715827883)
 
 # 23-bit open uniforms: (m + 1/2) 2^-23, m in [0, 2^23), all exact in float32, so the
 # extreme values are 2^-24 and 1 - 2^-24: never 0 (no log(0)), never 1.
@@ -328,3 +340,13 @@ def normal_block_f64(k0, k1, block, stream, path):
     w0, w1, w2, w3 = block_words(k0, k1, block, stream, path)
     v0, v1, v2, v3 = block_low_words(k0, k1, block, stream, path)
     return normals_f64(w0, w1, w2, w3, v0, v1, v2, v3)
+
+
+def two_point_sign(word, bit):
+    """+1 or -1 (int64) from bit ``bit`` of the 32-bit ``word``: 0 gives +1, 1 gives -1."""
+    return np.int64(1) - np.int64(2) * np.int64((word >> np.uint64(bit)) & np.uint64(1))
+
+
+def three_point_sign(word):
+    """-1, 0 or +1 (int64) from a 32-bit ``word``: P(-1) = P(+1) = 1/6 + 7.8e-11."""
+    return np.int64(word >= THREE_POINT_HIGH) - np.int64(word < THREE_POINT_LOW)
