@@ -353,6 +353,14 @@ def peers_part(lines, strong_paths, weak_paths):
         lines += ["No peer library is installed here (pip install torchsde diffrax).", ""]
         return
     import peers_sde
+    from importlib import metadata
+    versions = []
+    for name in ("torch", "torchsde", "jax", "diffrax"):
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    lines += [f"Installed: {', '.join(versions)}.", ""]
     lines += [f"Strong error on the linear problem ({strong_paths} paths) and E[X_T^2] of GBM "
               f"({weak_paths} paths), with fastsde at the same sizes; seconds of the run and "
               f"seconds per 10^6 paths. torch threads: {peers_sde.TORCH_THREADS}. diffrax "

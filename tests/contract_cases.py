@@ -55,6 +55,24 @@ CONFIGS = {
     "diag4_em_f32_none_obs": dict(kind="sde", noise="diagonal", dim=4,
                                   method="euler_maruyama", dtype="float32", width=0,
                                   declared=False, obs=True, stop=False),
+    # The methods issue's schemes and increment kinds (extra normals, discrete draws,
+    # the Stratonovich calculus).
+    "diag3_milstein_f64_declared2_stop": dict(kind="sde", noise="diagonal", dim=3,
+                                              method="milstein", dtype="float64", width=2,
+                                              declared=True, obs=False, stop=True),
+    "scalar2_sriw1_three_point_f32_undeclared1_obs": dict(
+        kind="sde", noise="scalar", dim=2, method="sriw1", increments="three_point",
+        dtype="float32", width=1, declared=False, obs=True, stop=False),
+    "add2_sra1_f64_none_obs_stop": dict(kind="sde", noise="additive", dim=2, method="sra1",
+                                        dtype="float64", width=0, declared=False, obs=True,
+                                        stop=True),
+    "general2x3_dri1_f64_declared1_obs": dict(kind="sde", noise="general", dim=2,
+                                              noise_dim=3, method="dri1", dtype="float64",
+                                              width=1, declared=True, obs=True, stop=False),
+    "general3x2_euler_heun_strat_two_point_f32_undeclared2": dict(
+        kind="sde", noise="general", dim=3, noise_dim=2, method="euler_heun",
+        calculus="stratonovich", increments="two_point", dtype="float32", width=2,
+        declared=False, obs=False, stop=False),
 }
 
 
@@ -125,7 +143,8 @@ def build_model(config):
         return fs.ODE(drift, dim, params=params, name=config)
     noise_dim = c.get("noise_dim")
     return fs.SDE(drift, make_diffusion(dim, c["noise"], noise_dim or dim, width), dim,
-                  noise=c["noise"], noise_dim=noise_dim, params=params, name=config)
+                  noise=c["noise"], noise_dim=noise_dim, params=params, name=config,
+                  calculus=c.get("calculus", "ito"))
 
 
 def call_arguments(case):
@@ -137,7 +156,8 @@ def call_arguments(case):
     kw = dict(t_span=(0.0, 1.0), n_steps=case["n_steps"], n_paths=n, method=c["method"],
               device="cpu", seed=case["seed"], dtype=c["dtype"], progress=False,
               first_path=case["first_path"], antithetic=case["antithetic"],
-              keep_x=case["keep_x"], stats=case["stats"], keep_paths=case["keep_paths"])
+              keep_x=case["keep_x"], stats=case["stats"], keep_paths=case["keep_paths"],
+              increments=c.get("increments", "gaussian"))
     x0 = case["x0"]
     if x0 == "number":
         kw["x0"] = 0.25
