@@ -1091,6 +1091,228 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     return kernel
 
 
+# --- multilevel Monte Carlo: a fine and a coarse path advanced together ----------------
+
+#: Sums a level kernel accumulates per chunk, in float64, paths in order: the correction
+#: Y = P_f - P_c and its powers up to 4 (Giles's kurtosis check), then P_f and P_f^2.
+MLMC_SUMS = ("y", "y2", "y3", "y4", "pf", "pf2")
+
+
+def _mlmc_launch(address, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1,
+                 first_path, n_paths, chunk, sums, nonfinite):
+    """Run the level chunk function at ``address`` over the chunks (threads take chunks)."""
+    n_chunks = (n_paths + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        _call_address(address, (np.int64(c), x0, params, t0, t1, n_coarse, ratio, coupled,
+                                key0, key1, first_path, n_paths, chunk, sums, nonfinite),
+                      None)
+
+
+def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
+    """The chunk function of a multilevel Monte Carlo level (a dispatcher, not compiled).
+
+    Each path of the level is a pair: the fine path takes ``n_coarse * ratio`` steps with
+    the Wiener increments of stream 0 (the increments of ``simulate`` with that many
+    steps, so the fine path is ``simulate``'s path bit for bit), and the coarse path takes
+    ``n_coarse`` steps, each driven by the sum of the ``ratio`` fine increments it spans:
+    no noise is stored. ``coupled`` 0 runs the fine path only (level 0: P_c = 0);
+    2 drives the coarse path of lane l by the increments of lane l ^ 1, another path's,
+    which breaks the coupling (the tests' wrong model). The payoff ``payoff(t1, x, p)`` of
+    both final states gives Y = P_f - P_c; a pair whose payoff is not finite is counted in
+    ``nonfinite`` and left out of the sums.
+    """
+    dim = model.dim
+    noise_dim = max(model.noise_dim, 1)
+    gshape = model.diffusion_shape
+    drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
+                                                            **_JIT)
+    column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
+    step = njit(inline="always", **_JIT)(method.factory(model)(
+        drift, diffusion, noise_term, increment_of, column_of, dim, dtype))
+    pay = njit(inline="always", **_JIT)(payoff)
+    lanes = LANES[dtype]
+    fill_normals = _make_fill_normals(dtype, lanes)
+    words_per_block = 4 if dtype == np.float32 else 8
+    alloc_state = _scratch_allocator((dim,), dtype, True)
+    alloc_g = _scratch_allocator(gshape, dtype, True)
+    alloc_noise = _scratch_allocator((noise_dim,), dtype, True)
+    alloc_params = _scratch_allocator((n_params,), dtype, True)
+    stream_inc = np.uint64(philox.STREAM_INCREMENTS)
+    all_bits = ~np.uint64(0)
+
+    def mlmc_chunk(c, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, first_path,
+                   n_paths, chunk, sums, nonfinite):
+        _prefer_vector_width(VECTOR_BITS)
+        n_fine = n_coarse * ratio
+        h_f = (t1 - t0) / n_fine
+        h_c = (t1 - t0) / n_coarse
+        hf = dtype(h_f)
+        hc = dtype(h_c)
+        sqrt_hf = dtype(math.sqrt(h_f))
+        XF = np.empty(dim * lanes, dtype)
+        XC = np.empty(dim * lanes, dtype)
+        DW = np.zeros(noise_dim * lanes, dtype)
+        DWC = np.zeros(noise_dim * lanes, dtype)
+        Z = np.empty(4 * lanes, dtype)
+        W = np.empty(words_per_block * lanes, np.uint32)
+        x = alloc_state()
+        x_new = alloc_state()
+        f0 = alloc_state()
+        f1 = alloc_state()
+        f2 = alloc_state()
+        f3 = alloc_state()
+        xt = alloc_state()
+        g0 = alloc_g()
+        g1 = alloc_g()
+        g2 = alloc_g()
+        g3 = alloc_g()
+        dw = alloc_noise()
+        dz = alloc_noise()
+        for j in range(noise_dim):
+            dz[j] = dtype(0.0)
+        p = alloc_params()
+        for j in range(n_params):
+            p[j] = params[0, j]
+        start = c * chunk
+        stop = min(start + chunk, n_paths)
+        s_y = s_y2 = s_y3 = s_y4 = s_pf = s_pf2 = 0.0
+        bad = 0
+        for b0 in range(start, stop, lanes):
+            n_live = min(lanes, stop - b0)
+            path0 = first_path + np.uint64(b0)
+            for j in range(dim):
+                for l in range(lanes):
+                    XF[j * lanes + l] = x0[j]
+                    XC[j * lanes + l] = x0[j]
+            current_block = -1
+            for kc in range(n_coarse):
+                for i in range(noise_dim * lanes):
+                    DWC[i] = dtype(0.0)
+                for m in range(ratio):
+                    k = kc * ratio + m
+                    for j in range(noise_dim):
+                        q = k * noise_dim + j
+                        block = q >> 2
+                        if block != current_block:
+                            fill_normals(Z, W, key0, key1, np.uint64(block), stream_inc,
+                                         path0, all_bits)
+                            current_block = block
+                        off = (q & 3) * lanes
+                        for l in range(lanes):
+                            DW[j * lanes + l] = sqrt_hf * Z[off + l]
+                    t = dtype(t0 + k * h_f)
+                    t_mid = dtype(t0 + (k + 0.5) * h_f)
+                    t_next = dtype(t1) if k + 1 == n_fine else dtype(t0 + (k + 1) * h_f)
+                    for l in range(lanes):
+                        for j in range(dim):
+                            x[j] = XF[j * lanes + l]
+                        for j in range(noise_dim):
+                            dw[j] = DW[j * lanes + l]
+                        step(t, t_mid, t_next, hf, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2,
+                             g3, xt, x_new)
+                        for j in range(dim):
+                            XF[j * lanes + l] = x_new[j]
+                        for j in range(noise_dim):
+                            DWC[j * lanes + l] += dw[j]
+                if coupled != 0:
+                    t = dtype(t0 + kc * h_c)
+                    t_mid = dtype(t0 + (kc + 0.5) * h_c)
+                    t_next = dtype(t1) if kc + 1 == n_coarse else dtype(t0 + (kc + 1) * h_c)
+                    for l in range(lanes):
+                        source = l if coupled == 1 else l ^ 1
+                        for j in range(dim):
+                            x[j] = XC[j * lanes + l]
+                        for j in range(noise_dim):
+                            dw[j] = DWC[j * lanes + source]
+                        step(t, t_mid, t_next, hc, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2,
+                             g3, xt, x_new)
+                        for j in range(dim):
+                            XC[j * lanes + l] = x_new[j]
+            for l in range(n_live):
+                for j in range(dim):
+                    x[j] = XF[j * lanes + l]
+                pf = np.float64(pay(dtype(t1), x, p))
+                pc = 0.0
+                if coupled != 0:
+                    for j in range(dim):
+                        x[j] = XC[j * lanes + l]
+                    pc = np.float64(pay(dtype(t1), x, p))
+                if not (math.isfinite(pf) and math.isfinite(pc)):
+                    bad += 1
+                    continue
+                y = pf - pc
+                s_y += y
+                s_y2 += y * y
+                s_y3 += y * y * y
+                s_y4 += y * y * y * y
+                s_pf += pf
+                s_pf2 += pf * pf
+        sums[c, 0] = s_y
+        sums[c, 1] = s_y2
+        sums[c, 2] = s_y3
+        sums[c, 3] = s_y4
+        sums[c, 4] = s_pf
+        sums[c, 5] = s_pf2
+        nonfinite[c] = bad
+
+    from ..model import code_fingerprint
+    return _shared_function(mlmc_chunk, (
+        "mlmc_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
+        code_fingerprint(payoff), np.dtype(dtype).name, lanes, VECTOR_BITS, n_params),
+        **_JIT)
+
+
+class MlmcKernel:
+    """A compiled level kernel: the chunk function of one (model, method, payoff, dtype,
+    parameter width) and the shared parallel launcher."""
+
+    def __init__(self, chunk_fn, sig):
+        self.address = _address(_compiled(chunk_fn, (types.int64,) + tuple(sig)))
+        self.sig = tuple(sig)
+        with _LAUNCHER_LOCK:
+            launcher = _shared_function(_mlmc_launch, ("mlmc_launch",), role="parallel",
+                                        parallel=True, **_JIT)
+            full = (types.int64,) + tuple(sig)
+            if full not in launcher.overloads:
+                launcher.disable_compile(False)
+                launcher.compile(full)
+            launcher.disable_compile()
+        self.launcher = launcher
+
+    def __call__(self, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, first_path,
+                 n_paths, chunk, sums, nonfinite):
+        self.launcher(self.address, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1,
+                      first_path, n_paths, chunk, sums, nonfinite)
+
+
+_MLMC_KERNELS = {}
+
+
+def get_mlmc_kernel(model, method, dtype, payoff, n_params):
+    """The compiled level kernel for (model, method, dtype, payoff, parameter width)."""
+    from ..model import code_fingerprint
+    dtype = np.dtype(dtype).type
+    key = (model.fingerprint, method.name, np.dtype(dtype).name, code_fingerprint(payoff),
+           int(n_params))
+    kernel = _MLMC_KERNELS.get(key)
+    if kernel is None:
+        chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params))
+        arr1 = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
+        arr2 = types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
+        sig = (arr1, arr2, types.float64, types.float64, types.int64, types.int64,
+               types.int64, types.uint64, types.uint64, types.uint64, types.int64,
+               types.int64, types.Array(types.float64, 2, "C"),
+               types.Array(types.int64, 1, "C"))
+        try:
+            kernel = MlmcKernel(chunk_fn, sig)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _diagnose(model, dtype, exc, obs=(("payoff", payoff),))
+        _MLMC_KERNELS[key] = kernel
+    return kernel
+
+
 def check_scratch(sz, dtype):
     """Refuse, before compiling, a state so large that one thread's lane buffers (lanes x
     (dim + noise + parameters + observables)) and per-path scratch would not fit in

@@ -1,0 +1,408 @@
+"""Multilevel Monte Carlo (Giles, Operations Research 56, 2008; Acta Numerica 24, 2015).
+
+E[P(X_T)] is written as E[P_0] + sum_l E[P_l - P_{l-1}], with P_l the payoff of a path on
+``n0 * M**l`` steps. Each correction is estimated from coupled pairs, a fine path and a
+coarse path advanced together in one kernel (``fastsde.kernels.cpu``): the coarse
+increment is the sum of the M fine increments it spans, drawn once from the counter-based
+stream and never stored. Levels use independent streams (keys from
+``SeedSequence(seed).spawn``) and the paths of a level are numbered in the order they are
+asked for, so the whole computation, including how many paths each level gets (which the
+estimates decide), is reproducible bit for bit for a seed, whatever the thread count.
+
+The sample-size rule and the test for adding a level are those of Giles's ``mlmc.m``,
+with the mean square error split evenly between the sampling variance and the squared
+bias (``THETA = 0.5``): N_l = ceil(2 / eps^2 sqrt(V_l / C_l) sum_k sqrt(V_k C_k)), and a
+level is added while the estimated bias |E[Y_L]| / (M^alpha - 1) exceeds eps / sqrt(2).
+"""
+
+import math
+import numbers
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import api
+from . import methods as _methods
+from .kernels import philox
+from .model import SDE, Normal
+from .streams import key_from_seed
+
+#: Share of eps^2 given to the squared bias (the rest to the sampling variance).
+THETA = 0.5
+#: Methods whose coarse path is driven by the sum of the fine increments and nothing else
+#: (no extra random variables): their coupling is the summed increment.
+COUPLED_METHODS = ("euler_maruyama", "milstein")
+#: Paths per chunk of a level kernel call (the sums are merged in chunk order).
+CHUNK = api.CHUNK_PATHS
+
+
+@dataclass
+class MLMCLevel:
+    """What one level's samples gave.
+
+    Attributes
+    ----------
+    level : int
+    n_steps : int
+        Fine steps of the level (``n0 * M**level``).
+    n_paths : int
+        Coupled pairs sampled (including any counted in ``n_nonfinite``).
+    mean, var : float
+        Mean and variance of the correction Y_l = P_l - P_{l-1} (P_0 on level 0).
+    mean_p, var_p : float
+        Mean and variance of the fine payoff P_l.
+    kurtosis : float
+        Kurtosis of Y_l (Giles's check on the reliability of the variance estimate).
+    cost_per_path : int
+        Path-steps per pair: fine plus coarse steps.
+    n_nonfinite : int
+        Pairs whose payoff was not finite, left out of the sums.
+    """
+
+    level: int
+    n_steps: int
+    n_paths: int
+    mean: float
+    var: float
+    mean_p: float
+    var_p: float
+    kurtosis: float
+    cost_per_path: int
+    n_nonfinite: int = 0
+
+
+@dataclass
+class MLMCResult:
+    """The multilevel estimate of E[P(X_T)] and how it was reached.
+
+    Attributes
+    ----------
+    value : float
+        sum over levels of the mean correction.
+    eps : float
+        The root-mean-square accuracy asked for.
+    se : float
+        Standard error of ``value`` (the sampling part of the error).
+    bias : float
+        Estimated bias, |E[Y_L]| / (M^alpha - 1) (from the fitted or observed decay).
+    levels : list of MLMCLevel
+    alpha, beta, gamma : float
+        Fitted rates: |E[Y_l]| ~ M^(-alpha l), V_l ~ M^(-beta l), cost ~ M^(gamma l).
+    cost : int
+        Path-steps spent: sum over levels of n_paths * cost_per_path.
+    mc_cost : float
+        Estimated cost of plain Monte Carlo to the same eps on the finest level: Giles's
+        V_L (2 / eps^2) C_L, with V_L the variance of P_L.
+    elapsed_s : float
+    converged : bool
+        False when the bias test still asked for another level at ``L_max``.
+    method, M, n0, seed, dtype
+        The run's settings.
+    """
+
+    value: float
+    eps: float
+    se: float
+    bias: float
+    levels: list
+    alpha: float
+    beta: float
+    gamma: float
+    cost: int
+    mc_cost: float
+    elapsed_s: float
+    converged: bool
+    method: str
+    M: int
+    n0: int
+    seed: object
+    dtype: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_nonfinite(self):
+        return sum(lv.n_nonfinite for lv in self.levels)
+
+    def __repr__(self):
+        return (f"MLMCResult(value={self.value:.6g}, eps={self.eps:g}, se={self.se:.3g}, "
+                f"bias={self.bias:.3g}, L={len(self.levels) - 1}, alpha={self.alpha:.2f}, "
+                f"beta={self.beta:.2f}, gamma={self.gamma:.2f}, cost={self.cost:.3g}, "
+                f"mc_cost={self.mc_cost:.3g}, method={self.method!r})")
+
+    def plot(self, ax=None):
+        """Giles's first two panels for this run: log_M of the variance and of |mean| of
+        P_l and of the corrections Y_l against the level, and the paths per level.
+        Needs matplotlib; returns the figure."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("MLMCResult.plot() needs matplotlib: pip install "
+                              "matplotlib") from exc
+        if ax is None:
+            fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+        else:
+            fig = ax[0].figure
+        lv = np.array([x.level for x in self.levels])
+        log = np.log(self.M)
+
+        def logm(values):
+            values = np.abs(np.asarray(values, dtype=float))
+            return np.where(values > 0, np.log(np.maximum(values, 1e-300)) / log, np.nan)
+
+        ax[0].plot(lv, logm([x.var_p for x in self.levels]), "o--", label="P_l")
+        ax[0].plot(lv[1:], logm([x.var for x in self.levels[1:]]), "o-", label="P_l - P_l-1")
+        ax[0].set(xlabel="level l", ylabel=f"log_{self.M} variance")
+        ax[1].plot(lv, logm([x.mean_p for x in self.levels]), "o--", label="P_l")
+        ax[1].plot(lv[1:], logm([x.mean for x in self.levels[1:]]), "o-", label="P_l - P_l-1")
+        ax[1].set(xlabel="level l", ylabel=f"log_{self.M} |mean|")
+        ax[2].semilogy(lv, [x.n_paths for x in self.levels], "o-",
+                       label=f"eps = {self.eps:g}")
+        ax[2].set(xlabel="level l", ylabel="paths N_l")
+        for a in ax:
+            a.grid(True, alpha=0.3)
+            a.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+def _check_positive_int(value, name, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
+              device, dtype, params, progress):
+    """Every argument of :func:`mlmc`, checked before anything compiles or runs."""
+    if not isinstance(model, SDE):
+        raise TypeError(f"model must be a fastsde.SDE (multilevel Monte Carlo couples the "
+                        f"increments of a noise); got {model!r}")
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps > 0 \
+            or not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number > 0 (the root-mean-square accuracy); "
+                         f"got {eps!r}")
+    if not isinstance(method, str) or method not in COUPLED_METHODS:
+        raise ValueError(f"method must be one of {list(COUPLED_METHODS)} (the methods whose "
+                         f"coarse path is driven by the summed fine increments); got "
+                         f"{method!r}")
+    method_obj = _methods.resolve_method(method, model)
+    M = _check_positive_int(M, "M", 2)
+    n0 = _check_positive_int(n0, "n0", 1)
+    L_min = _check_positive_int(L_min, "L_min", 2)
+    L_max = _check_positive_int(L_max, "L_max", L_min)
+    if n0 * M ** L_max > 2 ** 40:
+        raise ValueError(f"n0 * M**L_max must be <= 2**40 steps; got n0={n0}, M={M}, "
+                         f"L_max={L_max}")
+    n_initial = _check_positive_int(n_initial, "n_initial", 2)
+    if device not in ("cpu", "auto"):
+        raise ValueError(f"device must be 'cpu' or 'auto' for mlmc (its coupled kernel runs "
+                         f"on the CPU; the CUDA version is not written yet); got {device!r}")
+    if isinstance(x0, Normal):
+        raise TypeError("x0 must be a number or an array of shape (dim,) for mlmc; "
+                        "fs.Normal initial states are not supported here")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False; got {progress!r}")
+    if params is not None and np.ndim(params) != 1:
+        raise ValueError(f"params must have shape (n_params,) for mlmc (one row shared by "
+                         f"every path); got shape {np.shape(params)}")
+    # simulate's own checks of the model, x0, t_span, seed, dtype and params (one step of
+    # two paths is validated, never run).
+    req = api.validate(model, x0, t_span, 1, 2, method, "cpu", seed, dtype, params, None,
+                       False, 0, None, "count", progress=progress)
+    if not callable(payoff):
+        raise TypeError(f"payoff must be a function payoff(t, x, p) -> float; got {payoff!r}")
+    from . import montecarlo
+    montecarlo.preflight((("payoff", payoff),), None, req.x_start, req.params_arr[0],
+                         req.t0, req.dtype)
+    return req, method_obj, M, n0, L_min, L_max, n_initial
+
+
+def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
+         n_initial=2000, seed=0, device="auto", dtype="float64", params=None,
+         progress=True):
+    """E[payoff(T, X_T)] to root-mean-square accuracy ``eps`` by multilevel Monte Carlo.
+
+    Parameters
+    ----------
+    model : fastsde.SDE
+    x0 : float or array_like of shape (dim,)
+    t_span : (float, float)
+    payoff : function ``payoff(t, x, p) -> float``
+        Plain Python, compiled into the kernel like an observable; evaluated on the final
+        state of the fine and of the coarse path of each pair.
+    eps : float > 0
+        Root-mean-square accuracy: sampling variance and squared bias each <= eps^2 / 2.
+    method : {"milstein", "euler_maruyama"}
+        Milstein's correction variance decays like h^2 (beta ~ 2: cost O(eps^-2));
+        Euler-Maruyama's like h (cost O(eps^-2 log(eps)^2)).
+    M : int >= 2
+        Refinement factor between levels.
+    n0 : int >= 1
+        Steps of level 0.
+    L_min, L_max : int
+        Levels used from the start, and the most that may be added.
+    n_initial : int >= 2
+        Pairs sampled on a new level before the sample sizes are set.
+    seed : int or numpy.random.SeedSequence
+    device : {"auto", "cpu"}
+    dtype : {"float64", "float32"}
+    params : array_like of shape (n_params,), optional
+    progress : bool
+        Print one line per round of sampling (levels, paths added).
+
+    Returns
+    -------
+    MLMCResult
+
+    Raises
+    ------
+    TypeError, ValueError, fastsde.IncompatibleMethodError, fastsde.ModelError
+        A bad argument, named, before anything compiles.
+    """
+    start = time.perf_counter()
+    req, method_obj, M, n0, L_min, L_max, n_initial = _validate(
+        model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed, device,
+        dtype, params, progress)
+    from .kernels import cpu
+    dtype_t = req.dtype
+    n_params = req.params_arr.shape[1]
+    kernel = cpu.get_mlmc_kernel(model, method_obj, dtype_t, payoff, n_params)
+    seed_seq = req.seed if isinstance(req.seed, np.random.SeedSequence) else \
+        np.random.SeedSequence(req.seed)
+    level_keys = [key_from_seed(child) for child in seed_seq.spawn(L_max + 1)]
+    x0_row = np.array(req.x0_rows[0], dtype=dtype_t)  # a writeable copy: Numba types
+    # a read-only array as another type
+    params_row = np.array(req.params_arr[:1], dtype=dtype_t)
+    t0, t1 = req.t0, req.t1
+
+    sums = {}        # level -> float64 array of MLMC_SUMS (merged in chunk order)
+    counts = {}      # level -> pairs sampled
+    bad = {}         # level -> non-finite pairs
+
+    def cost_per_path(level):
+        return n0 * M ** level + (n0 * M ** (level - 1) if level > 0 else 0)
+
+    def sample(level, n_new):
+        n_coarse = n0 * M ** (level - 1) if level > 0 else n0
+        ratio = M if level > 0 else 1
+        coupled = _COUPLING[0] if level > 0 else 0
+        n_chunks = (n_new + CHUNK - 1) // CHUNK
+        part = np.zeros((n_chunks, len(cpu.MLMC_SUMS)))
+        nonfinite = np.zeros(n_chunks, np.int64)
+        key0, key1 = level_keys[level]
+        kernel(x0_row, params_row, t0, t1, n_coarse, ratio, coupled, key0, key1,
+               np.uint64(counts.get(level, 0)), n_new, CHUNK, part, nonfinite)
+        total = sums.get(level, np.zeros(len(cpu.MLMC_SUMS)))
+        for row in part:  # chunk order: the same bits for any thread count
+            total = total + row
+        sums[level] = total
+        counts[level] = counts.get(level, 0) + n_new
+        bad[level] = bad.get(level, 0) + int(nonfinite.sum())
+
+    def moments(level):
+        n = counts[level] - bad[level]
+        s = sums[level] / max(n, 1)
+        mean, mean2, mean3, mean4, mean_p, mean_p2 = s
+        var = max(mean2 - mean * mean, 0.0)
+        var_p = max(mean_p2 - mean_p * mean_p, 0.0)
+        central4 = mean4 - 4 * mean * mean3 + 6 * mean * mean * mean2 - 3 * mean ** 4
+        kurt = central4 / var ** 2 if var > 0 else float("nan")
+        return n, mean, var, mean_p, var_p, kurt
+
+    L = L_min
+    dN = {level: n_initial for level in range(L + 1)}
+    alpha = beta = gamma = float("nan")
+    converged = True
+    rounds = 0
+    while sum(dN.values()) > 0:
+        rounds += 1
+        for level in range(L + 1):
+            if dN.get(level, 0) > 0:
+                sample(level, dN[level])
+        if progress:
+            print(f"fastsde.mlmc: round {rounds}, levels 0-{L}, paths "
+                  f"{[counts[level] for level in range(L + 1)]}", flush=True)
+        stats = [moments(level) for level in range(L + 1)]
+        ml = np.array([abs(st[1]) for st in stats])
+        Vl = np.array([st[2] for st in stats])
+        Cl = np.array([cost_per_path(level) for level in range(L + 1)], dtype=float)
+        # Giles's fix for levels whose few samples give zero mean or variance.
+        for level in range(2, L + 1):
+            ml[level] = max(ml[level], 0.5 * ml[level - 1] / M ** (alpha if alpha > 0 else 1))
+            Vl[level] = max(Vl[level], 0.5 * Vl[level - 1] / M ** (beta if beta > 0 else 1))
+        alpha, beta, gamma = _fit_rates(ml, Vl, Cl, M)
+        Nl = np.array([counts[level] for level in range(L + 1)], dtype=float)
+        Ns = np.ceil(np.sqrt(Vl / Cl) * np.sum(np.sqrt(Vl * Cl)) / ((1 - THETA) * eps ** 2))
+        dN = {level: int(max(0.0, Ns[level] - Nl[level])) for level in range(L + 1)}
+        if all(dN[level] <= 0.01 * Nl[level] for level in range(L + 1)):
+            remaining = ml[L] / (M ** alpha - 1.0)
+            if remaining > math.sqrt(THETA) * eps:
+                if L == L_max:
+                    converged = False
+                    warnings.warn(f"fastsde.mlmc: the estimated bias {remaining:.3g} is still "
+                                  f"above eps / sqrt(2) = {math.sqrt(THETA) * eps:.3g} at "
+                                  f"L_max={L_max}: the result does not meet eps",
+                                  RuntimeWarning, stacklevel=2)
+                else:
+                    L += 1
+                    Vl = np.append(Vl, Vl[-1] / M ** beta)
+                    Cl = np.append(Cl, cost_per_path(L))
+                    Nl = np.append(Nl, 0.0)
+                    Ns = np.ceil(np.sqrt(Vl / Cl) * np.sum(np.sqrt(Vl * Cl))
+                                 / ((1 - THETA) * eps ** 2))
+                    dN = {level: int(max(0.0, Ns[level] - Nl[level]))
+                          for level in range(L + 1)}
+                    dN[L] = max(dN[L], n_initial)
+
+    stats = [moments(level) for level in range(L + 1)]
+    levels = [MLMCLevel(level=level, n_steps=n0 * M ** level, n_paths=counts[level],
+                        mean=st[1], var=st[2], mean_p=st[3], var_p=st[4], kurtosis=st[5],
+                        cost_per_path=cost_per_path(level), n_nonfinite=bad[level])
+              for level, st in enumerate(stats)]
+    value = float(sum(lv.mean for lv in levels))
+    se = math.sqrt(sum(lv.var / max(lv.n_paths - lv.n_nonfinite, 1) for lv in levels))
+    bias = abs(levels[-1].mean) / (M ** alpha - 1.0) if alpha > 0 else float("nan")
+    cost = int(sum(lv.n_paths * lv.cost_per_path for lv in levels))
+    mc_cost = levels[-1].var_p * (1 / (1 - THETA)) / eps ** 2 * n0 * M ** L
+    n_bad = sum(bad.values())
+    if n_bad:
+        warnings.warn(f"fastsde.mlmc: {n_bad} coupled pairs gave a payoff that is not finite; "
+                      f"they are counted in MLMCResult.levels[l].n_nonfinite and left out of "
+                      f"the estimates", RuntimeWarning, stacklevel=2)
+    return MLMCResult(value=value, eps=float(eps), se=se, bias=float(bias), levels=levels,
+                      alpha=float(alpha), beta=float(beta), gamma=float(gamma), cost=cost,
+                      mc_cost=float(mc_cost), elapsed_s=time.perf_counter() - start,
+                      converged=converged, method=method_obj.name, M=M, n0=n0,
+                      seed=req.seed, dtype=np.dtype(dtype_t).name,
+                      extra={"rng_version": philox.RNG_VERSION, "rounds": rounds})
+
+
+#: The coupling flag passed to the kernel for coupled levels: 1 (the coarse path sums its
+#: own fine increments). Tests set it to 2 (another path's increments) to show that the
+#: variance checks fail without the coupling.
+_COUPLING = [1]
+
+
+def _fit_rates(ml, Vl, Cl, M):
+    """Least-squares slopes of log_M |mean|, log_M variance and log_M cost against the
+    level over levels 1..L (Giles): alpha, beta, gamma (alpha and beta at least 0.5)."""
+    levels = np.arange(1, len(ml))
+    if len(levels) < 2:
+        return float("nan"), float("nan"), float("nan")
+    logm = np.log(M)
+
+    def slope(values):
+        values = np.maximum(np.asarray(values, dtype=float), 1e-300)
+        return np.polyfit(levels, np.log(values) / logm, 1)[0]
+
+    alpha = max(0.5, -slope(ml[1:]))
+    beta = max(0.5, -slope(Vl[1:]))
+    gamma = slope(Cl[1:])
+    return float(alpha), float(beta), float(gamma)
+
+
+__all__ = ["mlmc", "MLMCResult", "MLMCLevel"]
