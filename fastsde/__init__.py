@@ -14,10 +14,10 @@ from .mlp import MLPField  # noqa: E402
 from .models import GBM, OU, BrownianMotion  # noqa: E402
 from .result import Result  # noqa: E402
 from .montecarlo import Estimate, Histogram  # noqa: E402
-from .mlmc import MLMCResult, mlmc  # noqa: E402
+from .mlmc import MLMCResult, mlmc, mlmc_test  # noqa: E402
 
 __all__ = ["simulate", "compile", "SDE", "ODE", "Normal", "OU", "GBM", "BrownianMotion", "Result",
            "Estimate", "Histogram", "METHODS", "Method", "RNG_VERSION", "FastSDEError", "ModelError",
            "IncompatibleMethodError", "DeviceError", "NonFiniteError", "OutputTooLargeError",
-           "GaussianMixturePath", "GaussianMixture", "MLPField", "metrics", "mlmc", "MLMCResult",
+           "GaussianMixturePath", "GaussianMixture", "MLPField", "metrics", "mlmc", "mlmc_test", "MLMCResult",
            "__version__"]

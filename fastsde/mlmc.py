@@ -221,6 +221,62 @@ def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_ini
     return req, method_obj, M, n0, L_min, L_max, n_initial
 
 
+class _Sampler:
+    """The pairs of each level, sampled in batches: the compiled level kernel, one
+    independent key per level (``SeedSequence(seed).spawn``), and per level the sums of
+    ``cpu.MLMC_SUMS`` (float64, merged in chunk order), the pairs sampled and the pairs
+    whose payoff was not finite. Paths of a level are numbered in the order they are
+    sampled, so a batch continues the level's stream."""
+
+    def __init__(self, model, method_obj, req, payoff, M, n0, L_max):
+        from .kernels import cpu
+        self.cpu = cpu
+        self.kernel = cpu.get_mlmc_kernel(model, method_obj, req.dtype, payoff,
+                                          req.params_arr.shape[1])
+        seed_seq = req.seed if isinstance(req.seed, np.random.SeedSequence) else \
+            np.random.SeedSequence(req.seed)
+        self.keys = [key_from_seed(child) for child in seed_seq.spawn(L_max + 1)]
+        # Writeable copies: Numba types a read-only array as another type.
+        self.x0 = np.array(req.x0_rows[0], dtype=req.dtype)
+        self.params = np.array(req.params_arr[:1], dtype=req.dtype)
+        self.t0, self.t1 = req.t0, req.t1
+        self.M, self.n0 = M, n0
+        self.sums, self.counts, self.bad = {}, {}, {}
+
+    def cost_per_path(self, level):
+        """Path-steps of a pair: fine steps plus coarse steps."""
+        return self.n0 * self.M ** level + (self.n0 * self.M ** (level - 1) if level else 0)
+
+    def sample(self, level, n_new):
+        M, n0, cpu = self.M, self.n0, self.cpu
+        n_coarse = n0 * M ** (level - 1) if level > 0 else n0
+        ratio = M if level > 0 else 1
+        coupled = _COUPLING[0] if level > 0 else 0
+        n_chunks = (n_new + CHUNK - 1) // CHUNK
+        part = np.zeros((n_chunks, len(cpu.MLMC_SUMS)))
+        nonfinite = np.zeros(n_chunks, np.int64)
+        key0, key1 = self.keys[level]
+        self.kernel(self.x0, self.params, self.t0, self.t1, n_coarse, ratio, coupled, key0,
+                    key1, np.uint64(self.counts.get(level, 0)), n_new, CHUNK, part,
+                    nonfinite)
+        total = self.sums.get(level, np.zeros(len(cpu.MLMC_SUMS)))
+        for row in part:  # chunk order: the same bits for any thread count
+            total = total + row
+        self.sums[level] = total
+        self.counts[level] = self.counts.get(level, 0) + n_new
+        self.bad[level] = self.bad.get(level, 0) + int(nonfinite.sum())
+
+    def moments(self, level):
+        """(pairs used, mean and variance of Y, mean and variance of P_f, kurtosis of Y)."""
+        n = self.counts[level] - self.bad[level]
+        mean, mean2, mean3, mean4, mean_p, mean_p2 = self.sums[level] / max(n, 1)
+        var = max(mean2 - mean * mean, 0.0)
+        var_p = max(mean_p2 - mean_p * mean_p, 0.0)
+        central4 = mean4 - 4 * mean * mean3 + 6 * mean * mean * mean2 - 3 * mean ** 4
+        kurt = central4 / var ** 2 if var > 0 else float("nan")
+        return n, mean, var, mean_p, var_p, kurt
+
+
 def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
          n_initial=2000, seed=0, device="auto", dtype="float64", params=None,
          progress=True):
@@ -267,51 +323,9 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
     req, method_obj, M, n0, L_min, L_max, n_initial = _validate(
         model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed, device,
         dtype, params, progress)
-    from .kernels import cpu
-    dtype_t = req.dtype
-    n_params = req.params_arr.shape[1]
-    kernel = cpu.get_mlmc_kernel(model, method_obj, dtype_t, payoff, n_params)
-    seed_seq = req.seed if isinstance(req.seed, np.random.SeedSequence) else \
-        np.random.SeedSequence(req.seed)
-    level_keys = [key_from_seed(child) for child in seed_seq.spawn(L_max + 1)]
-    x0_row = np.array(req.x0_rows[0], dtype=dtype_t)  # a writeable copy: Numba types
-    # a read-only array as another type
-    params_row = np.array(req.params_arr[:1], dtype=dtype_t)
-    t0, t1 = req.t0, req.t1
-
-    sums = {}        # level -> float64 array of MLMC_SUMS (merged in chunk order)
-    counts = {}      # level -> pairs sampled
-    bad = {}         # level -> non-finite pairs
-
-    def cost_per_path(level):
-        return n0 * M ** level + (n0 * M ** (level - 1) if level > 0 else 0)
-
-    def sample(level, n_new):
-        n_coarse = n0 * M ** (level - 1) if level > 0 else n0
-        ratio = M if level > 0 else 1
-        coupled = _COUPLING[0] if level > 0 else 0
-        n_chunks = (n_new + CHUNK - 1) // CHUNK
-        part = np.zeros((n_chunks, len(cpu.MLMC_SUMS)))
-        nonfinite = np.zeros(n_chunks, np.int64)
-        key0, key1 = level_keys[level]
-        kernel(x0_row, params_row, t0, t1, n_coarse, ratio, coupled, key0, key1,
-               np.uint64(counts.get(level, 0)), n_new, CHUNK, part, nonfinite)
-        total = sums.get(level, np.zeros(len(cpu.MLMC_SUMS)))
-        for row in part:  # chunk order: the same bits for any thread count
-            total = total + row
-        sums[level] = total
-        counts[level] = counts.get(level, 0) + n_new
-        bad[level] = bad.get(level, 0) + int(nonfinite.sum())
-
-    def moments(level):
-        n = counts[level] - bad[level]
-        s = sums[level] / max(n, 1)
-        mean, mean2, mean3, mean4, mean_p, mean_p2 = s
-        var = max(mean2 - mean * mean, 0.0)
-        var_p = max(mean_p2 - mean_p * mean_p, 0.0)
-        central4 = mean4 - 4 * mean * mean3 + 6 * mean * mean * mean2 - 3 * mean ** 4
-        kurt = central4 / var ** 2 if var > 0 else float("nan")
-        return n, mean, var, mean_p, var_p, kurt
+    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L_max)
+    sample, moments, cost_per_path = sampler.sample, sampler.moments, sampler.cost_per_path
+    counts, bad = sampler.counts, sampler.bad
 
     L = L_min
     dN = {level: n_initial for level in range(L + 1)}
@@ -377,8 +391,117 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
                       alpha=float(alpha), beta=float(beta), gamma=float(gamma), cost=cost,
                       mc_cost=float(mc_cost), elapsed_s=time.perf_counter() - start,
                       converged=converged, method=method_obj.name, M=M, n0=n0,
-                      seed=req.seed, dtype=np.dtype(dtype_t).name,
+                      seed=req.seed, dtype=np.dtype(req.dtype).name,
                       extra={"rng_version": philox.RNG_VERSION, "rounds": rounds})
+
+
+@dataclass
+class MLMCTestReport:
+    """Giles's ``mlmc_test``: convergence, kurtosis and consistency per level, the fitted
+    rates, and the complexity over a list of eps.
+
+    Attributes
+    ----------
+    levels : list of MLMCLevel
+        From ``n_paths`` pairs on each level 0..L.
+    check : list of float
+        Giles's consistency check per level (nan on level 0): |E[Y_l] + E[P_{l-1}] -
+        E[P_l]| over 3 standard errors; above 1 means the coarse path of level l does not
+        have the law of the fine path of level l - 1.
+    alpha, beta, gamma : float
+        Fitted over levels 1..L.
+    complexity : list of dict
+        Per eps: ``eps``, ``value``, ``mlmc_cost``, ``std_cost`` (plain Monte Carlo),
+        ``savings`` and ``n_paths`` (per level).
+    text : str
+        The printed report.
+    """
+
+    levels: list
+    check: list
+    alpha: float
+    beta: float
+    gamma: float
+    complexity: list
+    text: str
+
+    def __str__(self):
+        return self.text
+
+
+def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein", M=2, n0=1,
+              seed=0, device="auto", dtype="float64", params=None, print_report=True):
+    """Giles's ``mlmc_test``: ``n_paths`` pairs on each level 0..L (means, variances,
+    kurtosis, consistency check, cost per pair, fitted alpha / beta / gamma), then
+    :func:`mlmc` at each eps of ``eps_list`` (value, cost, plain Monte Carlo's cost, the
+    savings and the paths per level). Printed unless ``print_report`` is False, and
+    returned as an :class:`MLMCTestReport`.
+
+    Parameters are those of :func:`mlmc`; ``n_paths`` (int >= 2) pairs per level, ``L``
+    (int >= 2) the finest level of the convergence test, ``eps_list`` a non-empty list of
+    positive accuracies.
+    """
+    eps_values = list(eps_list) if isinstance(eps_list, (list, tuple, np.ndarray)) else None
+    if not eps_values or not all(isinstance(e, numbers.Real) and not isinstance(e, bool)
+                                 and math.isfinite(e) and e > 0 for e in eps_values):
+        raise ValueError(f"eps_list must be a non-empty list of finite numbers > 0; got "
+                         f"{eps_list!r}")
+    L = _check_positive_int(L, "L", 2)
+    n_paths = _check_positive_int(n_paths, "n_paths", 2)
+    req, method_obj, M, n0, _, _, _ = _validate(
+        model, x0, t_span, payoff, eps_values[0], method, M, n0, 2, max(L, 2), n_paths,
+        seed, device, dtype, params, bool(print_report))
+    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L)
+    levels, check = [], []
+    for level in range(L + 1):
+        sampler.sample(level, n_paths)
+        n, mean, var, mean_p, var_p, kurt = sampler.moments(level)
+        levels.append(MLMCLevel(level=level, n_steps=n0 * M ** level, n_paths=n_paths,
+                                mean=mean, var=var, mean_p=mean_p, var_p=var_p,
+                                kurtosis=kurt, cost_per_path=sampler.cost_per_path(level),
+                                n_nonfinite=sampler.bad[level]))
+        if level == 0:
+            check.append(float("nan"))
+        else:
+            prev = levels[level - 1]
+            scale = 3.0 * (math.sqrt(var) + math.sqrt(prev.var_p) + math.sqrt(var_p)) \
+                / math.sqrt(n)
+            check.append(abs(mean + prev.mean_p - mean_p) / scale if scale > 0 else 0.0)
+    ml = np.array([abs(lv.mean) for lv in levels])
+    Vl = np.array([lv.var for lv in levels])
+    Cl = np.array([lv.cost_per_path for lv in levels], dtype=float)
+    alpha, beta, gamma = _fit_rates(ml, Vl, Cl, M)
+    lines = ["*** Convergence tests, kurtosis, telescoping sum check ***",
+             f"{method_obj.name}, M = {M}, n0 = {n0}, {n_paths} pairs per level",
+             f"{'l':>2} {'ave(Pf-Pc)':>12} {'ave(Pf)':>12} {'var(Pf-Pc)':>12} {'var(Pf)':>12}"
+             f" {'kurtosis':>10} {'check':>8} {'cost':>8}"]
+    for lv, chk in zip(levels, check):
+        lines.append(f"{lv.level:>2} {lv.mean:>12.4e} {lv.mean_p:>12.4e} {lv.var:>12.4e} "
+                     f"{lv.var_p:>12.4e} {lv.kurtosis:>10.2e} {chk:>8.2e} "
+                     f"{lv.cost_per_path:>8d}")
+    lines.append(f"alpha = {alpha:.3f} (weak convergence), beta = {beta:.3f} (variance), "
+                 f"gamma = {gamma:.3f} (cost)")
+    if any(c > 1 for c in check[1:]):
+        lines.append("WARNING: a consistency check is above 1: the coarse path of some level "
+                     "does not follow the fine path of the level below")
+    lines += ["", "*** MLMC complexity tests ***",
+              f"{'eps':>8} {'value':>12} {'mlmc_cost':>11} {'std_cost':>11} {'savings':>8}"
+              "  N_l"]
+    complexity = []
+    for eps in eps_values:
+        res = mlmc(model, x0, t_span, payoff, eps, method=method_obj.name, M=M, n0=n0,
+                   seed=seed, device=device, dtype=dtype, params=params, progress=False)
+        row = dict(eps=float(eps), value=res.value, mlmc_cost=res.cost,
+                   std_cost=res.mc_cost, savings=res.mc_cost / res.cost,
+                   n_paths=[lv.n_paths for lv in res.levels])
+        complexity.append(row)
+        lines.append(f"{eps:>8.4g} {res.value:>12.6g} {res.cost:>11.4g} {res.mc_cost:>11.4g} "
+                     f"{row['savings']:>8.2f}  {row['n_paths']}")
+    text = "\n".join(lines)
+    if print_report:
+        print(text)
+    return MLMCTestReport(levels=levels, check=check, alpha=alpha, beta=beta, gamma=gamma,
+                          complexity=complexity, text=text)
 
 
 #: The coupling flag passed to the kernel for coupled levels: 1 (the coarse path sums its
@@ -405,4 +528,4 @@ def _fit_rates(ml, Vl, Cl, M):
     return float(alpha), float(beta), float(gamma)
 
 
-__all__ = ["mlmc", "MLMCResult", "MLMCLevel"]
+__all__ = ["mlmc", "mlmc_test", "MLMCResult", "MLMCLevel", "MLMCTestReport"]

@@ -177,3 +177,20 @@ def test_bad_arguments_are_named_before_anything_runs(kw, error, words):
     args.update(kw)
     with pytest.raises(error, match=words):
         fs.mlmc(**args, progress=False)
+
+
+def test_mlmc_test_report():
+    """Giles's convergence test: consistency checks below 1 on every level, the fitted
+    beta of Milstein, the complexity rows (MLMC cheaper than plain Monte Carlo)."""
+    rep = fs.mlmc_test(GBM, S0, (0.0, T), call, 20_000, 5, [0.02, 0.01], n0=4,
+                       print_report=False)
+    assert len(rep.levels) == 6 and np.isnan(rep.check[0])
+    assert all(c < 1 for c in rep.check[1:]), rep.text
+    assert 1.6 <= rep.beta <= 2.6 and 0.7 <= rep.alpha, rep.text
+    assert [row["eps"] for row in rep.complexity] == [0.02, 0.01]
+    assert all(row["savings"] > 1 for row in rep.complexity), rep.text
+    assert "alpha" in str(rep) and "savings" in str(rep)
+    with pytest.raises(ValueError, match="eps_list"):
+        fs.mlmc_test(GBM, S0, (0.0, T), call, 100, 3, [])
+    with pytest.raises(ValueError, match="L"):
+        fs.mlmc_test(GBM, S0, (0.0, T), call, 100, 1, [0.1])
