@@ -176,7 +176,7 @@ def _check_positive_int(value, name, minimum):
 
 
 def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
-              device, dtype, params, progress):
+              device, dtype, params, progress, stop_when=None):
     """Every argument of :func:`mlmc`, checked before anything compiles or runs."""
     if not isinstance(model, SDE):
         raise TypeError(f"model must be a fastsde.SDE (multilevel Monte Carlo couples the "
@@ -212,7 +212,7 @@ def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_ini
     # simulate's own checks of the model, x0, t_span, seed, dtype and params (one step of
     # two paths is validated, never run).
     req = api.validate(model, x0, t_span, 1, 2, method, "cpu", seed, dtype, params, None,
-                       False, 0, None, "count", progress=progress)
+                       False, 0, None, "count", stop_when=stop_when, progress=progress)
     if not callable(payoff):
         raise TypeError(f"payoff must be a function payoff(t, x, p) -> float; got {payoff!r}")
     from . import montecarlo
@@ -232,7 +232,7 @@ class _Sampler:
         from .kernels import cpu
         self.cpu = cpu
         self.kernel = cpu.get_mlmc_kernel(model, method_obj, req.dtype, payoff,
-                                          req.params_arr.shape[1])
+                                          req.params_arr.shape[1], stop=req.stop)
         seed_seq = req.seed if isinstance(req.seed, np.random.SeedSequence) else \
             np.random.SeedSequence(req.seed)
         self.keys = [key_from_seed(child) for child in seed_seq.spawn(L_max + 1)]
@@ -279,7 +279,7 @@ class _Sampler:
 
 def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
          n_initial=2000, seed=0, device="auto", dtype="float64", params=None,
-         progress=True):
+         progress=True, stop_when=None):
     """E[payoff(T, X_T)] to root-mean-square accuracy ``eps`` by multilevel Monte Carlo.
 
     Parameters
@@ -309,6 +309,12 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
     params : array_like of shape (n_params,), optional
     progress : bool
         Print one line per round of sampling (levels, paths added).
+    stop_when : function ``g(t, x, p)``, optional
+        Each path of a pair stops at its first state on its own grid where g > 0 (checked
+        at t0 and after every step), as in ``simulate``; the payoff sees the stopped
+        state. A knock-out barrier: ``stop_when`` the barrier test, a payoff that is zero
+        beyond the barrier. (Discrete monitoring: the bias against the continuously
+        monitored option falls like sqrt(h), so alpha is about 1/2.)
 
     Returns
     -------
@@ -322,7 +328,7 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
     start = time.perf_counter()
     req, method_obj, M, n0, L_min, L_max, n_initial = _validate(
         model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed, device,
-        dtype, params, progress)
+        dtype, params, progress, stop_when)
     sampler = _Sampler(model, method_obj, req, payoff, M, n0, L_max)
     sample, moments, cost_per_path = sampler.sample, sampler.moments, sampler.cost_per_path
     counts, bad = sampler.counts, sampler.bad
@@ -430,7 +436,8 @@ class MLMCTestReport:
 
 
 def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein", M=2, n0=1,
-              seed=0, device="auto", dtype="float64", params=None, print_report=True):
+              seed=0, device="auto", dtype="float64", params=None, print_report=True,
+              stop_when=None):
     """Giles's ``mlmc_test``: ``n_paths`` pairs on each level 0..L (means, variances,
     kurtosis, consistency check, cost per pair, fitted alpha / beta / gamma), then
     :func:`mlmc` at each eps of ``eps_list`` (value, cost, plain Monte Carlo's cost, the
@@ -450,7 +457,7 @@ def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein"
     n_paths = _check_positive_int(n_paths, "n_paths", 2)
     req, method_obj, M, n0, _, _, _ = _validate(
         model, x0, t_span, payoff, eps_values[0], method, M, n0, 2, max(L, 2), n_paths,
-        seed, device, dtype, params, bool(print_report))
+        seed, device, dtype, params, bool(print_report), stop_when)
     sampler = _Sampler(model, method_obj, req, payoff, M, n0, L)
     levels, check = [], []
     for level in range(L + 1):
@@ -490,7 +497,8 @@ def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein"
     complexity = []
     for eps in eps_values:
         res = mlmc(model, x0, t_span, payoff, eps, method=method_obj.name, M=M, n0=n0,
-                   seed=seed, device=device, dtype=dtype, params=params, progress=False)
+                   seed=seed, device=device, dtype=dtype, params=params, progress=False,
+                   stop_when=stop_when)
         row = dict(eps=float(eps), value=res.value, mlmc_cost=res.cost,
                    std_cost=res.mc_cost, savings=res.mc_cost / res.cost,
                    n_paths=[lv.n_paths for lv in res.levels])

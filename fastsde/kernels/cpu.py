@@ -1108,7 +1108,7 @@ def _mlmc_launch(address, x0, params, t0, t1, n_coarse, ratio, coupled, key0, ke
                       None)
 
 
-def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
+def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
     """The chunk function of a multilevel Monte Carlo level (a dispatcher, not compiled).
 
     Each path of the level is a pair: the fine path takes ``n_coarse * ratio`` steps with
@@ -1119,7 +1119,10 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
     2 drives the coarse path of lane l by the increments of lane l ^ 1, another path's,
     which breaks the coupling (the tests' wrong model). The payoff ``payoff(t1, x, p)`` of
     both final states gives Y = P_f - P_c; a pair whose payoff is not finite is counted in
-    ``nonfinite`` and left out of the sums.
+    ``nonfinite`` and left out of the sums. ``stop(t, x, p)``: each path of the pair stops
+    (is frozen) at its first state on its own grid where stop > 0, checked at t0 and after
+    each of its steps, as in ``simulate(..., stop_when=...)``; the payoff then sees the
+    frozen state (a barrier option's payoff is zero there).
     """
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
@@ -1130,6 +1133,13 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
     step = njit(inline="always", **_JIT)(method.factory(model)(
         drift, diffusion, noise_term, increment_of, column_of, dim, dtype))
     pay = njit(inline="always", **_JIT)(payoff)
+    has_stop = stop is not None
+    stop_fn = njit(inline="always", **_JIT)(stop if has_stop else montecarlo.never_stop)
+    mask_int = np.int32 if dtype == np.float32 else np.int64
+    LIVE = mask_int(-1)
+    DEAD = mask_int(0)
+    blend = _blend_f32 if dtype == np.float32 else _blend_f64
+    to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
     lanes = LANES[dtype]
     fill_normals = _make_fill_normals(dtype, lanes)
     words_per_block = 4 if dtype == np.float32 else 8
@@ -1155,6 +1165,9 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
         DWC = np.zeros(noise_dim * lanes, dtype)
         Z = np.empty(4 * lanes, dtype)
         W = np.empty(words_per_block * lanes, np.uint32)
+        # Lane masks (all bits set: the path still moves) of the fine and coarse paths.
+        LF = np.empty(lanes, mask_int)
+        LC = np.empty(lanes, mask_int)
         x = alloc_state()
         x_new = alloc_state()
         f0 = alloc_state()
@@ -1173,6 +1186,12 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
         p = alloc_params()
         for j in range(n_params):
             p[j] = params[0, j]
+        start_mask = LIVE
+        if has_stop:
+            for j in range(dim):
+                x[j] = x0[j]
+            if stop_fn(dtype(t0), x, p) > 0:
+                start_mask = DEAD
         start = c * chunk
         stop = min(start + chunk, n_paths)
         s_y = s_y2 = s_y3 = s_y4 = s_pf = s_pf2 = 0.0
@@ -1184,6 +1203,9 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
                 for l in range(lanes):
                     XF[j * lanes + l] = x0[j]
                     XC[j * lanes + l] = x0[j]
+            for l in range(lanes):
+                LF[l] = start_mask
+                LC[l] = start_mask
             current_block = -1
             for kc in range(n_coarse):
                 for i in range(noise_dim * lanes):
@@ -1210,8 +1232,16 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
                             dw[j] = DW[j * lanes + l]
                         step(t, t_mid, t_next, hf, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2,
                              g3, xt, x_new)
-                        for j in range(dim):
-                            XF[j * lanes + l] = x_new[j]
+                        if has_stop:
+                            # Frozen at its first state in the stopping region: a bitwise
+                            # blend, as in run_chunk (no conditional store in the loop).
+                            was = LF[l]
+                            for j in range(dim):
+                                XF[j * lanes + l] = blend(was, x_new[j], x[j])
+                            LF[l] = was & ~to_mask(stop_fn(t_next, x_new, p) > 0)
+                        else:
+                            for j in range(dim):
+                                XF[j * lanes + l] = x_new[j]
                         for j in range(noise_dim):
                             DWC[j * lanes + l] += dw[j]
                 if coupled != 0:
@@ -1226,8 +1256,14 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
                             dw[j] = DWC[j * lanes + source]
                         step(t, t_mid, t_next, hc, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2,
                              g3, xt, x_new)
-                        for j in range(dim):
-                            XC[j * lanes + l] = x_new[j]
+                        if has_stop:
+                            was = LC[l]
+                            for j in range(dim):
+                                XC[j * lanes + l] = blend(was, x_new[j], x[j])
+                            LC[l] = was & ~to_mask(stop_fn(t_next, x_new, p) > 0)
+                        else:
+                            for j in range(dim):
+                                XC[j * lanes + l] = x_new[j]
             for l in range(n_live):
                 for j in range(dim):
                     x[j] = XF[j * lanes + l]
@@ -1258,8 +1294,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params):
     from ..model import code_fingerprint
     return _shared_function(mlmc_chunk, (
         "mlmc_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
-        code_fingerprint(payoff), np.dtype(dtype).name, lanes, VECTOR_BITS, n_params),
-        **_JIT)
+        code_fingerprint(payoff), montecarlo.fingerprint((), stop), np.dtype(dtype).name,
+        lanes, VECTOR_BITS, n_params), **_JIT)
 
 
 class MlmcKernel:
@@ -1288,15 +1324,16 @@ class MlmcKernel:
 _MLMC_KERNELS = {}
 
 
-def get_mlmc_kernel(model, method, dtype, payoff, n_params):
-    """The compiled level kernel for (model, method, dtype, payoff, parameter width)."""
+def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None):
+    """The compiled level kernel for (model, method, dtype, payoff, parameter width,
+    stopping function)."""
     from ..model import code_fingerprint
     dtype = np.dtype(dtype).type
     key = (model.fingerprint, method.name, np.dtype(dtype).name, code_fingerprint(payoff),
-           int(n_params))
+           int(n_params), montecarlo.fingerprint((), stop))
     kernel = _MLMC_KERNELS.get(key)
     if kernel is None:
-        chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params))
+        chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params), stop)
         arr1 = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
         arr2 = types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
         sig = (arr1, arr2, types.float64, types.float64, types.int64, types.int64,
@@ -1308,7 +1345,7 @@ def get_mlmc_kernel(model, method, dtype, payoff, n_params):
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
-            _diagnose(model, dtype, exc, obs=(("payoff", payoff),))
+            _diagnose(model, dtype, exc, obs=(("payoff", payoff),), stop=stop)
         _MLMC_KERNELS[key] = kernel
     return kernel
 
