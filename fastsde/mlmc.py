@@ -228,11 +228,14 @@ class _Sampler:
     whose payoff was not finite. Paths of a level are numbered in the order they are
     sampled, so a batch continues the level's stream."""
 
-    def __init__(self, model, method_obj, req, payoff, M, n0, L_max):
+    def __init__(self, model, method_obj, req, payoff, M, n0, L_max, run_level=None):
         from .kernels import cpu
         self.cpu = cpu
-        self.kernel = cpu.get_mlmc_kernel(model, method_obj, req.dtype, payoff,
-                                          req.params_arr.shape[1], stop=req.stop)
+        self.spec = dict(model=model, method=method_obj.name, dtype=np.dtype(req.dtype).name,
+                         payoff=payoff, n_params=req.params_arr.shape[1], stop=req.stop)
+        # run_level(spec, args, n_new) -> (per-chunk sums, per-chunk non-finite counts):
+        # the kernel in this process, or tasks on a Dask cluster (fastsde.distributed).
+        self.run_level = run_level or run_level_here
         seed_seq = req.seed if isinstance(req.seed, np.random.SeedSequence) else \
             np.random.SeedSequence(req.seed)
         self.keys = [key_from_seed(child) for child in seed_seq.spawn(L_max + 1)]
@@ -252,13 +255,10 @@ class _Sampler:
         n_coarse = n0 * M ** (level - 1) if level > 0 else n0
         ratio = M if level > 0 else 1
         coupled = _COUPLING[0] if level > 0 else 0
-        n_chunks = (n_new + CHUNK - 1) // CHUNK
-        part = np.zeros((n_chunks, len(cpu.MLMC_SUMS)))
-        nonfinite = np.zeros(n_chunks, np.int64)
         key0, key1 = self.keys[level]
-        self.kernel(self.x0, self.params, self.t0, self.t1, n_coarse, ratio, coupled, key0,
-                    key1, np.uint64(self.counts.get(level, 0)), n_new, CHUNK, part,
-                    nonfinite)
+        args = (self.x0, self.params, self.t0, self.t1, n_coarse, ratio, coupled, key0, key1,
+                self.counts.get(level, 0))
+        part, nonfinite = self.run_level(self.spec, args, n_new)
         total = self.sums.get(level, np.zeros(len(cpu.MLMC_SUMS)))
         for row in part:  # chunk order: the same bits for any thread count
             total = total + row
@@ -275,6 +275,22 @@ class _Sampler:
         central4 = mean4 - 4 * mean * mean3 + 6 * mean * mean * mean2 - 3 * mean ** 4
         kurt = central4 / var ** 2 if var > 0 else float("nan")
         return n, mean, var, mean_p, var_p, kurt
+
+
+def run_level_here(spec, args, n_new, first=0):
+    """Paths ``[first, first + n_new)`` of a level batch in this process: the per-chunk
+    sums (chunks of ``CHUNK`` paths from the batch's start) and non-finite counts."""
+    from .kernels import cpu
+    kernel = cpu.get_mlmc_kernel(spec["model"], _methods.METHODS[spec["method"]],
+                                 spec["dtype"], spec["payoff"], spec["n_params"],
+                                 stop=spec["stop"])
+    x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, batch_start = args
+    n_chunks = (n_new + CHUNK - 1) // CHUNK
+    part = np.zeros((n_chunks, len(cpu.MLMC_SUMS)))
+    nonfinite = np.zeros(n_chunks, np.int64)
+    kernel(x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1,
+           np.uint64(batch_start + first), n_new, CHUNK, part, nonfinite)
+    return part, nonfinite
 
 
 def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
@@ -325,11 +341,19 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
     TypeError, ValueError, fastsde.IncompatibleMethodError, fastsde.ModelError
         A bad argument, named, before anything compiles.
     """
+    return _mlmc(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
+                 device, dtype, params, progress, stop_when)
+
+
+def _mlmc(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
+          device, dtype, params, progress, stop_when, run_level=None, validated=None):
+    """:func:`mlmc` with the level runner (``run_level_here`` by default) and, from
+    ``fastsde.distributed.mlmc``, the arguments already validated."""
     start = time.perf_counter()
-    req, method_obj, M, n0, L_min, L_max, n_initial = _validate(
+    req, method_obj, M, n0, L_min, L_max, n_initial = validated or _validate(
         model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed, device,
         dtype, params, progress, stop_when)
-    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L_max)
+    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L_max, run_level)
     sample, moments, cost_per_path = sampler.sample, sampler.moments, sampler.cost_per_path
     counts, bad = sampler.counts, sampler.bad
 

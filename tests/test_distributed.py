@@ -512,3 +512,22 @@ def test_worker_killed_mid_run(client, ou_model):
     assert 0 < res.hit_count < n
     assert np.array_equal(res.histogram.counts.sum(axis=-1) + res.histogram.below
                           + res.histogram.above, np.full((11, 1), n))
+
+
+def mlmc_call(t, x, p):
+    return max(x[0] - 1.0, 0.0)
+
+
+def test_mlmc_identical_to_single_process(client):
+    """fastsde.distributed.mlmc: every level batch cut into tasks on the chunk grid; the
+    value, the paths per level and the cost are those of fs.mlmc, bit for bit."""
+    gbm = fs.GBM(mu=0.05, sigma=0.2)
+    kw = dict(method="milstein", n0=2, seed=4, progress=False)
+    ref = fs.mlmc(gbm, 1.0, T_SPAN, mlmc_call, 0.002, **kw)
+    res = fd.mlmc(gbm, 1.0, T_SPAN, mlmc_call, 0.002, client=client, paths_per_task=1000,
+                  **kw)
+    assert res.value == ref.value and res.se == ref.se and res.cost == ref.cost
+    assert [lv.n_paths for lv in res.levels] == [lv.n_paths for lv in ref.levels]
+    assert res.extra["n_tasks"] > len(res.levels)
+    assert set(inspect.signature(fs.mlmc).parameters) <= set(
+        inspect.signature(fd.mlmc).parameters)
