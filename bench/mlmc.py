@@ -52,6 +52,51 @@ def digital(t, x, p):
 
 
 PAYOFFS = {"call": call, "digital": digital}
+#: (payoff, engine) -> [(eps, cost in path-steps, seconds, extrapolated)] for the figure.
+POINTS = {}
+
+
+def _point(kind, engine, eps, cost, seconds, extrapolated=False):
+    POINTS.setdefault((kind, engine), []).append((eps, cost, seconds, extrapolated))
+
+
+def write_figure(path):
+    """The complexity figure: eps^2 x cost (path-steps) and wall time against eps, per
+    payoff and engine (extrapolated numpy times drawn hollow). Needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    kinds = sorted({k for k, _ in POINTS})
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(11, 4 * len(kinds)), squeeze=False)
+    for row, kind in enumerate(kinds):
+        for (k, engine), pts in POINTS.items():
+            if k != kind:
+                continue
+            pts = sorted(pts)
+            eps = [p[0] for p in pts]
+            axes[row, 0].loglog(eps, [e * e * p[1] for e, p in zip(eps, pts)], "o-",
+                                label=engine)
+            filled = [(p[0], p[2]) for p in pts if not p[3]]
+            hollow = [(p[0], p[2]) for p in pts if p[3]]
+            line, = axes[row, 1].loglog([e for e, _ in filled], [t for _, t in filled], "o-",
+                                        label=engine)
+            if hollow:
+                axes[row, 1].loglog([e for e, _ in hollow], [t for _, t in hollow], "o--",
+                                    mfc="none", color=line.get_color(),
+                                    label=f"{engine} (extrapolated)")
+        axes[row, 0].set(xlabel="eps", ylabel="eps^2 x cost (path-steps)",
+                         title=f"{kind}: complexity")
+        axes[row, 1].set(xlabel="eps", ylabel="wall time (s)", title=f"{kind}: time")
+        for ax in axes[row]:
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def numpy_plain_mc(kind, n_steps, n_paths, seed=0, batch=1_000_000):
@@ -104,6 +149,7 @@ def main(argv=None):
             for method in ("milstein", "euler_maruyama"):
                 res = fs.mlmc(GBM, S0, (0.0, T), payoff, eps, method=method, progress=False)
                 runs[method] = res
+                _point(kind, f"MLMC {method}", eps, res.cost, res.elapsed_s)
                 err = abs(res.value - exact)
                 lines.append(f"| {eps:g} | MLMC {method} | L = {len(res.levels) - 1} | "
                              f"{sum(lv.n_paths for lv in res.levels):.3g} | {res.cost:.3g} | "
@@ -116,6 +162,7 @@ def main(argv=None):
             res = fs.simulate(GBM, S0, (0.0, T), n_steps, n_paths, keep_x=False,
                               observables={"payoff": payoff}, seed=11, progress=False)
             value = res.estimate("payoff").value
+            _point(kind, "plain MC, fastsde EM", eps, n_steps * n_paths, res.elapsed_s)
             err = abs(value - exact)
             lines.append(f"| {eps:g} | plain MC, fastsde Euler-Maruyama | {n_steps} steps | "
                          f"{n_paths:.3g} | {n_steps * n_paths:.3g} | {res.elapsed_s:.3f} | "
@@ -123,6 +170,8 @@ def main(argv=None):
             print(lines[-1], flush=True)
             timed_paths = min(n_paths, 1_000_000)
             value_np, seconds = numpy_plain_mc(kind, n_steps, timed_paths)
+            _point(kind, "plain MC, numpy EM", eps, n_steps * n_paths,
+                   seconds * n_paths / timed_paths, timed_paths != n_paths)
             if timed_paths == n_paths:
                 err = abs(value_np - exact)
                 lines.append(f"| {eps:g} | plain MC, numpy Euler-Maruyama | {n_steps} steps | "
@@ -144,6 +193,9 @@ def main(argv=None):
         with open(out, "w") as f:
             f.write(text)
         print(f"wrote {out}")
+        png = write_figure(os.path.splitext(out)[0] + ".png")
+        if png:
+            print(f"wrote {png}")
 
 
 if __name__ == "__main__":
