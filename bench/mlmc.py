@@ -19,6 +19,8 @@ wall time. All runs are float64 on the CPU.
 
     python bench/mlmc.py                 # writes bench/results/mlmc-<date>.md
     python bench/mlmc.py --eps 0.02,0.01 --out -
+    python bench/mlmc.py --parts giles   # fs.mlmc_test of the call, Milstein, L = 8:
+                                         # bench/results/mlmc_test-<date>.txt and .png
 """
 
 import argparse
@@ -125,9 +127,30 @@ def main(argv=None):
     parser.add_argument("--eps", default="0.02,0.01,0.005,0.002")
     parser.add_argument("--payoffs", default="call,digital")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--parts", default="compare,giles",
+                        help="compare: the table above; giles: fs.mlmc_test's report")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     eps_list = [float(e) for e in args.eps.split(",")]
     date = datetime.date.today().isoformat()
+    if "giles" in parts:
+        report = fs.mlmc_test(GBM, S0, (0.0, T), call, 100_000, 8, eps_list,
+                              print_report=True)
+        base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                            f"mlmc_test-{date}")
+        with open(base + ".txt", "w") as f:
+            f.write(f"python bench/mlmc.py {' '.join(argv or sys.argv[1:])}: "
+                    f"fs.mlmc_test(GBM(0.05, 0.2), 100, (0, 1), discounted call, "
+                    f"n_paths=100000, L=8, eps_list={eps_list})\n\n{report.text}\n")
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            report.plot().savefig(base + ".png", dpi=110)
+            print(f"wrote {base}.txt and .png")
+        except ImportError:
+            print(f"wrote {base}.txt (matplotlib is not installed: no figure)")
+        if "compare" not in parts:
+            return
     lines = [f"# Multilevel against plain Monte Carlo, {date}", "",
              f"Command: `python bench/mlmc.py {' '.join(argv or sys.argv[1:])}`; "
              f"{platform.machine()}, {os.cpu_count()} CPUs, Python "

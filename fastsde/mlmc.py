@@ -445,6 +445,8 @@ class MLMCTestReport:
         ``savings`` and ``n_paths`` (per level).
     text : str
         The printed report.
+    M : int
+        The refinement factor.
     """
 
     levels: list
@@ -454,9 +456,52 @@ class MLMCTestReport:
     gamma: float
     complexity: list
     text: str
+    M: int = 2
 
     def __str__(self):
         return self.text
+
+    def plot(self):
+        """Giles's four panels: log_M variance and log_M |mean| of P_l and of the
+        corrections against the level, the paths per level for each eps, and eps^2 x cost
+        against eps for MLMC and plain Monte Carlo. Needs matplotlib; returns the figure."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("MLMCTestReport.plot() needs matplotlib: pip install "
+                              "matplotlib") from exc
+        fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
+        lv = np.array([x.level for x in self.levels])
+        M = self.M
+
+        def logm(values):
+            values = np.abs(np.asarray(values, dtype=float))
+            return np.where(values > 0, np.log(np.maximum(values, 1e-300)) / np.log(M),
+                            np.nan)
+
+        ax[0, 0].plot(lv, logm([x.var_p for x in self.levels]), "o--", label="P_l")
+        ax[0, 0].plot(lv[1:], logm([x.var for x in self.levels[1:]]), "o-",
+                      label="P_l - P_l-1")
+        ax[0, 0].set(xlabel="level l", ylabel=f"log_{M} variance")
+        ax[0, 1].plot(lv, logm([x.mean_p for x in self.levels]), "o--", label="P_l")
+        ax[0, 1].plot(lv[1:], logm([x.mean for x in self.levels[1:]]), "o-",
+                      label="P_l - P_l-1")
+        ax[0, 1].set(xlabel="level l", ylabel=f"log_{M} |mean|")
+        for row in self.complexity:
+            ax[1, 0].semilogy(range(len(row["n_paths"])), row["n_paths"], "o-",
+                              label=f"eps = {row['eps']:g}")
+        ax[1, 0].set(xlabel="level l", ylabel="paths N_l")
+        eps = np.array([row["eps"] for row in self.complexity])
+        ax[1, 1].loglog(eps, eps ** 2 * np.array([r["mlmc_cost"] for r in self.complexity]),
+                        "o-", label="MLMC")
+        ax[1, 1].loglog(eps, eps ** 2 * np.array([r["std_cost"] for r in self.complexity]),
+                        "o--", label="plain MC")
+        ax[1, 1].set(xlabel="eps", ylabel="eps^2 x cost (path-steps)")
+        for a in ax.flat:
+            a.grid(True, which="both", alpha=0.3)
+            a.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
 
 
 def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein", M=2, n0=1,
@@ -533,7 +578,7 @@ def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein"
     if print_report:
         print(text)
     return MLMCTestReport(levels=levels, check=check, alpha=alpha, beta=beta, gamma=gamma,
-                          complexity=complexity, text=text)
+                          complexity=complexity, text=text, M=M)
 
 
 #: The coupling flag passed to the kernel for coupled levels: 1 (the coarse path sums its

@@ -190,6 +190,10 @@ def test_mlmc_test_report():
     assert [row["eps"] for row in rep.complexity] == [0.02, 0.01]
     assert all(row["savings"] > 1 for row in rep.complexity), rep.text
     assert "alpha" in str(rep) and "savings" in str(rep)
+    fig = rep.plot()
+    assert len(fig.axes) == 4 and len(fig.axes[2].lines) == 2  # paths per level, per eps
+    res = _run(0.02)
+    assert len(res.plot().axes) == 3
     with pytest.raises(ValueError, match="eps_list"):
         fs.mlmc_test(GBM, S0, (0.0, T), call, 100, 3, [])
     with pytest.raises(ValueError, match="L"):
