@@ -18,6 +18,7 @@ in a task (a user function that raises, a model Numba cannot compile) is re-rais
 client with its original type and message, and the remaining tasks are cancelled.
 """
 
+import contextlib
 import os
 import time
 import uuid
@@ -97,6 +98,24 @@ def _import_distributed():
     return distributed
 
 
+@contextlib.contextmanager
+def _client_or_local(client):
+    """``client`` checked (a running ``distributed.Client``), or, for None, a LocalCluster
+    client for the duration (closed afterwards)."""
+    if client is None:
+        with connect("local") as own:
+            yield own
+        return
+    distributed = _import_distributed()
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client or None (start a local "
+                        f"cluster); got {client!r} of type {type(client).__name__}")
+    if client.status != "running":
+        raise ValueError(f"client must be running; got a client with status "
+                         f"{client.status!r}")
+    yield client
+
+
 def _check_paths_per_task(paths_per_task, chunk):
     """``paths_per_task`` rounded up to the chunk grid: the next multiple of ``chunk``
     (at least one chunk), so that tasks split the paths where one process splits its
@@ -157,11 +176,10 @@ def _welford(count, mean, var):
     return count, mean, m2
 
 
-def _run_task(model, kwargs, first_path, n_paths, threads):
-    """Worker side: one ``fastsde.simulate`` call over paths [first_path, first_path +
-    n_paths). Returns the stored rows, the Welford state (count, mean, M2) of each
-    statistics group ("st" states, "ob" observables, "hit" hitting times) and the
-    histogram counts, so that the client can merge them exactly."""
+@contextlib.contextmanager
+def _worker_threads(threads):
+    """On a worker: Numba's thread count set to this worker's share of its host (``threads``
+    from :func:`_numba_threads_per_worker`) for the duration, then restored."""
     import numba
 
     n_threads = None
@@ -175,10 +193,19 @@ def _run_task(model, kwargs, first_path, n_paths, threads):
     if n_threads is not None:
         numba.set_num_threads(min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
     try:
-        res = api.simulate(model, n_paths=n_paths, first_path=first_path, progress=False,
-                           on_nonfinite="count", **kwargs)
+        yield
     finally:
         numba.set_num_threads(old)
+
+
+def _run_task(model, kwargs, first_path, n_paths, threads):
+    """Worker side: one ``fastsde.simulate`` call over paths [first_path, first_path +
+    n_paths). Returns the stored rows, the Welford state (count, mean, M2) of each
+    statistics group ("st" states, "ob" observables, "hit" hitting times) and the
+    histogram counts, so that the client can merge them exactly."""
+    with _worker_threads(threads):
+        res = api.simulate(model, n_paths=n_paths, first_path=first_path, progress=False,
+                           on_nonfinite="count", **kwargs)
     groups = {}
     if res.count is not None:
         groups["st"] = _welford(res.count, res.mean, res.var)
@@ -292,17 +319,8 @@ increments
             f"dim={dim}, keep_x={keep_x}, keep_paths={req.keep_paths}, n_save={n_save}); "
             f"use keep_x=False (statistics only) or split the run with first_path")
     raw = dict(x0=x0, params=params, t_span=t_span, save_at=save_at, histogram=histogram)
-    if client is not None:
-        distributed = _import_distributed()
-        if not isinstance(client, distributed.Client):
-            raise TypeError(f"client must be a distributed.Client or None (start a local "
-                            f"cluster); got {client!r} of type {type(client).__name__}")
-        if client.status != "running":
-            raise ValueError(f"client must be running; got a client with status "
-                             f"{client.status!r}")
-        return _run(model, req, raw, client, per, progress, chunk)
-    with connect("local") as own:
-        return _run(model, req, raw, own, per, progress, chunk)
+    with _client_or_local(client) as c:
+        return _run(model, req, raw, c, per, progress, chunk)
 
 
 def _run(model, req, raw, client, per, progress, chunk):
@@ -439,24 +457,10 @@ def _assemble(model, req, parts, bounds, per, elapsed, n_workers):
 def _run_mlmc_task(spec, args, first, n_paths, threads):
     """Worker side: paths [first, first + n_paths) of a level batch of fastsde.mlmc; the
     per-chunk sums and non-finite counts (the level kernel compiles on first use)."""
-    import numba
-
     from .mlmc import run_level_here
 
-    n_threads = None
-    try:
-        from distributed import get_worker
-
-        n_threads = threads.get(get_worker().address)
-    except (ImportError, ValueError):
-        pass
-    old = numba.get_num_threads()
-    if n_threads is not None:
-        numba.set_num_threads(min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
-    try:
+    with _worker_threads(threads):
         return run_level_here(spec, args, n_paths, first)
-    finally:
-        numba.set_num_threads(old)
 
 
 def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
@@ -517,14 +521,5 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
         res.extra["n_tasks"] = submitted[0]
         return res
 
-    if client is not None:
-        distributed = _import_distributed()
-        if not isinstance(client, distributed.Client):
-            raise TypeError(f"client must be a distributed.Client or None (start a local "
-                            f"cluster); got {client!r} of type {type(client).__name__}")
-        if client.status != "running":
-            raise ValueError(f"client must be running; got a client with status "
-                             f"{client.status!r}")
-        return run(client)
-    with connect("local") as own:
-        return run(own)
+    with _client_or_local(client) as c:
+        return run(c)

@@ -144,19 +144,8 @@ class MLMCResult:
             fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
         else:
             fig = ax[0].figure
+        _level_panels(ax[0], ax[1], self.levels, self.M)
         lv = np.array([x.level for x in self.levels])
-        log = np.log(self.M)
-
-        def logm(values):
-            values = np.abs(np.asarray(values, dtype=float))
-            return np.where(values > 0, np.log(np.maximum(values, 1e-300)) / log, np.nan)
-
-        ax[0].plot(lv, logm([x.var_p for x in self.levels]), "o--", label="P_l")
-        ax[0].plot(lv[1:], logm([x.var for x in self.levels[1:]]), "o-", label="P_l - P_l-1")
-        ax[0].set(xlabel="level l", ylabel=f"log_{self.M} variance")
-        ax[1].plot(lv, logm([x.mean_p for x in self.levels]), "o--", label="P_l")
-        ax[1].plot(lv[1:], logm([x.mean for x in self.levels[1:]]), "o-", label="P_l - P_l-1")
-        ax[1].set(xlabel="level l", ylabel=f"log_{self.M} |mean|")
         ax[2].semilogy(lv, [x.n_paths for x in self.levels], "o-",
                        label=f"eps = {self.eps:g}")
         ax[2].set(xlabel="level l", ylabel="paths N_l")
@@ -165,6 +154,23 @@ class MLMCResult:
             a.legend(fontsize=8)
         fig.tight_layout()
         return fig
+
+
+def _level_panels(ax_var, ax_mean, levels, M):
+    """Giles's first two panels: log_M variance and log_M |mean| of P_l (dashed) and of
+    the corrections P_l - P_{l-1} against the level."""
+    lv = np.array([x.level for x in levels])
+
+    def logm(values):
+        values = np.abs(np.asarray(values, dtype=float))
+        return np.where(values > 0, np.log(np.maximum(values, 1e-300)) / np.log(M), np.nan)
+
+    for ax, name, name_p, what in ((ax_var, "var", "var_p", "variance"),
+                                   (ax_mean, "mean", "mean_p", "|mean|")):
+        ax.plot(lv, logm([getattr(x, name_p) for x in levels]), "o--", label="P_l")
+        ax.plot(lv[1:], logm([getattr(x, name) for x in levels[1:]]), "o-",
+                label="P_l - P_l-1")
+        ax.set(xlabel="level l", ylabel=f"log_{M} {what}")
 
 
 def _check_positive_int(value, name, minimum):
@@ -471,22 +477,7 @@ class MLMCTestReport:
             raise ImportError("MLMCTestReport.plot() needs matplotlib: pip install "
                               "matplotlib") from exc
         fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
-        lv = np.array([x.level for x in self.levels])
-        M = self.M
-
-        def logm(values):
-            values = np.abs(np.asarray(values, dtype=float))
-            return np.where(values > 0, np.log(np.maximum(values, 1e-300)) / np.log(M),
-                            np.nan)
-
-        ax[0, 0].plot(lv, logm([x.var_p for x in self.levels]), "o--", label="P_l")
-        ax[0, 0].plot(lv[1:], logm([x.var for x in self.levels[1:]]), "o-",
-                      label="P_l - P_l-1")
-        ax[0, 0].set(xlabel="level l", ylabel=f"log_{M} variance")
-        ax[0, 1].plot(lv, logm([x.mean_p for x in self.levels]), "o--", label="P_l")
-        ax[0, 1].plot(lv[1:], logm([x.mean for x in self.levels[1:]]), "o-",
-                      label="P_l - P_l-1")
-        ax[0, 1].set(xlabel="level l", ylabel=f"log_{M} |mean|")
+        _level_panels(ax[0, 0], ax[0, 1], self.levels, self.M)
         for row in self.complexity:
             ax[1, 0].semilogy(range(len(row["n_paths"])), row["n_paths"], "o-",
                               label=f"eps = {row['eps']:g}")

@@ -911,24 +911,27 @@ def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, 
 _LAUNCHER_LOCK = threading.Lock()
 
 
-def _launcher_for(parallel, sig):
-    """The launcher (parallel or serial) compiled for the kernel arguments ``sig``: one
-    per argument types (in practice per dtype), shared by every model and method, and
-    kept in the disk cache."""
+def _shared_launcher(launch_fn, key, parallel, full_sig):
+    """The shared launcher ``launch_fn`` (parallel or serial), compiled for ``full_sig``
+    and for the signatures asked for before, and for no other: a call with other argument
+    types must raise, not compile a launcher that would pass them to a chunk function
+    compiled for these. Kept in the disk cache."""
     with _LAUNCHER_LOCK:
-        launcher = _shared_function(_launch, ("launch", parallel),
-                                    role="parallel" if parallel else "serial",
+        launcher = _shared_function(launch_fn, key, role="parallel" if parallel else "serial",
                                     parallel=parallel, **_JIT)
-        # (address, normal_address) and the kernel arguments.
-        full_sig = (types.int64, types.int64) + tuple(sig)
-        if full_sig not in launcher.overloads:
+        if tuple(full_sig) not in launcher.overloads:
             launcher.disable_compile(False)
-            launcher.compile(full_sig)
-        # Compiled only for the signatures asked for here: a call with other argument
-        # types must raise, not compile a launcher that would pass them to a run_chunk
-        # compiled for these.
+            launcher.compile(tuple(full_sig))
         launcher.disable_compile()
         return launcher
+
+
+def _launcher_for(parallel, sig):
+    """The launcher (parallel or serial) compiled for the kernel arguments ``sig``: one
+    per argument types (in practice per dtype), shared by every model and method."""
+    # (address, normal_address) and the kernel arguments.
+    return _shared_launcher(_launch, ("launch", parallel), parallel,
+                            (types.int64, types.int64) + tuple(sig))
 
 
 def _run_chunk_sig(sig):
@@ -1150,6 +1153,26 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     all_bits = ~np.uint64(0)
 
+    @njit(inline="always", **_JIT)
+    def step_lane(X, live, D, l, source, t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3,
+                  g0, g1, g2, g3, xt, x_new):
+        """One step of the path in lane l of X, driven by the increments of lane
+        ``source`` of D; with stopping, frozen at its first state in the stopping region
+        (a bitwise blend, as in run_chunk: no conditional store in the loop)."""
+        for j in range(dim):
+            x[j] = X[j * lanes + l]
+        for j in range(noise_dim):
+            dw[j] = D[j * lanes + source]
+        step(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
+        if has_stop:
+            was = live[l]
+            for j in range(dim):
+                X[j * lanes + l] = blend(was, x_new[j], x[j])
+            live[l] = was & ~to_mask(stop_fn(t_next, x_new, p) > 0)
+        else:
+            for j in range(dim):
+                X[j * lanes + l] = x_new[j]
+
     def mlmc_chunk(c, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, first_path,
                    n_paths, chunk, sums, nonfinite):
         _prefer_vector_width(VECTOR_BITS)
@@ -1226,22 +1249,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
                     t_mid = dtype(t0 + (k + 0.5) * h_f)
                     t_next = dtype(t1) if k + 1 == n_fine else dtype(t0 + (k + 1) * h_f)
                     for l in range(lanes):
-                        for j in range(dim):
-                            x[j] = XF[j * lanes + l]
-                        for j in range(noise_dim):
-                            dw[j] = DW[j * lanes + l]
-                        step(t, t_mid, t_next, hf, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2,
-                             g3, xt, x_new)
-                        if has_stop:
-                            # Frozen at its first state in the stopping region: a bitwise
-                            # blend, as in run_chunk (no conditional store in the loop).
-                            was = LF[l]
-                            for j in range(dim):
-                                XF[j * lanes + l] = blend(was, x_new[j], x[j])
-                            LF[l] = was & ~to_mask(stop_fn(t_next, x_new, p) > 0)
-                        else:
-                            for j in range(dim):
-                                XF[j * lanes + l] = x_new[j]
+                        step_lane(XF, LF, DW, l, l, t, t_mid, t_next, hf, x, p, dw, dz, f0,
+                                  f1, f2, f3, g0, g1, g2, g3, xt, x_new)
                         for j in range(noise_dim):
                             DWC[j * lanes + l] += dw[j]
                 if coupled != 0:
@@ -1250,20 +1259,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
                     t_next = dtype(t1) if kc + 1 == n_coarse else dtype(t0 + (kc + 1) * h_c)
                     for l in range(lanes):
                         source = l if coupled == 1 else l ^ 1
-                        for j in range(dim):
-                            x[j] = XC[j * lanes + l]
-                        for j in range(noise_dim):
-                            dw[j] = DWC[j * lanes + source]
-                        step(t, t_mid, t_next, hc, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2,
-                             g3, xt, x_new)
-                        if has_stop:
-                            was = LC[l]
-                            for j in range(dim):
-                                XC[j * lanes + l] = blend(was, x_new[j], x[j])
-                            LC[l] = was & ~to_mask(stop_fn(t_next, x_new, p) > 0)
-                        else:
-                            for j in range(dim):
-                                XC[j * lanes + l] = x_new[j]
+                        step_lane(XC, LC, DWC, l, source, t, t_mid, t_next, hc, x, p, dw, dz,
+                                  f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
             for l in range(n_live):
                 for j in range(dim):
                     x[j] = XF[j * lanes + l]
@@ -1291,11 +1288,10 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
         sums[c, 5] = s_pf2
         nonfinite[c] = bad
 
-    from ..model import code_fingerprint
     return _shared_function(mlmc_chunk, (
         "mlmc_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
-        code_fingerprint(payoff), montecarlo.fingerprint((), stop), np.dtype(dtype).name,
-        lanes, VECTOR_BITS, n_params), **_JIT)
+        montecarlo.fingerprint((("payoff", payoff),), stop), np.dtype(dtype).name, lanes,
+        VECTOR_BITS, n_params), **_JIT)
 
 
 class MlmcKernel:
@@ -1305,15 +1301,9 @@ class MlmcKernel:
     def __init__(self, chunk_fn, sig):
         self.address = _address(_compiled(chunk_fn, (types.int64,) + tuple(sig)))
         self.sig = tuple(sig)
-        with _LAUNCHER_LOCK:
-            launcher = _shared_function(_mlmc_launch, ("mlmc_launch",), role="parallel",
-                                        parallel=True, **_JIT)
-            full = (types.int64,) + tuple(sig)
-            if full not in launcher.overloads:
-                launcher.disable_compile(False)
-                launcher.compile(full)
-            launcher.disable_compile()
-        self.launcher = launcher
+        # (address) and the level arguments.
+        self.launcher = _shared_launcher(_mlmc_launch, ("mlmc_launch",), True,
+                                         (types.int64,) + tuple(sig))
 
     def __call__(self, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, first_path,
                  n_paths, chunk, sums, nonfinite):
@@ -1327,10 +1317,9 @@ _MLMC_KERNELS = {}
 def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None):
     """The compiled level kernel for (model, method, dtype, payoff, parameter width,
     stopping function)."""
-    from ..model import code_fingerprint
     dtype = np.dtype(dtype).type
-    key = (model.fingerprint, method.name, np.dtype(dtype).name, code_fingerprint(payoff),
-           int(n_params), montecarlo.fingerprint((), stop))
+    key = (model.fingerprint, method.name, np.dtype(dtype).name,
+           montecarlo.fingerprint((("payoff", payoff),), stop), int(n_params))
     kernel = _MLMC_KERNELS.get(key)
     if kernel is None:
         chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params), stop)

@@ -364,39 +364,30 @@ def _make_fill_noise(noise_dim, normal_block, lane_select, increments="gaussian"
     block's Philox words (uint64) instead, a block serves 4 three-point draws (one word
     each) or 128 two-point draws (one bit each), and ``scale`` is sqrt(3 h) or sqrt(h).
     """
-    if increments == "gaussian":
-        stream = np.uint64(philox.STREAM_INCREMENTS)
-        body = ["block = q >> 2",
-                "if block != current_block:",
-                "    z0, z1, z2, z3 = normal_block(key0, key1, np.uint64(block), stream, path)"]
-        if extra:
-            body += ["    e0, e1, e2, e3 = normal_block(key0, key1, np.uint64(block), "
-                     "stream_extra, path)"]
-        body += ["    current_block = block",
-                 "dw[{j}] = scale * lane_select(z0, z1, z2, z3, q & 3)"]
-        if extra:
-            body += ["dz[{j}] = scale_z * lane_select(e0, e1, e2, e3, q & 3)"]
-    elif increments == "three_point":
-        stream = np.uint64(philox.STREAM_THREE_POINT)
-        body = ["block = q >> 2",
-                "if block != current_block:",
-                "    z0, z1, z2, z3 = block_words(key0, key1, np.uint64(block), stream, path)"]
-        if extra:
-            body += ["    e0, e1, e2, e3 = normal_block(key0, key1, np.uint64(block), "
-                     "stream_extra, path)"]
-        body += ["    current_block = block",
-                 "dw[{j}] = scale * to_float(three_point_sign(lane_select(z0, z1, z2, z3, "
-                 "q & 3)))"]
-        if extra:
-            body += ["dz[{j}] = scale_z * lane_select(e0, e1, e2, e3, q & 3)"]
-    else:
-        stream = np.uint64(philox.STREAM_TWO_POINT)
-        body = [f"block = q >> {philox.TWO_POINT_PER_BLOCK_SHIFT}",
-                "if block != current_block:",
-                "    z0, z1, z2, z3 = block_words(key0, key1, np.uint64(block), stream, path)",
-                "    current_block = block",
-                "dw[{j}] = scale * to_float(two_point_sign(lane_select(z0, z1, z2, z3, "
-                "(q >> 5) & 3), np.uint64(q & 31)))"]
+    # Per kind: the stream, log2 of the draws per block, the function that fetches a
+    # block, and the draw's value (before scaling) from what the block holds.
+    stream_id, shift, fetch, value = {
+        "gaussian": (philox.STREAM_INCREMENTS, 2, "normal_block",
+                     "lane_select(z0, z1, z2, z3, q & 3)"),
+        "three_point": (philox.STREAM_THREE_POINT, 2, "block_words",
+                        "to_float(three_point_sign(lane_select(z0, z1, z2, z3, q & 3)))"),
+        "two_point": (philox.STREAM_TWO_POINT, philox.TWO_POINT_PER_BLOCK_SHIFT, "block_words",
+                      "to_float(two_point_sign(lane_select(z0, z1, z2, z3, (q >> 5) & 3), "
+                      "np.uint64(q & 31)))"),
+    }[increments]
+    if extra and shift != 2:
+        raise ValueError("extra normals share the increments' blocks of four; two-point "
+                         "increments come 128 to a block")
+    stream = np.uint64(stream_id)
+    body = [f"block = q >> {shift}",
+            "if block != current_block:",
+            f"    z0, z1, z2, z3 = {fetch}(key0, key1, np.uint64(block), stream, path)"]
+    if extra:
+        body += ["    e0, e1, e2, e3 = normal_block(key0, key1, np.uint64(block), "
+                 "stream_extra, path)"]
+    body += ["    current_block = block", f"dw[{{j}}] = scale * {value}"]
+    if extra:
+        body += ["dz[{j}] = scale_z * lane_select(e0, e1, e2, e3, q & 3)"]
     return _per_component(
         "def fill_noise(key0, key1, k, path, scale, scale_z, dw, dz, current_block, z0, z1, "
         "z2, z3, e0, e1, e2, e3):", [],
