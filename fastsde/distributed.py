@@ -465,7 +465,8 @@ def _run_mlmc_task(spec, args, first, n_paths, threads):
 
 def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
          n_initial=2000, seed=0, device="auto", dtype="float64", params=None, progress=True,
-         stop_when=None, *, client=None, paths_per_task=None):
+         stop_when=None, running_min=None, running_max=None, *, client=None,
+         paths_per_task=None):
     """:func:`fastsde.mlmc` on a Dask cluster, with the same result bit for bit.
 
     Every argument of :func:`fastsde.mlmc` is taken with the same meaning. Each batch of
@@ -491,7 +492,8 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
     from .mlmc import _mlmc, _validate
 
     validated = _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max,
-                          n_initial, seed, device, dtype, params, progress, stop_when)
+                          n_initial, seed, device, dtype, params, progress, stop_when,
+                          running_min, running_max)
     chunk = api.CHUNK_PATHS
     per = _check_paths_per_task(paths_per_task, chunk)
 

@@ -100,6 +100,8 @@ class MLMCResult:
         False when the bias test still asked for another level at ``L_max``.
     method, M, n0, seed, dtype
         The run's settings.
+    device : str
+        Where the level kernels ran: "cpu" or "cuda".
     """
 
     value: float
@@ -120,6 +122,7 @@ class MLMCResult:
     seed: object
     dtype: str
     extra: dict = field(default_factory=dict)
+    device: str = "cpu"
 
     @property
     def n_nonfinite(self):
@@ -181,8 +184,27 @@ def _check_positive_int(value, name, minimum):
     return int(value)
 
 
+def _check_running(running, name, dim):
+    """``running_min`` / ``running_max``: None, a component index or a sequence of them."""
+    if running is None:
+        return ()
+    items = [running] if isinstance(running, (numbers.Integral, np.integer)) else running
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"{name} must be None, a component index or a sequence of them; "
+                        f"got {running!r}") from None
+    for j in items:
+        if isinstance(j, (bool, np.bool_)) or not isinstance(j, (numbers.Integral, np.integer)) \
+                or not 0 <= j < dim:
+            raise ValueError(f"{name} must hold state component indices in [0, {dim}); "
+                             f"got {running!r}")
+    return tuple(int(j) for j in items)
+
+
 def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
-              device, dtype, params, progress, stop_when=None):
+              device, dtype, params, progress, stop_when=None, running_min=None,
+              running_max=None):
     """Every argument of :func:`mlmc`, checked before anything compiles or runs."""
     if not isinstance(model, SDE):
         raise TypeError(f"model must be a fastsde.SDE (multilevel Monte Carlo couples the "
@@ -200,13 +222,16 @@ def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_ini
     n0 = _check_positive_int(n0, "n0", 1)
     L_min = _check_positive_int(L_min, "L_min", 2)
     L_max = _check_positive_int(L_max, "L_max", L_min)
-    if n0 * M ** L_max > 2 ** 40:
-        raise ValueError(f"n0 * M**L_max must be <= 2**40 steps; got n0={n0}, M={M}, "
-                         f"L_max={L_max}")
+    # Levels stop at 2**40 fine steps: the default L_max = 20 is cut to what M and n0
+    # allow (20 for M = 2, 19 for M = 4 and n0 = 4); only L_min must fit.
+    if n0 * M ** L_min > 2 ** 40:
+        raise ValueError(f"n0 * M**L_min must be <= 2**40 steps; got n0={n0}, M={M}, "
+                         f"L_min={L_min}")
+    while n0 * M ** L_max > 2 ** 40:
+        L_max -= 1
     n_initial = _check_positive_int(n_initial, "n_initial", 2)
-    if device not in ("cpu", "auto"):
-        raise ValueError(f"device must be 'cpu' or 'auto' for mlmc (its coupled kernel runs "
-                         f"on the CPU; the CUDA version is not written yet); got {device!r}")
+    if not isinstance(device, str) or device not in api.DEVICES:
+        raise ValueError(f"device must be one of {list(api.DEVICES)}; got {device!r}")
     if isinstance(x0, Normal):
         raise TypeError("x0 must be a number or an array of shape (dim,) for mlmc; "
                         "fs.Normal initial states are not supported here")
@@ -221,8 +246,16 @@ def _validate(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_ini
                        False, 0, None, "count", stop_when=stop_when, progress=progress)
     if not callable(payoff):
         raise TypeError(f"payoff must be a function payoff(t, x, p) -> float; got {payoff!r}")
+    # (component, sign): the kernel tracks the minimum of sign * x[component].
+    req.running = tuple((j, 1.0) for j in _check_running(running_min, "running_min",
+                                                        model.dim)) + \
+        tuple((j, -1.0) for j in _check_running(running_max, "running_max", model.dim))
     from . import montecarlo
-    montecarlo.preflight((("payoff", payoff),), None, req.x_start, req.params_arr[0],
+    # The payoff sees the state and then the running extrema (at t0: the initial values).
+    x_payoff = np.concatenate([np.asarray(req.x_start, dtype=float).reshape(-1),
+                               [np.asarray(req.x_start, dtype=float).reshape(-1)[j]
+                                for j, _ in req.running]])
+    montecarlo.preflight((("payoff", payoff),), None, x_payoff, req.params_arr[0],
                          req.t0, req.dtype)
     return req, method_obj, M, n0, L_min, L_max, n_initial
 
@@ -234,11 +267,13 @@ class _Sampler:
     whose payoff was not finite. Paths of a level are numbered in the order they are
     sampled, so a batch continues the level's stream."""
 
-    def __init__(self, model, method_obj, req, payoff, M, n0, L_max, run_level=None):
+    def __init__(self, model, method_obj, req, payoff, M, n0, L_max, run_level=None,
+                 device="cpu"):
         from .kernels import cpu
         self.cpu = cpu
         self.spec = dict(model=model, method=method_obj.name, dtype=np.dtype(req.dtype).name,
-                         payoff=payoff, n_params=req.params_arr.shape[1], stop=req.stop)
+                         payoff=payoff, n_params=req.params_arr.shape[1], stop=req.stop,
+                         device=device, running=req.running)
         # run_level(spec, args, n_new) -> (per-chunk sums, per-chunk non-finite counts):
         # the kernel in this process, or tasks on a Dask cluster (fastsde.distributed).
         self.run_level = run_level or run_level_here
@@ -266,9 +301,9 @@ class _Sampler:
                 self.counts.get(level, 0))
         part, nonfinite = self.run_level(self.spec, args, n_new)
         total = self.sums.get(level, np.zeros(len(cpu.MLMC_SUMS)))
-        for row in part:  # chunk order: the same bits for any thread count
-            total = total + row
-        self.sums[level] = total
+        # Chunk order, one addition after another (cumsum adds sequentially): the same
+        # bits for any thread count, device or split into tasks.
+        self.sums[level] = np.cumsum(np.vstack([total, part]), axis=0)[-1]
         self.counts[level] = self.counts.get(level, 0) + n_new
         self.bad[level] = self.bad.get(level, 0) + int(nonfinite.sum())
 
@@ -284,13 +319,23 @@ class _Sampler:
 
 
 def run_level_here(spec, args, n_new, first=0):
-    """Paths ``[first, first + n_new)`` of a level batch in this process: the per-chunk
-    sums (chunks of ``CHUNK`` paths from the batch's start) and non-finite counts."""
-    from .kernels import cpu
-    kernel = cpu.get_mlmc_kernel(spec["model"], _methods.METHODS[spec["method"]],
-                                 spec["dtype"], spec["payoff"], spec["n_params"],
-                                 stop=spec["stop"])
+    """Paths ``[first, first + n_new)`` of a level batch in this process, on its CPU or
+    GPU (``spec["device"]``, resolved here: a Dask worker resolves "auto" for itself):
+    the per-chunk sums (chunks of ``CHUNK`` paths from the batch's start) and non-finite
+    counts, the same bits on either."""
     x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, batch_start = args
+    method = _methods.METHODS[spec["method"]]
+    if api._resolve_device(spec.get("device", "cpu")) == "cuda":
+        from .kernels import cuda
+        kernel = cuda.get_mlmc_kernel(spec["model"], method, spec["dtype"], spec["payoff"],
+                                      stop=spec["stop"], chunk=CHUNK,
+                                      running=spec.get("running", ()))
+        return cuda.run_mlmc_level(kernel, x0, params, t0, t1, n_coarse, ratio, coupled,
+                                   key0, key1, batch_start + first, n_new, CHUNK)
+    from .kernels import cpu
+    kernel = cpu.get_mlmc_kernel(spec["model"], method, spec["dtype"], spec["payoff"],
+                                 spec["n_params"], stop=spec["stop"],
+                                 running=spec.get("running", ()))
     n_chunks = (n_new + CHUNK - 1) // CHUNK
     part = np.zeros((n_chunks, len(cpu.MLMC_SUMS)))
     nonfinite = np.zeros(n_chunks, np.int64)
@@ -301,7 +346,7 @@ def run_level_here(spec, args, n_new, first=0):
 
 def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, L_max=20,
          n_initial=2000, seed=0, device="auto", dtype="float64", params=None,
-         progress=True, stop_when=None):
+         progress=True, stop_when=None, running_min=None, running_max=None):
     """E[payoff(T, X_T)] to root-mean-square accuracy ``eps`` by multilevel Monte Carlo.
 
     Parameters
@@ -326,7 +371,11 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
     n_initial : int >= 2
         Pairs sampled on a new level before the sample sizes are set.
     seed : int or numpy.random.SeedSequence
-    device : {"auto", "cpu"}
+    device : {"auto", "cpu", "cuda"}
+        Where the level kernels run. The CUDA kernel (one pair per thread, a block's
+        pairs summed in shared memory in the CPU's order) gives the CPU's bits whenever
+        the model and payoff use only + - * / and sqrt (libm's and CUDA's exp, log,
+        ... may differ in the last bit).
     dtype : {"float64", "float32"}
     params : array_like of shape (n_params,), optional
     progress : bool
@@ -337,6 +386,12 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
         state. A knock-out barrier: ``stop_when`` the barrier test, a payoff that is zero
         beyond the barrier. (Discrete monitoring: the bias against the continuously
         monitored option falls like sqrt(h), so alpha is about 1/2.)
+    running_min, running_max : int or sequence of int, optional
+        State components whose running minimum (maximum) over each path's own grid (t0
+        and every step; a stopped path's stays frozen with it) the payoff reads: with
+        ``dim`` state components, ``x[dim + i]`` is the extremum of the i-th listed
+        component, minima first. Lookback payoffs: ``running_min=0`` and
+        ``payoff = S_T - x[1]``. (Discrete monitoring, like ``stop_when``.)
 
     Returns
     -------
@@ -348,18 +403,23 @@ def mlmc(model, x0, t_span, payoff, eps, method="milstein", M=2, n0=1, L_min=2, 
         A bad argument, named, before anything compiles.
     """
     return _mlmc(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
-                 device, dtype, params, progress, stop_when)
+                 device, dtype, params, progress, stop_when, running_min=running_min,
+                 running_max=running_max)
 
 
 def _mlmc(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed,
-          device, dtype, params, progress, stop_when, run_level=None, validated=None):
+          device, dtype, params, progress, stop_when, run_level=None, validated=None,
+          running_min=None, running_max=None):
     """:func:`mlmc` with the level runner (``run_level_here`` by default) and, from
     ``fastsde.distributed.mlmc``, the arguments already validated."""
     start = time.perf_counter()
     req, method_obj, M, n0, L_min, L_max, n_initial = validated or _validate(
         model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial, seed, device,
-        dtype, params, progress, stop_when)
-    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L_max, run_level)
+        dtype, params, progress, stop_when, running_min, running_max)
+    if run_level is None:
+        # Resolved once, before anything compiles (device="cuda" without a GPU raises).
+        device = api._resolve_device(device)
+    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L_max, run_level, device)
     sample, moments, cost_per_path = sampler.sample, sampler.moments, sampler.cost_per_path
     counts, bad = sampler.counts, sampler.bad
 
@@ -428,7 +488,8 @@ def _mlmc(model, x0, t_span, payoff, eps, method, M, n0, L_min, L_max, n_initial
                       mc_cost=float(mc_cost), elapsed_s=time.perf_counter() - start,
                       converged=converged, method=method_obj.name, M=M, n0=n0,
                       seed=req.seed, dtype=np.dtype(req.dtype).name,
-                      extra={"rng_version": philox.RNG_VERSION, "rounds": rounds})
+                      extra={"rng_version": philox.RNG_VERSION, "rounds": rounds},
+                      device=device)
 
 
 @dataclass
@@ -497,7 +558,7 @@ class MLMCTestReport:
 
 def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein", M=2, n0=1,
               seed=0, device="auto", dtype="float64", params=None, print_report=True,
-              stop_when=None):
+              stop_when=None, running_min=None, running_max=None):
     """Giles's ``mlmc_test``: ``n_paths`` pairs on each level 0..L (means, variances,
     kurtosis, consistency check, cost per pair, fitted alpha / beta / gamma), then
     :func:`mlmc` at each eps of ``eps_list`` (value, cost, plain Monte Carlo's cost, the
@@ -517,8 +578,9 @@ def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein"
     n_paths = _check_positive_int(n_paths, "n_paths", 2)
     req, method_obj, M, n0, _, _, _ = _validate(
         model, x0, t_span, payoff, eps_values[0], method, M, n0, 2, max(L, 2), n_paths,
-        seed, device, dtype, params, bool(print_report), stop_when)
-    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L)
+        seed, device, dtype, params, bool(print_report), stop_when, running_min, running_max)
+    sampler = _Sampler(model, method_obj, req, payoff, M, n0, L,
+                       device=api._resolve_device(device))
     levels, check = [], []
     for level in range(L + 1):
         sampler.sample(level, n_paths)
@@ -558,7 +620,7 @@ def mlmc_test(model, x0, t_span, payoff, n_paths, L, eps_list, method="milstein"
     for eps in eps_values:
         res = mlmc(model, x0, t_span, payoff, eps, method=method_obj.name, M=M, n0=n0,
                    seed=seed, device=device, dtype=dtype, params=params, progress=False,
-                   stop_when=stop_when)
+                   stop_when=stop_when, running_min=running_min, running_max=running_max)
         row = dict(eps=float(eps), value=res.value, mlmc_cost=res.cost,
                    std_cost=res.mc_cost, savings=res.mc_cost / res.cost,
                    n_paths=[lv.n_paths for lv in res.levels])

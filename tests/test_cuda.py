@@ -819,12 +819,97 @@ def test_stats_only_run_copies_back_only_statistics():
     assert st[0].tolist() == [[[n], [n]]] and st[1][0, 0, 0] == 0.0 and st[2][0, 1, 0] > 0
 
 
+# --- multilevel Monte Carlo: the level kernel ----------------------------------------
+
+MLMC_GBM = fs.GBM(mu=0.05, sigma=0.2)
+#: exp(-r T) computed once in Python: the payoff then uses only * and max, so the CPU and
+#: a GPU (libdevice's exp) round it alike.
+DISCOUNT = math.exp(-0.05)
+
+
+def mlmc_call(t, x, p):
+    return DISCOUNT * max(x[0] - 100.0, 0.0)
+
+
+def mlmc_barrier(t, x, p):
+    return x[0] - 115.0
+
+
+def mlmc_range(t, x, p):
+    return DISCOUNT * (x[2] - x[1])  # running maximum - running minimum
+
+
+def _mlmc_level_sums(device, method, level, n_paths, coupled=1, stop=None, first=0,
+                     running=()):
+    from fastsde.kernels import cpu as kcpu
+    from fastsde.streams import key_from_seed
+
+    key0, key1 = key_from_seed(np.random.SeedSequence(11).spawn(level + 1)[level])
+    n0, M = 2, 2
+    args = (np.array([100.0]), np.array([MLMC_GBM.params], np.float64), 0.0, 1.0,
+            n0 * M ** (level - 1), M, coupled, key0, key1, np.uint64(first), n_paths, 512)
+    meth = methods.METHODS[method]
+    payoff = mlmc_range if running else mlmc_call
+    if device == "cuda":
+        from fastsde.kernels import cuda as kc
+
+        kernel = kc.get_mlmc_kernel(MLMC_GBM, meth, np.float64, payoff, stop=stop,
+                                    running=running)
+        return kc.run_mlmc_level(kernel, *args)
+    kernel = kcpu.get_mlmc_kernel(MLMC_GBM, meth, np.float64, payoff, MLMC_GBM.n_params,
+                                  stop=stop, running=running)
+    n_chunks = -(-n_paths // 512)
+    sums = np.zeros((n_chunks, 6))
+    bad = np.zeros(n_chunks, np.int64)
+    kernel(*args[:-2], args[-2], args[-1], sums, bad)
+    return sums, bad
+
+
+@device_only
+@pytest.mark.parametrize("method", ["euler_maruyama", "milstein"])
+def test_mlmc_level_sums_equal_cpu(method):
+    """Level 2 of the call, 700 pairs (a full and a partial chunk, the batch starting at
+    an odd path): the per-chunk sums of Y, Y^2, Y^3, Y^4, P_f, P_f^2 and the non-finite
+    counts equal the CPU kernel's bit for bit, coupled, with the coupling broken the
+    CPU's way, with each path of a pair stopped at a barrier, and with the running
+    minimum and maximum of a lookback payoff (stopped at the barrier too)."""
+    for kw in (dict(), dict(coupled=2), dict(stop=mlmc_barrier), dict(first=3),
+               dict(running=((0, 1.0), (0, -1.0)), stop=mlmc_barrier)):
+        gpu = _mlmc_level_sums("cuda", method, 2, 700, **kw)
+        cpu = _mlmc_level_sums("cpu", method, 2, 700, **kw)
+        assert np.array_equal(gpu[1], cpu[1]), kw
+        assert np.array_equal(gpu[0], cpu[0]), (kw, gpu[0] - cpu[0])
+    coupled = _mlmc_level_sums("cuda", method, 2, 700)[0]
+    broken = _mlmc_level_sums("cuda", method, 2, 700, coupled=2)[0]
+    assert broken[:, 1].sum() > 10 * coupled[:, 1].sum()
+
+
+@device_only
+def test_mlmc_level_comparison_rejects_another_level():
+    gpu = _mlmc_level_sums("cuda", "milstein", 2, 700)[0]
+    assert not np.array_equal(gpu, _mlmc_level_sums("cpu", "milstein", 3, 700)[0])
+    assert not np.array_equal(gpu, _mlmc_level_sums("cpu", "milstein", 2, 700, first=1)[0])
+
+
+@device_only
+def test_mlmc_on_the_device_equals_cpu():
+    """fs.mlmc end to end: the same pairs per level and the same value, bit for bit."""
+    kw = dict(eps=0.5, n0=1, n_initial=500, seed=4, progress=False)
+    gpu = fs.mlmc(MLMC_GBM, 100.0, (0.0, 1.0), mlmc_call, device="cuda", **kw)
+    cpu = fs.mlmc(MLMC_GBM, 100.0, (0.0, 1.0), mlmc_call, device="cpu", **kw)
+    assert gpu.device == "cuda" and cpu.device == "cpu"
+    assert [lv.n_paths for lv in gpu.levels] == [lv.n_paths for lv in cpu.levels]
+    assert gpu.value == cpu.value and gpu.se == cpu.se, (gpu.value, cpu.value)
+
+
 # --- dispatch and error messages (this process) ---------------------------------------
 
 @pytest.mark.skipif(CUDA_OK, reason="a usable CUDA device (or the simulator) is present")
 def test_device_cuda_without_a_gpu_says_why():
     with pytest.raises(fs.DeviceError, match="device='cuda' cannot be used: .*(driver|GPU)"):
         fs.simulate(OU, 0.0, (0, 1), 4, 4, device="cuda")
+    with pytest.raises(fs.DeviceError, match="device='cuda' cannot be used"):
+        fs.mlmc(MLMC_GBM, 100.0, (0.0, 1.0), mlmc_call, 0.1, device="cuda", progress=False)
     from fastsde import api
 
     assert api._resolve_device("auto") == "cpu"
@@ -925,6 +1010,26 @@ def test_monte_carlo_kernels_compile_to_ptx_for_sm90(dtype):
         # float32 paths carry the transform's explicit float32 FMAs, nothing fused by NVVM
         assert ("fma.rn.f64" if dtype == "float32" else "fma.rn") not in ptx[name], name
     assert "atom.shared.add" in ptx["hist"] and "atom.global.add" in ptx["hist"]
+
+
+@needs_nvvm
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("method", ["euler_maruyama", "milstein"])
+def test_mlmc_level_kernel_compiles_to_ptx_for_sm90(method, dtype):
+    """The level kernel with a barrier: one block's chunk folded in shared memory, and
+    nothing fused by NVVM (the float32 transform's explicit FMAs only)."""
+    from fastsde.kernels import cuda as kc
+
+    ptx = kc.compile_mlmc_ptx(MLMC_GBM, methods.METHODS[method], np.dtype(dtype).type,
+                              mlmc_range, stop=mlmc_barrier,
+                              running=((0, 1.0), (0, -1.0)))
+    assert ".target sm_90" in ptx and ".entry" in ptx
+    assert ".shared" in ptx and "bar.sync" in ptx
+    assert ("fma.rn.f64" if dtype == "float32" else "fma.rn") not in ptx
+    assert "atom.global.add" in ptx
+    if ptxas_checks.tool("ptxas"):
+        # docs/cuda.md: 72-77 registers in float32, 98-109 in float64, nothing spilled.
+        ptxas_checks.check(f"mlmc-{method}-{dtype}", ptx, ptxas_checks.MAX_REGISTERS_ANY)
 
 
 MC_CASE = ("box-observables-stop", BOX, "euler_maruyama", {})

@@ -518,6 +518,10 @@ def mlmc_call(t, x, p):
     return max(x[0] - 1.0, 0.0)
 
 
+def mlmc_lookback(t, x, p):
+    return x[0] - x[1]  # S_T - min S
+
+
 def test_mlmc_identical_to_single_process(client):
     """fastsde.distributed.mlmc: every level batch cut into tasks on the chunk grid; the
     value, the paths per level and the cost are those of fs.mlmc, bit for bit."""
@@ -529,5 +533,10 @@ def test_mlmc_identical_to_single_process(client):
     assert res.value == ref.value and res.se == ref.se and res.cost == ref.cost
     assert [lv.n_paths for lv in res.levels] == [lv.n_paths for lv in ref.levels]
     assert res.extra["n_tasks"] > len(res.levels)
+    # A lookback payoff: the running minimum travels with the level's spec to the workers.
+    ref = fs.mlmc(gbm, 1.0, T_SPAN, mlmc_lookback, 0.005, running_min=0, **kw)
+    res = fd.mlmc(gbm, 1.0, T_SPAN, mlmc_lookback, 0.005, running_min=0, client=client,
+                  paths_per_task=1000, **kw)
+    assert res.value == ref.value and res.cost == ref.cost
     assert set(inspect.signature(fs.mlmc).parameters) <= set(
         inspect.signature(fd.mlmc).parameters)

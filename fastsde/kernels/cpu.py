@@ -26,7 +26,7 @@ from llvmlite.ir.values import FunctionAttributes
 
 from .. import __version__
 from ..errors import ModelError
-from . import bits, layout, philox, steps
+from . import bits, layout, levels, philox, steps
 from .. import montecarlo
 from .target import compile_functions, module_functions
 
@@ -279,7 +279,7 @@ def _source_hash():
     import inspect
     import sys
     digest = hashlib.sha256()
-    for module in (bits, philox, steps, sys.modules[__name__]):
+    for module in (bits, levels, philox, steps, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()
 
@@ -1096,9 +1096,11 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
 
 # --- multilevel Monte Carlo: a fine and a coarse path advanced together ----------------
 
-#: Sums a level kernel accumulates per chunk, in float64, paths in order: the correction
-#: Y = P_f - P_c and its powers up to 4 (Giles's kurtosis check), then P_f and P_f^2.
-MLMC_SUMS = ("y", "y2", "y3", "y4", "pf", "pf2")
+#: Sums a level kernel accumulates per chunk (levels.py: the values, and the pairwise-tree
+#: order shared with the CUDA kernel).
+MLMC_SUMS = levels.MLMC_SUMS
+_pair_moments = njit(inline="always", **_JIT)(levels.pair_moments)
+_fold_chunk = njit(**_JIT)(levels.fold_chunk)
 
 
 def _mlmc_launch(address, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1,
@@ -1111,7 +1113,7 @@ def _mlmc_launch(address, x0, params, t0, t1, n_coarse, ratio, coupled, key0, ke
                       None)
 
 
-def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
+def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=()):
     """The chunk function of a multilevel Monte Carlo level (a dispatcher, not compiled).
 
     Each path of the level is a pair: the fine path takes ``n_coarse * ratio`` steps with
@@ -1125,9 +1127,16 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
     ``nonfinite`` and left out of the sums. ``stop(t, x, p)``: each path of the pair stops
     (is frozen) at its first state on its own grid where stop > 0, checked at t0 and after
     each of its steps, as in ``simulate(..., stop_when=...)``; the payoff then sees the
-    frozen state (a barrier option's payoff is zero there).
+    frozen state (a barrier option's payoff is zero there). ``running``: pairs
+    (component, sign); each path tracks the minimum of sign * x[component] over its own
+    grid (t0 and after every step, frozen with the path), and the payoff's ``x`` holds
+    sign * that minimum at index dim + i (a running minimum, or with sign -1 a running
+    maximum: lookback payoffs).
     """
     dim = model.dim
+    n_run = len(running)
+    run_comp = np.array([j for j, _ in running] or [0], np.int64)
+    run_sign = np.array([sg for _, sg in running] or [1.0], dtype)
     noise_dim = max(model.noise_dim, 1)
     gshape = model.diffusion_shape
     drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
@@ -1147,6 +1156,7 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
     fill_normals = _make_fill_normals(dtype, lanes)
     words_per_block = 4 if dtype == np.float32 else 8
     alloc_state = _scratch_allocator((dim,), dtype, True)
+    alloc_payoff_x = _scratch_allocator((dim + n_run,), dtype, True)
     alloc_g = _scratch_allocator(gshape, dtype, True)
     alloc_noise = _scratch_allocator((noise_dim,), dtype, True)
     alloc_params = _scratch_allocator((n_params,), dtype, True)
@@ -1154,11 +1164,12 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
     all_bits = ~np.uint64(0)
 
     @njit(inline="always", **_JIT)
-    def step_lane(X, live, D, l, source, t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3,
-                  g0, g1, g2, g3, xt, x_new):
+    def step_lane(X, live, RM, D, l, source, t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2,
+                  f3, g0, g1, g2, g3, xt, x_new):
         """One step of the path in lane l of X, driven by the increments of lane
         ``source`` of D; with stopping, frozen at its first state in the stopping region
-        (a bitwise blend, as in run_chunk: no conditional store in the loop)."""
+        (a bitwise blend, as in run_chunk: no conditional store in the loop); then the
+        running minima RM updated with the new (or frozen) state."""
         for j in range(dim):
             x[j] = X[j * lanes + l]
         for j in range(noise_dim):
@@ -1172,6 +1183,10 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
         else:
             for j in range(dim):
                 X[j * lanes + l] = x_new[j]
+        for i in range(n_run):
+            value = run_sign[i] * X[run_comp[i] * lanes + l]
+            current = RM[i * lanes + l]
+            RM[i * lanes + l] = value if value < current else current
 
     def mlmc_chunk(c, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, first_path,
                    n_paths, chunk, sums, nonfinite):
@@ -1184,6 +1199,10 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
         sqrt_hf = dtype(math.sqrt(h_f))
         XF = np.empty(dim * lanes, dtype)
         XC = np.empty(dim * lanes, dtype)
+        # Running minima of the fine and coarse paths (n_run, lanes).
+        RF = np.empty(max(n_run, 1) * lanes, dtype)
+        RC = np.empty(max(n_run, 1) * lanes, dtype)
+        xp = alloc_payoff_x()
         DW = np.zeros(noise_dim * lanes, dtype)
         DWC = np.zeros(noise_dim * lanes, dtype)
         Z = np.empty(4 * lanes, dtype)
@@ -1217,7 +1236,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
                 start_mask = DEAD
         start = c * chunk
         stop = min(start + chunk, n_paths)
-        s_y = s_y2 = s_y3 = s_y4 = s_pf = s_pf2 = 0.0
+        # The chunk's pair values, zero past the batch's end (levels.py).
+        V = np.zeros((len(MLMC_SUMS), chunk))
         bad = 0
         for b0 in range(start, stop, lanes):
             n_live = min(lanes, stop - b0)
@@ -1226,6 +1246,10 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
                 for l in range(lanes):
                     XF[j * lanes + l] = x0[j]
                     XC[j * lanes + l] = x0[j]
+            for i in range(n_run):
+                for l in range(lanes):
+                    RF[i * lanes + l] = run_sign[i] * x0[run_comp[i]]
+                    RC[i * lanes + l] = run_sign[i] * x0[run_comp[i]]
             for l in range(lanes):
                 LF[l] = start_mask
                 LC[l] = start_mask
@@ -1249,8 +1273,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
                     t_mid = dtype(t0 + (k + 0.5) * h_f)
                     t_next = dtype(t1) if k + 1 == n_fine else dtype(t0 + (k + 1) * h_f)
                     for l in range(lanes):
-                        step_lane(XF, LF, DW, l, l, t, t_mid, t_next, hf, x, p, dw, dz, f0,
-                                  f1, f2, f3, g0, g1, g2, g3, xt, x_new)
+                        step_lane(XF, LF, RF, DW, l, l, t, t_mid, t_next, hf, x, p, dw, dz,
+                                  f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
                         for j in range(noise_dim):
                             DWC[j * lanes + l] += dw[j]
                 if coupled != 0:
@@ -1259,39 +1283,35 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None):
                     t_next = dtype(t1) if kc + 1 == n_coarse else dtype(t0 + (kc + 1) * h_c)
                     for l in range(lanes):
                         source = l if coupled == 1 else l ^ 1
-                        step_lane(XC, LC, DWC, l, source, t, t_mid, t_next, hc, x, p, dw, dz,
-                                  f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
+                        step_lane(XC, LC, RC, DWC, l, source, t, t_mid, t_next, hc, x, p, dw,
+                                  dz, f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
             for l in range(n_live):
                 for j in range(dim):
-                    x[j] = XF[j * lanes + l]
-                pf = np.float64(pay(dtype(t1), x, p))
+                    xp[j] = XF[j * lanes + l]
+                for i in range(n_run):
+                    xp[dim + i] = run_sign[i] * RF[i * lanes + l]
+                pf = np.float64(pay(dtype(t1), xp, p))
                 pc = 0.0
                 if coupled != 0:
                     for j in range(dim):
-                        x[j] = XC[j * lanes + l]
-                    pc = np.float64(pay(dtype(t1), x, p))
+                        xp[j] = XC[j * lanes + l]
+                    for i in range(n_run):
+                        xp[dim + i] = run_sign[i] * RC[i * lanes + l]
+                    pc = np.float64(pay(dtype(t1), xp, p))
                 if not (math.isfinite(pf) and math.isfinite(pc)):
+                    # Counted and left out: zeros add nothing to the sums.
                     bad += 1
-                    continue
-                y = pf - pc
-                s_y += y
-                s_y2 += y * y
-                s_y3 += y * y * y
-                s_y4 += y * y * y * y
-                s_pf += pf
-                s_pf2 += pf * pf
-        sums[c, 0] = s_y
-        sums[c, 1] = s_y2
-        sums[c, 2] = s_y3
-        sums[c, 3] = s_y4
-        sums[c, 4] = s_pf
-        sums[c, 5] = s_pf2
+                    pf = pc = 0.0
+                _pair_moments(pf - pc, pf, V, b0 - start + l)
+        _fold_chunk(V, chunk)
+        for r in range(len(MLMC_SUMS)):
+            sums[c, r] = V[r, 0]
         nonfinite[c] = bad
 
     return _shared_function(mlmc_chunk, (
         "mlmc_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
         montecarlo.fingerprint((("payoff", payoff),), stop), np.dtype(dtype).name, lanes,
-        VECTOR_BITS, n_params), **_JIT)
+        VECTOR_BITS, n_params, tuple(running)), **_JIT)
 
 
 class MlmcKernel:
@@ -1314,15 +1334,17 @@ class MlmcKernel:
 _MLMC_KERNELS = {}
 
 
-def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None):
+def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None, running=()):
     """The compiled level kernel for (model, method, dtype, payoff, parameter width,
-    stopping function)."""
+    stopping function, running extrema)."""
     dtype = np.dtype(dtype).type
+    running = tuple((int(j), float(sg)) for j, sg in running)
     key = (model.fingerprint, method.name, np.dtype(dtype).name,
-           montecarlo.fingerprint((("payoff", payoff),), stop), int(n_params))
+           montecarlo.fingerprint((("payoff", payoff),), stop), int(n_params), running)
     kernel = _MLMC_KERNELS.get(key)
     if kernel is None:
-        chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params), stop)
+        chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params), stop,
+                                    running)
         arr1 = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
         arr2 = types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
         sig = (arr1, arr2, types.float64, types.float64, types.int64, types.int64,

@@ -39,7 +39,7 @@ from numba import cuda
 
 from ..errors import DeviceError, ModelError, OutputTooLargeError
 from .. import montecarlo
-from . import bits, layout, philox, steps
+from . import bits, layout, levels, philox, steps
 from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
@@ -1074,6 +1074,265 @@ def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=Non
         stats_ptx, _ = cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)
         hist_ptx, _ = cuda.compile_ptx(hist_kernel, hist_signature(dtype), cc=cc)
     return {"path": path_ptx, "stats": stats_ptx, "hist": hist_ptx}
+
+
+# --- multilevel Monte Carlo: a fine and a coarse path per thread ---------------------
+
+#: Threads of a level-kernel block; a block sums one chunk of ``MLMC_CHUNK`` pairs at a
+#: time (levels.py), each thread taking the pairs ``slot = tid, tid + threads, ...``.
+MLMC_THREADS = 256
+
+
+def _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk, running=(),
+                      fresh=False):
+    """The plain Python source of the level kernel (cpu._make_mlmc_chunk's contract):
+    pair i of the batch is path ``first_path + i`` of the level's stream; the fine path
+    takes ``n_coarse * ratio`` steps with the increments of ``simulate``, the coarse path
+    ``n_coarse`` steps each driven by the sum of its ``ratio`` fine increments (added in
+    the same order as on the CPU). ``coupled`` 0: the fine path only (level 0); 2: the
+    coarse path driven by the increments of pair ``i ^ 1`` (the tests' broken coupling,
+    the CPU's lane ``l ^ 1``). A block folds a chunk's pair values in shared memory as
+    levels.py's pairwise tree, so ``sums`` (n_chunks, 6) holds the CPU's bits.
+    ``running``: (component, sign) pairs, the running minima of sign * x[component]
+    passed to the payoff at x[dim + i] as on the CPU."""
+    rng, noise_ns = device_functions(fastmath, fresh=fresh)
+    jit = device_jit(fastmath)
+    step = build_step(model, method, dtype, fastmath, noise_ns)
+    pay = jit(payoff)
+    has_stop = stop is not None
+    stop_fn = jit(stop if has_stop else montecarlo.never_stop)
+    moments = jit(levels.pair_moments)
+    lane_select = device_jit(False)(_lane_select)
+    normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
+    noise_dim = max(model.noise_dim, 1)
+    fill_noise = jit(_make_fill_noise(noise_dim, normal_block, lane_select, "gaussian",
+                                      False, rng.block_words, rng.two_point_sign,
+                                      rng.three_point_sign, dtype))
+    dim = model.dim
+    gshape = model.diffusion_shape
+    nb_dtype = numba.from_dtype(np.dtype(dtype))
+    n_sums = len(levels.MLMC_SUMS)
+    zero = dtype(0.0)
+    n_run = len(running)
+    n_run_c = max(n_run, 1)
+    payoff_dim = dim + n_run  # a constant for cuda.local.array
+    run_comp = tuple(int(j) for j, _ in running) or (0,)
+    run_sign = tuple(dtype(sg) for _, sg in running) or (dtype(1.0),)
+
+    def mlmc_kernel(x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, first_path,
+                    n_paths, sums, nonfinite):
+        v = cuda.shared.array((n_sums, chunk), numba.float64)
+        x = cuda.local.array(dim, nb_dtype)
+        xc = cuda.local.array(dim, nb_dtype)
+        xp = cuda.local.array(payoff_dim, nb_dtype)
+        rf = cuda.local.array(n_run_c, nb_dtype)
+        rc = cuda.local.array(n_run_c, nb_dtype)
+        x_new = cuda.local.array(dim, nb_dtype)
+        f0 = cuda.local.array(dim, nb_dtype)
+        f1 = cuda.local.array(dim, nb_dtype)
+        f2 = cuda.local.array(dim, nb_dtype)
+        f3 = cuda.local.array(dim, nb_dtype)
+        xt = cuda.local.array(dim, nb_dtype)
+        g0 = cuda.local.array(gshape, nb_dtype)
+        g1 = cuda.local.array(gshape, nb_dtype)
+        g2 = cuda.local.array(gshape, nb_dtype)
+        g3 = cuda.local.array(gshape, nb_dtype)
+        dw = cuda.local.array(noise_dim, nb_dtype)
+        dw_other = cuda.local.array(noise_dim, nb_dtype)
+        dwc = cuda.local.array(noise_dim, nb_dtype)
+        dz = cuda.local.array(noise_dim, nb_dtype)
+        for j in range(noise_dim):
+            dz[j] = zero
+        n_fine = n_coarse * ratio
+        h_f = (t1 - t0) / n_fine
+        h_c = (t1 - t0) / n_coarse
+        hf = dtype(h_f)
+        hc = dtype(h_c)
+        sqrt_hf = dtype(math.sqrt(h_f))
+        p = params[0]
+        start_alive = True
+        if has_stop:
+            for j in range(dim):
+                x[j] = x0[j]
+            if stop_fn(dtype(t0), x, p) > 0:
+                start_alive = False
+        tid = cuda.threadIdx.x
+        n_threads = cuda.blockDim.x
+        n_chunks = (n_paths + chunk - 1) // chunk
+        for c in range(cuda.blockIdx.x, n_chunks, cuda.gridDim.x):
+            for slot in range(tid, chunk, n_threads):
+                i = c * chunk + slot
+                y = 0.0
+                pf = 0.0
+                if i < n_paths:
+                    path = first_path + np.uint64(i)
+                    other = first_path + np.uint64(i ^ 1)
+                    for j in range(dim):
+                        x[j] = x0[j]
+                        xc[j] = x0[j]
+                    for r in range(n_run):
+                        rf[r] = run_sign[r] * x0[run_comp[r]]
+                        rc[r] = rf[r]
+                    alive_f = start_alive
+                    alive_c = start_alive
+                    block = -1
+                    z0 = z1 = z2 = z3 = zero
+                    other_block = -1
+                    o0 = o1 = o2 = o3 = zero
+                    e0 = e1 = e2 = e3 = zero
+                    for kc in range(n_coarse):
+                        for j in range(noise_dim):
+                            dwc[j] = zero
+                        for m in range(ratio):
+                            k = kc * ratio + m
+                            block, z0, z1, z2, z3, e0, e1, e2, e3 = fill_noise(
+                                key0, key1, k, path, sqrt_hf, sqrt_hf, dw, dz, block,
+                                z0, z1, z2, z3, e0, e1, e2, e3)
+                            t = dtype(t0 + k * h_f)
+                            t_mid = dtype(t0 + (k + 0.5) * h_f)
+                            t_next = dtype(t1) if k + 1 == n_fine else dtype(
+                                t0 + (k + 1) * h_f)
+                            if alive_f:
+                                step(t, t_mid, t_next, hf, x, p, dw, dz, f0, f1, f2, f3,
+                                     g0, g1, g2, g3, xt, x_new)
+                                for j in range(dim):
+                                    x[j] = x_new[j]
+                                if has_stop and stop_fn(t_next, x, p) > 0:
+                                    alive_f = False
+                                for r in range(n_run):
+                                    value = run_sign[r] * x[run_comp[r]]
+                                    if value < rf[r]:
+                                        rf[r] = value
+                            if coupled == 2:
+                                other_block, o0, o1, o2, o3, e0, e1, e2, e3 = fill_noise(
+                                    key0, key1, k, other, sqrt_hf, sqrt_hf, dw_other, dz,
+                                    other_block, o0, o1, o2, o3, e0, e1, e2, e3)
+                                for j in range(noise_dim):
+                                    dwc[j] += dw_other[j]
+                            else:
+                                for j in range(noise_dim):
+                                    dwc[j] += dw[j]
+                        if coupled != 0 and alive_c:
+                            t = dtype(t0 + kc * h_c)
+                            t_mid = dtype(t0 + (kc + 0.5) * h_c)
+                            t_next = dtype(t1) if kc + 1 == n_coarse else dtype(
+                                t0 + (kc + 1) * h_c)
+                            step(t, t_mid, t_next, hc, xc, p, dwc, dz, f0, f1, f2, f3, g0,
+                                 g1, g2, g3, xt, x_new)
+                            for j in range(dim):
+                                xc[j] = x_new[j]
+                            if has_stop and stop_fn(t_next, xc, p) > 0:
+                                alive_c = False
+                            for r in range(n_run):
+                                value = run_sign[r] * xc[run_comp[r]]
+                                if value < rc[r]:
+                                    rc[r] = value
+                    for j in range(dim):
+                        xp[j] = x[j]
+                    for r in range(n_run):
+                        xp[dim + r] = run_sign[r] * rf[r]
+                    pf = np.float64(pay(dtype(t1), xp, p))
+                    pc = 0.0
+                    if coupled != 0:
+                        for j in range(dim):
+                            xp[j] = xc[j]
+                        for r in range(n_run):
+                            xp[dim + r] = run_sign[r] * rc[r]
+                        pc = np.float64(pay(dtype(t1), xp, p))
+                    if math.isfinite(pf) and math.isfinite(pc):
+                        y = pf - pc
+                    else:
+                        # Counted and left out, as on the CPU (integer atomics: exact).
+                        pf = 0.0
+                        cuda.atomic.add(nonfinite, c, 1)
+                moments(y, pf, v, slot)
+            cuda.syncthreads()
+            s = chunk >> 1
+            while s > 0:
+                for slot in range(tid, s, n_threads):
+                    for r in range(n_sums):
+                        v[r, slot] += v[r, slot + s]
+                cuda.syncthreads()
+                s >>= 1
+            if tid == 0:
+                for r in range(n_sums):
+                    sums[c, r] = v[r, 0]
+            # The next chunk overwrites v only after thread 0 has read it.
+            cuda.syncthreads()
+
+    return mlmc_kernel
+
+
+def mlmc_signature(dtype):
+    """Numba argument types of the level kernel."""
+    f = numba.from_dtype(np.dtype(dtype))
+    a = numba.types.Array
+    i64, f64, u64 = numba.types.int64, numba.types.float64, numba.types.uint64
+    return (a(f, 1, "C"), a(f, 2, "C"), f64, f64, i64, i64, i64, u64, u64, u64, i64,
+            a(f64, 2, "C"), a(i64, 1, "C"))
+
+
+_MLMC_KERNELS = {}
+
+
+def get_mlmc_kernel(model, method, dtype, payoff, stop=None, chunk=None, running=()):
+    """The compiled level kernel for (model, method, dtype, payoff, stopping function,
+    running extrema), compiled on first use (exact floating point, as
+    :func:`get_kernel`)."""
+    from ..api import CHUNK_PATHS
+    chunk = CHUNK_PATHS if chunk is None else int(chunk)
+    dtype = np.dtype(dtype).type
+    fastmath = FASTMATH[dtype]
+    running = tuple((int(j), float(sg)) for j, sg in running)
+    key = (model.fingerprint, method.name, np.dtype(dtype).name, fastmath, chunk,
+           montecarlo.fingerprint((("payoff", payoff),), stop), running)
+    kernel = _MLMC_KERNELS.get(key)
+    if kernel is None:
+        source = _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk,
+                                   running)
+        try:
+            kernel = jit_kernel(source, mlmc_signature(dtype), fastmath)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _diagnose(model, dtype, exc)
+        _MLMC_KERNELS[key] = kernel
+    return kernel
+
+
+def compile_mlmc_ptx(model, method, dtype, payoff, stop=None, cc=(9, 0), chunk=None,
+                     running=()):
+    """PTX of the level kernel for ``cc``, compiled as :func:`get_mlmc_kernel` compiles
+    it. Needs the CUDA toolkit's NVVM, not a GPU."""
+    from ..api import CHUNK_PATHS
+    chunk = CHUNK_PATHS if chunk is None else int(chunk)
+    dtype = np.dtype(dtype).type
+    fastmath = FASTMATH[dtype]
+    with _as_if_device(cc), exact_fp():
+        source = _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk,
+                                   running, fresh=True)
+        ptx, _ = cuda.compile_ptx(source, mlmc_signature(dtype), cc=cc, fastmath=fastmath)
+    return ptx
+
+
+def run_mlmc_level(kernel, x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1,
+                   first_path, n_paths, chunk):
+    """Pairs ``first_path ...`` of a level on the GPU: the per-chunk sums (n_chunks, 6)
+    float64 and non-finite counts (n_chunks,), copied back (48 bytes per chunk)."""
+    n_chunks = -(-n_paths // chunk)
+    d_sums = cuda.device_array((n_chunks, len(levels.MLMC_SUMS)), np.float64)
+    d_bad = cuda.to_device(np.zeros(n_chunks, np.int64))
+    if simulator_enabled():
+        threads, blocks = SIM_THREADS_PER_BLOCK, min(n_chunks, SIM_BLOCKS)
+    else:
+        # One block per chunk up to the grid limit; the kernel strides past it.
+        threads, blocks = MLMC_THREADS, min(n_chunks, 2 ** 31 - 1)
+    kernel[blocks, threads](cuda.to_device(np.ascontiguousarray(x0)),
+                            cuda.to_device(np.ascontiguousarray(params)), float(t0),
+                            float(t1), int(n_coarse), int(ratio), int(coupled),
+                            np.uint64(key0), np.uint64(key1), np.uint64(first_path),
+                            int(n_paths), d_sums, d_bad)
+    return d_sums.copy_to_host(), d_bad.copy_to_host()
 
 
 # --- running -------------------------------------------------------------------------
