@@ -15,10 +15,12 @@ eps in {0.02, 0.01, 0.005, 0.002}:
   has more paths (the table says so).
 
 Each row gives the value, its error against Black-Scholes, the cost in path-steps and the
-wall time. All runs are float64 on the CPU.
+wall time. All runs are float64, fastsde's on ``--device`` (cpu by default; cuda for the
+GPU kernels, MLMC and plain Monte Carlo alike), numpy's on the CPU.
 
     python bench/mlmc.py                 # writes bench/results/mlmc-<date>.md
     python bench/mlmc.py --eps 0.02,0.01 --out -
+    python bench/mlmc.py --device cuda --parts compare
     python bench/mlmc.py --parts giles   # fs.mlmc_test of the call, Milstein, L = 8:
                                          # bench/results/mlmc_test-<date>.txt and .png
 """
@@ -127,17 +129,19 @@ def main(argv=None):
     parser.add_argument("--eps", default="0.02,0.01,0.005,0.002")
     parser.add_argument("--payoffs", default="call,digital")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--parts", default="compare,giles",
                         help="compare: the table above; giles: fs.mlmc_test's report")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     eps_list = [float(e) for e in args.eps.split(",")]
     date = datetime.date.today().isoformat()
+    dev = args.device
     if "giles" in parts:
         report = fs.mlmc_test(GBM, S0, (0.0, T), call, 100_000, 8, eps_list,
-                              print_report=True)
+                              print_report=True, device=dev)
         base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                            f"mlmc_test-{date}")
+                            f"mlmc_test-{dev + '-' if dev != 'cpu' else ''}{date}")
         with open(base + ".txt", "w") as f:
             f.write(f"python bench/mlmc.py {' '.join(argv or sys.argv[1:])}: "
                     f"fs.mlmc_test(GBM(0.05, 0.2), 100, (0, 1), discounted call, "
@@ -155,14 +159,16 @@ def main(argv=None):
              f"Command: `python bench/mlmc.py {' '.join(argv or sys.argv[1:])}`; "
              f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
              f"{platform.python_version()}, numpy {np.__version__}, fastsde {fs.__version__}; "
-             f"float64, CPU. GBM S0 = K = 100, r = 0.05, sigma = 0.2, T = 1.", ""]
+             f"float64, fastsde on {dev}. GBM S0 = K = 100, r = 0.05, sigma = 0.2, T = 1.",
+             ""]
     for kind in args.payoffs.split(","):
         payoff = PAYOFFS[kind]
         exact = EXACT[kind]
         # compile everything first: the table times runs, not compilers
         for method in ("milstein", "euler_maruyama"):
-            fs.mlmc(GBM, S0, (0.0, T), payoff, 0.5, method=method, progress=False)
-        fs.compile(GBM, S0, observables={"payoff": payoff})
+            fs.mlmc(GBM, S0, (0.0, T), payoff, 0.5, method=method, progress=False,
+                    device=dev)
+        fs.compile(GBM, S0, observables={"payoff": payoff}, device=dev)
         lines += [f"## {kind} (exact {exact:.6f})", "",
                   "| eps | engine | levels / steps | paths | cost (path-steps) | seconds | "
                   "value | error | error / eps | beta |",
@@ -170,7 +176,8 @@ def main(argv=None):
         for eps in eps_list:
             runs = {}
             for method in ("milstein", "euler_maruyama"):
-                res = fs.mlmc(GBM, S0, (0.0, T), payoff, eps, method=method, progress=False)
+                res = fs.mlmc(GBM, S0, (0.0, T), payoff, eps, method=method, progress=False,
+                              device=dev)
                 runs[method] = res
                 _point(kind, f"MLMC {method}", eps, res.cost, res.elapsed_s)
                 err = abs(res.value - exact)
@@ -183,7 +190,8 @@ def main(argv=None):
             n_steps = em.levels[-1].n_steps
             n_paths = int(math.ceil(2 * em.levels[-1].var_p / eps ** 2))
             res = fs.simulate(GBM, S0, (0.0, T), n_steps, n_paths, keep_x=False,
-                              observables={"payoff": payoff}, seed=11, progress=False)
+                              observables={"payoff": payoff}, seed=11, progress=False,
+                              device=dev)
             value = res.estimate("payoff").value
             _point(kind, "plain MC, fastsde EM", eps, n_steps * n_paths, res.elapsed_s)
             err = abs(value - exact)
@@ -211,7 +219,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"mlmc-{date}.md")
+                                   f"mlmc-{dev + '-' if dev != 'cpu' else ''}{date}.md")
     if out != "-":
         with open(out, "w") as f:
             f.write(text)
