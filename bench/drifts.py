@@ -283,19 +283,6 @@ class Row(types.SimpleNamespace):
     torch), drift1 and noise1 (one path: jax), noise and noise1 None for an ODE."""
 
 
-def random_mlp(widths, activation):
-    """fs.mlp.random_mlp, working around an environment whose numba.cuda is Numba's own
-    (no numba-cuda package): there fastsde.scratch.register() fails on
-    numba.cuda.extending.type_callable after registering the CPU target, so the CUDA
-    registration is marked as unavailable and the field built again (CPU only)."""
-    try:
-        return fs.mlp.random_mlp(widths, activation)
-    except AttributeError:
-        from fastsde import scratch
-        scratch._REGISTERED["cuda"] = False
-        return fs.mlp.random_mlp(widths, activation)
-
-
 def make_rows():
     rows = []
     theta, sigma = 1.0, 0.5
@@ -333,7 +320,7 @@ def make_rows():
     # the batched engines, whose matrix products want wide batches.
     for width, paths, peer_paths in ((64, 20_000, 50_000), (256, 1_024, 20_000)):
         for act in ("tanh", "silu"):
-            field = random_mlp([3, width, width, 2], act)
+            field = fs.mlp.random_mlp([3, width, width, 2], act)
             consts = {}
             for i, (w, b) in enumerate(field.layers):
                 consts[f"W{i}"], consts[f"b{i}"] = w, b

@@ -110,10 +110,12 @@ def _register_cuda():
         from numba.cuda import types as ctypes
         from numba.cuda.cudadrv import nvvm
         from numba.cuda.cudaimpl import _generic_array
+        type_callable, lower = cext.type_callable, cext.lower_builtin
     except Exception:  # noqa: BLE001 - numba-cuda absent or of another layout
+        # (numba's own, older numba.cuda has an ``extending`` without these)
         return False
 
-    @cext.type_callable(local_array)
+    @type_callable(local_array)
     def _type_cuda(context):
         def typer(n, like):
             if isinstance(n, ctypes.IntegerLiteral) and isinstance(like, ctypes.Array) \
@@ -121,7 +123,7 @@ def _register_cuda():
                 return ctypes.Array(like.dtype, 1, "C")
         return typer
 
-    @cext.lower_builtin(local_array, ctypes.IntegerLiteral, ctypes.Array)
+    @lower(local_array, ctypes.IntegerLiteral, ctypes.Array)
     def _lower_cuda(context, builder, sig, args):
         return _generic_array(context, builder, shape=(sig.args[0].literal_value,),
                               dtype=sig.return_type.dtype, symbol_name="_fastsde_local",

@@ -40,6 +40,9 @@ RNG_FUNCTIONS = module_functions(philox)
 #: the time loop's per-step work is too short to overlap the step's latency chain; above
 #: it the lane arrays leave the registers' neighbourhood without a gain.
 LANES = {np.float32: 64, np.float64: 64}
+#: Parameter counts up to which the step copies a lane's parameters at every step
+#: unconditionally (run_chunk); above, a shared row is loaded once per chunk.
+COPY_PARAMS_MAX = 64
 #: Vector width asked of LLVM for the kernel's loops (see :func:`_prefer_vector_width`).
 #: On this project's AVX-512 machine (RNG_VERSION 2 kernels, one process each) 512-bit
 #: vectors ran OU float32 at 1.62e9 path-steps/s against 9.2e8 with LLVM's default 256,
@@ -675,6 +678,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     # that user functions read (a model declared without params may be given some).
     n_params_model = sz.n_params
     n_params_c = max(n_params_model, 1)
+    # Few parameters: copied for every lane and step without a branch (a compile-time
+    # True), which keeps the lane loop free of control flow for the vectoriser.
+    copy_params_always = n_params_model <= COPY_PARAMS_MAX
     alloc_state = _scratch_allocator((dim,), dtype, on_stack)
     alloc_noise = _scratch_allocator((noise_dim,), dtype, on_stack)
     alloc_params = _scratch_allocator((n_params_model,), dtype, on_stack)
@@ -741,8 +747,17 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         for j in range(noise_dim):
             dz[j] = dtype(0.0)
         p = alloc_params()
-        # Parameters per lane, loaded once per lane block (shared or per path).
+        # Parameters per lane: per-path rows loaded once per lane block and copied into p
+        # for each lane's step; a shared row loaded once per chunk into P and p, which
+        # the steps then read as they are (a copy per lane and step costs as much as a
+        # small network's forward pass when the parameters are its weights).
         P = np.zeros(n_params_c * lanes, dtype)
+        reload_params = copy_params_always or per_path_params
+        if not per_path_params:
+            for j in range(n_params_model):
+                p[j] = params[0, j]
+                for l in range(lanes):
+                    P[j * lanes + l] = params[0, j]
         start = c * chunk
         stop = min(start + chunk, n_paths)
         bad = 0
@@ -755,9 +770,10 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 HT[l] = np.inf
                 # Lanes past the chunk's end run on zeros and are never written out.
                 live[l] = LIVE if l < n_live else DEAD
-                prow = min(b0 + l, n_paths - 1) if per_path_params else 0
-                for j in range(n_params_model):
-                    P[j * lanes + l] = params[prow, j]
+                if per_path_params:
+                    prow = min(b0 + l, n_paths - 1)
+                    for j in range(n_params_model):
+                        P[j * lanes + l] = params[prow, j]
                 if l >= n_live:
                     for j in range(dim):
                         X[j * lanes + l] = dtype(0.0)
@@ -782,8 +798,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 for l in range(n_live):
                     for j in range(dim):
                         x[j] = X[j * lanes + l]
-                    for j in range(n_params_model):
-                        p[j] = P[j * lanes + l]
+                    if per_path_params:
+                        for j in range(n_params_model):
+                            p[j] = P[j * lanes + l]
                     if stop_fn(dtype(t0), x, p) > 0:
                         HT[l] = t0
                         live[l] = DEAD
@@ -840,8 +857,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                             else:
                                 extra_normal = DZ[j * lanes + l]
                             dz[j] = -extra_normal if mirrored else extra_normal
-                    for j in range(n_params_model):
-                        p[j] = P[j * lanes + l]
+                    if reload_params:
+                        for j in range(n_params_model):
+                            p[j] = P[j * lanes + l]
                     step(t, t_mid, t_next, hd, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
                          x_new)
                     # A path that leaves the finite numbers is frozen at its first
