@@ -532,6 +532,18 @@ def test_mlp_in_kernel_euler_step(gelu_field):
                       params=params)
     expect = np.vstack([x0[:150] + h * f(x0[:150], t0), x0[150:] + h * g(x0[150:], t0)])
     np.testing.assert_allclose(res.x, expect, rtol=1e-12, atol=1e-14)
+    # Three steps, the networks alternating path by path: a lane must get its own
+    # weights back at every step (a shared row is loaded once per chunk, per-path rows
+    # are reloaded per lane and step).
+    params = np.vstack([f.params, g.params] * 150)
+    res = fs.simulate(f.ode(), x0, (t0, t0 + 3 * h), 3, 300, method="euler", device="cpu",
+                      params=params)
+    expect = x0.copy()
+    for k in range(3):
+        t = t0 + k * h
+        expect = expect + h * np.where(np.arange(300)[:, None] % 2 == 0, f(expect, t),
+                                       g(expect, t))
+    np.testing.assert_allclose(res.x, expect, rtol=1e-12, atol=1e-13)
 
 
 def test_mlp_sde_helper():
