@@ -93,6 +93,36 @@ def test_fine_path_is_simulates_path_and_coarse_path_sums_its_increments():
     assert abs(uncoupled[:, 1].sum() - sums[:, 1].sum()) > 10 * sums[:, 1].sum()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_first_levels_fine_paths_are_simulates_paths(level, dtype):
+    """n0 = 1: levels 0 and 1 draw one and two normals per path (the kernel computes only
+    a block's first Box-Muller pair there), level 2 four; the fine payoffs are those of
+    simulate's paths with 1, 2 and 4 steps, bit for bit, in both dtypes."""
+    n, M, n0 = 700, 2, 1
+    n_fine = n0 * M ** level
+    n_coarse, ratio, coupled = (n0, 1, 0) if level == 0 else (n_fine // M, M, 1)
+    child = np.random.SeedSequence(5).spawn(level + 1)[level]
+    key0, key1 = streams.key_from_seed(child)
+    kernel = cpu.get_mlmc_kernel(GBM, fs.METHODS["milstein"], np.dtype(dtype), call,
+                                 GBM.n_params)
+    sums = np.zeros((2, len(cpu.MLMC_SUMS)))
+    bad = np.zeros(2, np.int64)
+    kernel(np.array([S0], dtype), np.array([GBM.params], dtype), 0.0, T, n_coarse, ratio,
+           coupled, key0, key1, np.uint64(0), n, mlmc_module.CHUNK, sums, bad)
+    fine = fs.simulate(GBM, S0, (0.0, T), n_fine, n, seed=child, method="milstein",
+                       dtype=dtype, progress=False).x[:, 0]
+    # The payoff in float64, as the kernel evaluates it (100.0 is a float64 literal).
+    pf = np.array([call(T, np.array([np.float64(v)]), None) for v in fine])
+    chunk = mlmc_module.CHUNK
+    for c in range(2):
+        v = np.zeros((len(cpu.MLMC_SUMS), chunk))
+        for slot, a in enumerate(pf[c * chunk:(c + 1) * chunk]):
+            levels.pair_moments(0.0, a, v, slot)
+        levels.fold_chunk(v, chunk)
+        assert sums[c, 4] == v[4, 0], f"chunk {c}: fine payoffs differ from simulate's"
+
+
 # ------------------------------------------------------------------ estimates ----
 
 def test_european_call_milstein():

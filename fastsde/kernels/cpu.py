@@ -62,12 +62,15 @@ _noise = compile_functions(steps, NOISE_FUNCTIONS + INCREMENT_FUNCTIONS,
                            njit(inline="always", **_JIT))
 _block_words, _block_low_words = _rng.block_words, _rng.block_low_words
 _normals_f32, _box_muller_f64 = _rng.normals_f32, _rng.box_muller_f64
+_box_muller_f32 = _rng.box_muller_f32
 _two_point_sign, _three_point_sign = _rng.two_point_sign, _rng.three_point_sign
 
 
-def _make_fill_normals(dtype, lanes):
+def _make_fill_normals(dtype, lanes, first_pair_only=False):
     """The normals of block ``block`` for every lane: ``Z[r * lanes + l]`` is normal r of
-    the block of lane l (path ``(path0 + l) & pair_bits``).
+    the block of lane l (path ``(path0 + l) & pair_bits``). ``first_pair_only``: normals
+    0 and 1 only (one Box-Muller transform instead of two; the same bits), for runs that
+    use no more (the first levels of multilevel Monte Carlo: one or two steps).
 
     Two stages, each its own loop over the lanes: the Philox words into ``W`` (uint32),
     then their Gaussian transform. Apart, each loop is shorter and the out-of-order core
@@ -113,6 +116,12 @@ def _make_fill_normals(dtype, lanes):
                                               (path0 + np.uint64(l + half)) & pair_bits)
                 store_words(W, 0, l, a0, a1, a2, a3)
                 store_words(W, half, l, b0, b1, b2, b3)
+            if first_pair_only:
+                for l in range(lanes):
+                    z0, z1 = _box_muller_f32(np.uint64(W[l]), np.uint64(W[lanes + l]))
+                    Z[l] = z0
+                    Z[lanes + l] = z1
+                return
             for l in range(lanes):
                 z0, z1, z2, z3 = _normals_f32(np.uint64(W[l]), np.uint64(W[lanes + l]),
                                               np.uint64(W[2 * lanes + l]),
@@ -137,6 +146,8 @@ def _make_fill_normals(dtype, lanes):
                                          np.uint64(W[lanes + l]), np.uint64(W[5 * lanes + l]))
                 Z[l] = z0
                 Z[lanes + l] = z1
+            if first_pair_only:
+                return
             for l in range(lanes):
                 z2, z3 = _box_muller_f64(np.uint64(W[2 * lanes + l]),
                                          np.uint64(W[6 * lanes + l]),
@@ -149,7 +160,7 @@ def _make_fill_normals(dtype, lanes):
     # inlining, as a function, OU float32 ran at 89% of the inlined kernel's path-steps/s
     # (2.62e9 against 2.93e9, tools/ab_kernel.py against a520347, same final states).
     return _shared_function(fill_normals, ("fill_normals", np.dtype(dtype).name, lanes,
-                                           VECTOR_BITS), **_JIT)
+                                           VECTOR_BITS, first_pair_only), **_JIT)
 
 
 def _make_fill_discrete(dtype, lanes, increments):
@@ -1172,6 +1183,9 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
     lanes = LANES[dtype]
     fill_normals = _make_fill_normals(dtype, lanes)
+    # Levels whose paths draw at most two normals (n_fine * noise_dim <= 2; level 0 with
+    # n0 = 1 is most of a run's pairs) compute only a block's first Box-Muller pair.
+    fill_first_pair = _make_fill_normals(dtype, lanes, first_pair_only=True)
     words_per_block = 4 if dtype == np.float32 else 8
     alloc_state = _scratch_allocator((dim,), dtype, True)
     alloc_payoff_x = _scratch_allocator((dim + n_run,), dtype, True)
@@ -1210,6 +1224,7 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
                    n_paths, chunk, sums, nonfinite):
         _prefer_vector_width(VECTOR_BITS)
         n_fine = n_coarse * ratio
+        few_normals = n_fine * noise_dim <= 2
         h_f = (t1 - t0) / n_fine
         h_c = (t1 - t0) / n_coarse
         hf = dtype(h_f)
@@ -1281,8 +1296,12 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
                         q = k * noise_dim + j
                         block = q >> 2
                         if block != current_block:
-                            fill_normals(Z, W, key0, key1, np.uint64(block), stream_inc,
-                                         path0, all_bits)
+                            if few_normals:
+                                fill_first_pair(Z, W, key0, key1, np.uint64(block),
+                                                stream_inc, path0, all_bits)
+                            else:
+                                fill_normals(Z, W, key0, key1, np.uint64(block),
+                                             stream_inc, path0, all_bits)
                             current_block = block
                         off = (q & 3) * lanes
                         for l in range(lanes):
