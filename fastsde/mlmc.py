@@ -101,7 +101,9 @@ class MLMCResult:
     method, M, n0, seed, dtype
         The run's settings.
     device : str
-        Where the level kernels ran: "cpu" or "cuda".
+        Where the level kernels ran: "cpu" or "cuda"; from
+        ``fastsde.distributed.mlmc``, the device asked for (each worker resolves "auto"
+        for itself).
     """
 
     value: float
