@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fastsde as fs  # noqa: E402
 from fastsde import methods  # noqa: E402
 from fastsde.kernels import steps  # noqa: E402
+from common import write_report  # noqa: E402
 
 MU, SIGMA, X0, T1 = 1.0, 0.5, 1.0, 1.0
 EXACT_SECOND = math.exp(2 * MU + SIGMA ** 2)  # e^2.25
@@ -426,15 +427,7 @@ def main(argv=None):
         peers_part(lines, 2_000 if args.quick else 10_000, 10_000 if args.quick else 200_000)
     text = "\n".join(lines) + "\n"
     print(text)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"convergence-{date}.md")
-    if out != "-":
-        with open(out, "w") as f:
-            f.write(text)
-        print(f"wrote {out}")
-        png = write_figure(os.path.splitext(out)[0] + ".png")
-        if png:
-            print(f"wrote {png}")
+    write_report(text, args.out, f"convergence-{date}", write_figure)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import fastsde as fs  # noqa: E402
+from common import cpu_description, write_report  # noqa: E402
 
 SEED = 0
 ENGINES = ("fastsde", "numpy", "torch", "jax")
@@ -576,17 +577,6 @@ def module_version(name):
     return getattr(module, "__version__", "?")
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def fmt_rate(cell):
     return f"{cell:.3g}" if isinstance(cell, float) else cell
 
@@ -683,7 +673,7 @@ def main(argv=None):
     command = " ".join(["python bench/drifts.py"] + (sys.argv[1:] if argv is None else argv))
     lines = [f"# Users' models: fastsde against numpy, torch and JAX loops, {date}", "",
              f"Command: `{command}`; "
-             f"{platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs; {vers}; "
+             f"{platform.platform()}, {cpu_description()}, {os.cpu_count()} CPUs; {vers}; "
              f"Numba threads {numba.get_num_threads()}; "
              f"torch threads {args.torch_threads if available['torch'] else '-'}; "
              f"1-minute load average at start {load:.2f}; {date}.", "",
@@ -725,16 +715,9 @@ def main(argv=None):
     lines += notes
     print("\n".join(notes), flush=True)
     text = "\n".join(lines) + "\n"
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"drifts-{date}.md")
-    if out != "-":
-        with open(out, "w") as fh:
-            fh.write(text)
-        print(f"wrote {out}")
-        png = write_figure(results, dtypes, [e for e in ENGINES if e in engines],
-                           os.path.splitext(out)[0] + ".png")
-        if png:
-            print(f"wrote {png}")
+    write_report(text, args.out, f"drifts-{date}",
+                 lambda png: write_figure(results, dtypes,
+                                          [e for e in ENGINES if e in engines], png))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from scipy.stats import norm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import fastsde as fs  # noqa: E402
+from common import write_report  # noqa: E402
 
 R, SIGMA, S0, K, T = 0.05, 0.2, 100.0, 100.0, 1.0
 D1 = (math.log(S0 / K) + (R + SIGMA ** 2 / 2) * T) / (SIGMA * math.sqrt(T))
@@ -218,15 +219,8 @@ def main(argv=None):
         lines.append("")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"mlmc-{dev + '-' if dev != 'cpu' else ''}{date}.md")
-    if out != "-":
-        with open(out, "w") as f:
-            f.write(text)
-        print(f"wrote {out}")
-        png = write_figure(os.path.splitext(out)[0] + ".png")
-        if png:
-            print(f"wrote {png}")
+    write_report(text, args.out, f"mlmc-{dev + '-' if dev != 'cpu' else ''}{date}",
+                 write_figure)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import numba  # noqa: E402
 
 import fastsde as fs  # noqa: E402
 from ou_vs_numpy import numpy_em  # noqa: E402
+from common import cpu_description  # noqa: E402
 
 THETA, SIGMA, X0, T1, STEPS = 1.0, 0.5, 1.0, 1.0, 1000
 EXACT_MEAN = X0 * math.exp(-THETA * T1)
@@ -369,27 +369,6 @@ def write_chart(chart, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def cpu_description():
-    """The processor's model name, LLVM's name for it and its widest SIMD: the figures
-    depend on them (AVX-512 runs the kernels' lane loops on 512-bit vectors)."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import llvmlite.binding as llvm
-    from fastsde.kernels import cpu
-    features = llvm.get_host_cpu_features()
-    simd = next((name for name in ("avx512f", "avx2", "neon", "sse2") if features.get(name)),
-                "no SIMD flag known")
-    return (f"{model} (LLVM: {llvm.get_host_cpu_name()}, {simd}; fastsde asks for "
-            f"{cpu.VECTOR_BITS}-bit vectors)")
 
 
 def main(argv=None):
