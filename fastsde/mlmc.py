@@ -190,15 +190,14 @@ def _check_running(running, name, dim):
     """``running_min`` / ``running_max``: None, a component index or a sequence of them."""
     if running is None:
         return ()
-    items = [running] if isinstance(running, (numbers.Integral, np.integer)) else running
+    items = [running] if isinstance(running, numbers.Integral) else running
     try:
         items = list(items)
     except TypeError:
         raise TypeError(f"{name} must be None, a component index or a sequence of them; "
                         f"got {running!r}") from None
     for j in items:
-        if isinstance(j, (bool, np.bool_)) or not isinstance(j, (numbers.Integral, np.integer)) \
-                or not 0 <= j < dim:
+        if not api._is_int(j) or not 0 <= j < dim:
             raise ValueError(f"{name} must hold state component indices in [0, {dim}); "
                              f"got {running!r}")
     return tuple(int(j) for j in items)
@@ -327,10 +326,13 @@ def run_level_here(spec, args, n_new, first=0):
     counts, the same bits on either."""
     x0, params, t0, t1, n_coarse, ratio, coupled, key0, key1, batch_start = args
     method = _methods.METHODS[spec["method"]]
-    if api._resolve_device(spec.get("device", "cpu")) == "cuda":
+    device = spec.get("device", "cpu")
+    if device == "auto":  # fs.mlmc resolved it once; a Dask task resolves it here
+        device = api._resolve_device(device)
+    if device == "cuda":
         from .kernels import cuda
         kernel = cuda.get_mlmc_kernel(spec["model"], method, spec["dtype"], spec["payoff"],
-                                      stop=spec["stop"], chunk=CHUNK,
+                                      CHUNK, stop=spec["stop"],
                                       running=spec.get("running", ()))
         return cuda.run_mlmc_level(kernel, x0, params, t0, t1, n_coarse, ratio, coupled,
                                    key0, key1, batch_start + first, n_new, CHUNK)

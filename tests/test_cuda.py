@@ -853,7 +853,7 @@ def _mlmc_level_sums(device, method, level, n_paths, coupled=1, stop=None, first
     if device == "cuda":
         from fastsde.kernels import cuda as kc
 
-        kernel = kc.get_mlmc_kernel(MLMC_GBM, meth, np.float64, payoff, stop=stop,
+        kernel = kc.get_mlmc_kernel(MLMC_GBM, meth, np.float64, payoff, 512, stop=stop,
                                     running=running)
         return kc.run_mlmc_level(kernel, *args)
     kernel = kcpu.get_mlmc_kernel(MLMC_GBM, meth, np.float64, payoff, MLMC_GBM.n_params,
@@ -1024,7 +1024,7 @@ def test_mlmc_level_kernel_compiles_to_ptx_for_sm90(method, dtype):
     from fastsde.kernels import cuda as kc
 
     ptx = kc.compile_mlmc_ptx(MLMC_GBM, methods.METHODS[method], np.dtype(dtype).type,
-                              mlmc_range, stop=mlmc_barrier,
+                              mlmc_range, 512, stop=mlmc_barrier,
                               running=((0, 1.0), (0, -1.0)))
     assert ".target sm_90" in ptx and ".entry" in ptx
     assert ".shared" in ptx and "bar.sync" in ptx

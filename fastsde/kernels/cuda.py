@@ -1078,8 +1078,8 @@ def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=Non
 
 # --- multilevel Monte Carlo: a fine and a coarse path per thread ---------------------
 
-#: Threads of a level-kernel block; a block sums one chunk of ``MLMC_CHUNK`` pairs at a
-#: time (levels.py), each thread taking the pairs ``slot = tid, tid + threads, ...``.
+#: Threads of a level-kernel block; a block sums one chunk of pairs at a time
+#: (levels.py), each thread taking the pairs ``slot = tid, tid + threads, ...``.
 MLMC_THREADS = 256
 
 
@@ -1275,12 +1275,11 @@ def mlmc_signature(dtype):
 _MLMC_KERNELS = {}
 
 
-def get_mlmc_kernel(model, method, dtype, payoff, stop=None, chunk=None, running=()):
-    """The compiled level kernel for (model, method, dtype, payoff, stopping function,
-    running extrema), compiled on first use (exact floating point, as
-    :func:`get_kernel`)."""
-    from ..api import CHUNK_PATHS
-    chunk = CHUNK_PATHS if chunk is None else int(chunk)
+def get_mlmc_kernel(model, method, dtype, payoff, chunk, stop=None, running=()):
+    """The compiled level kernel for (model, method, dtype, payoff, pairs per chunk (a
+    power of two: the shared buffer's width), stopping function, running extrema),
+    compiled on first use (exact floating point, as :func:`get_kernel`)."""
+    chunk = int(chunk)
     dtype = np.dtype(dtype).type
     fastmath = FASTMATH[dtype]
     running = tuple((int(j), float(sg)) for j, sg in running)
@@ -1300,12 +1299,11 @@ def get_mlmc_kernel(model, method, dtype, payoff, stop=None, chunk=None, running
     return kernel
 
 
-def compile_mlmc_ptx(model, method, dtype, payoff, stop=None, cc=(9, 0), chunk=None,
+def compile_mlmc_ptx(model, method, dtype, payoff, chunk, stop=None, cc=(9, 0),
                      running=()):
     """PTX of the level kernel for ``cc``, compiled as :func:`get_mlmc_kernel` compiles
     it. Needs the CUDA toolkit's NVVM, not a GPU."""
-    from ..api import CHUNK_PATHS
-    chunk = CHUNK_PATHS if chunk is None else int(chunk)
+    chunk = int(chunk)
     dtype = np.dtype(dtype).type
     fastmath = FASTMATH[dtype]
     with _as_if_device(cc), exact_fp():
