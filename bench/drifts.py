@@ -45,11 +45,9 @@ Each (row, dtype) warms up (compiles) every engine first, then takes the best of
 ``--repeats`` runs, the engines alternating within each repeat. fastsde's time is the
 wall time of the ``fs.simulate`` call. numpy, torch and jax may run other path counts
 (the table says how many); the rate is path-steps per second either way. The default
-sizes give fastsde runs of about 0.2-1 s on a 2-core machine with the kernels of
-2026-12-02, except the 3-256-256-2 MLP (about 2.5 s at 1024 paths, the fewest that give
-both threads a 512-path chunk): the MLP kernels run far below the other engines there,
-so the MLP rows give fastsde few paths and the others more (their matrix products want
-wide batches). ``--scale`` multiplies every path count.
+sizes give fastsde runs of about 0.2-2 s on a 2-core machine with the kernels of
+2026-12-02 (the MLP rows: every engine runs the same paths). ``--scale`` multiplies every
+path count.
 
     python bench/drifts.py                   # writes bench/results/drifts-<date>.md and .png
     python bench/drifts.py --rows ou,heston --dtypes float32 --out -
@@ -317,9 +315,9 @@ def make_rows():
                     model=path.diffusion(1.0), method="euler_maruyama", x0="normal",
                     consts=gm_consts, **gm_fields(1.0, 1.0, path.dim, True)))
 
-    # fastsde's MLP kernels are slow today (see the docstring): few paths for it, more for
-    # the batched engines, whose matrix products want wide batches.
-    for width, paths, peer_paths in ((64, 20_000, 50_000), (256, 1_024, 20_000)):
+    # The same paths for every engine (the batched engines' matrix products want wide
+    # batches; these are wide enough).
+    for width, paths, peer_paths in ((64, 100_000, 100_000), (256, 20_000, 20_000)):
         for act in ("tanh", "silu"):
             field = fs.mlp.random_mlp([3, width, width, 2], act)
             consts = {}

@@ -502,6 +502,27 @@ def test_mlp_forward_plain_python_matches_numpy(activation):
                                    rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "silu"])
+def test_mlp_fastsde_math_and_libm_agree(activation):
+    """math="fastsde" (fastsde.kmath, the default) and math="libm" (math.tanh, math.exp)
+    are two spellings of one network: the forward passes agree to a few ulps in plain
+    Python (float64) and in a float32 kernel (where kmath computes in float32 and libm's
+    branch in float64); the two compile to different kernels."""
+    own = random_mlp([3, 16, 8, 2], activation, seed=1, scale=2.0)
+    libm = random_mlp([3, 16, 8, 2], activation, seed=1, scale=2.0, math="libm")
+    assert own.math == "fastsde" and libm.math == "libm" and "libm" in repr(libm)
+    assert own.ode().fingerprint != libm.ode().fingerprint
+    x = np.random.default_rng(2).normal(0, 3, (20, 2))
+    np.testing.assert_allclose(kernel_field(own.drift, own.params, x, 0.4),
+                               kernel_field(libm.drift, libm.params, x, 0.4), rtol=1e-13,
+                               atol=1e-14)
+    a, b = (fs.simulate(f.ode(), x, (0.0, 0.5), 4, 20, method="euler", device="cpu",
+                        dtype="float32").x for f in (own, libm))
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6)
+    with pytest.raises(ValueError, match="math must be one of .*'fastsde', 'libm'.*'glibc'"):
+        fs.MLPField(own.layers, activation, math="glibc")
+
+
 def test_mlp_forward_matches_explicit_formula():
     """numpy forward against a hand-written two-layer tanh network (z = W a + b)."""
     rng = np.random.default_rng(3)
@@ -597,15 +618,22 @@ def _compile_ptx_or_skip():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_kernel_functions_compile_as_cuda_device_functions(dtype):
-    """The same plain functions (and the MLP's local scratch) compile for sm_90."""
+    """The same plain functions (and the MLP's local scratch and kmath activations)
+    compile for sm_90."""
     cuda = _compile_ptx_or_skip()
+    from fastsde import kmath
     from fastsde.scratch import register
 
-    assert register()
+    assert register() and kmath.register_cuda()
     sig = f"void({dtype}, {dtype}[::1], {dtype}[::1], {dtype}[::1])"
+    from fastsde.kernels.cuda import _as_if_device
+
     mlp = make_mlp_drift((3, 16, 16, 2), "gelu")
     for fn in (gm_path_drift, gm_path_sigma, gm_data_score, langevin_sigma, mlp):
-        ptx, _ = cuda.compile_ptx(fn, sig, device=True, cc=(9, 0))
+        # kmath's functions are device functions, whose compile asks numba-cuda for the
+        # current GPU's compute capability: there is none here.
+        with _as_if_device((9, 0)):
+            ptx, _ = cuda.compile_ptx(fn, sig, device=True, cc=(9, 0))
         assert ".func" in ptx
 
 

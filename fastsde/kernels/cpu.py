@@ -26,7 +26,7 @@ from llvmlite.ir.values import FunctionAttributes
 
 from .. import __version__
 from ..errors import ModelError
-from . import bits, layout, levels, philox, steps
+from . import bits, fmath, layout, levels, philox, steps
 from .. import montecarlo
 from .target import compile_functions, module_functions
 
@@ -293,7 +293,7 @@ def _source_hash():
     import inspect
     import sys
     digest = hashlib.sha256()
-    for module in (bits, levels, philox, steps, sys.modules[__name__]):
+    for module in (bits, fmath, levels, philox, steps, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()
 

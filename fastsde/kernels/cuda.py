@@ -290,6 +290,9 @@ def device_functions(fastmath, fresh=False):
 def compile_user_functions(model, fastmath, dtype=None):
     """The model's drift and diffusion (or None) as CUDA device functions; with
     ``dtype``, each called with its ``out`` cleared first (``steps.out_cleared``)."""
+    from .. import kmath
+
+    kmath.register_cuda()  # fastsde.kmath's functions, for the models that call them
     jit = device_jit(fastmath)
     drift = jit(model.drift)
     diffusion = jit(model.diffusion) if model.diffusion is not None else None

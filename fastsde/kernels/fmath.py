@@ -1,0 +1,295 @@
+"""Elementary functions for kernels, branch-free, written once and compiled for each target.
+
+libm's ``exp`` and ``tanh`` are calls: in a loop over lanes or over a layer's units they
+stop LLVM's vectoriser (a 3-64-64-2 tanh network ran 8x slower through libm's ``tanhf``
+than through :func:`tanh_f32`), and numba-cuda replaces them with libdevice's, whose bits
+differ. These are plain Python over IEEE operations, bit casts and selects (the
+primitives of :mod:`.bits`, bound per target by :func:`.target.compile_functions`), like
+the RNG's transform (:mod:`.philox`): the loop that calls them vectorises on the CPU, and
+the CPU, CUDA and plain numpy compute the same operations in the same order. Each dtype
+has its own version (float32 arithmetic for float32, so that 8 lanes fit an AVX2
+register, not 4).
+
+Accuracy, in ulps of the result against the correctly rounded value: :data:`MAX_ULP`,
+enforced by tests/test_fmath.py (10^8 arguments per function and dtype plus the special
+values 0, -0, subnormals, the overflow and underflow thresholds, +-inf and nan) and
+documented in docs/performance.md. The polynomial coefficients come from
+tools/fmath_coefficients.py (near-minimax Chebyshev fits at 60 digits) or, for the
+float64 exponential, from fdlibm's ``e_exp.c``.
+"""
+
+import math
+
+import numpy as np
+
+from .bits import f32_as_i32, f64_as_i64, i32_as_f32, i64_as_f64, select  # noqa: F401
+
+#: Largest error in ulps of the result that tests/test_fmath.py allows, plus, for two
+#: composites, a term that grows with the argument (:func:`allowed_ulps`): silu's result
+#: below x = -87.3 (float32) / -708.4 (float64) is x times a subnormal sigmoid, whose
+#: absolute rounding x multiplies; gelu's e^2u amplifies the rounding of u (a few ulps)
+#: by |2u|, the condition number of the exponential (as in any working-precision GELU).
+MAX_ULP = {"exp_f32": 1.0, "tanh_f32": 2.0, "sigmoid_f32": 2.5, "silu_f32": 3.5,
+           "gelu_f32": 3.0, "exp_f64": 1.0, "tanh_f64": 2.0, "sigmoid_f64": 2.5,
+           "silu_f64": 3.5, "gelu_f64": 3.0}
+#: Per-unit-argument growth of the allowed error (see MAX_ULP), from the error analysis:
+#: silu below the threshold where sigmoid turns subnormal, where sigmoid's absolute error
+#: is up to one subnormal spacing (two roundings in the subnormal range) and x multiplies
+#: it: 1 ulp per unit of |x| (measured up to 0.5); gelu, whose u = sqrt(2/pi) (x +
+#: 0.044715 x^3) carries up to five roundings (2.5 ulps relative), which e^2u multiplies
+#: by |2u|, and a relative error is up to 2 ulps of the result: 5 ulps per unit of |2u|
+#: (measured up to 3.5).
+SILU_SUBNORMAL_BELOW = {"f32": -87.33654022216797, "f64": -708.3964185322641}
+ULP_GROWTH = {"silu": 1.0, "gelu": 5.0}
+
+
+def allowed_ulps(name, suffix, x):
+    """The error bound in ulps that tests/test_fmath.py enforces for ``name`` ("exp",
+    "tanh", "sigmoid", "silu", "gelu") of dtype ``suffix`` ("f32", "f64") at each
+    argument of the array ``x``."""
+    x = np.asarray(x, np.float64)
+    base = np.full(x.shape, MAX_ULP[f"{name}_{suffix}"])
+    if name == "silu":
+        tail = x < SILU_SUBNORMAL_BELOW[suffix]
+        return base + np.where(tail, ULP_GROWTH["silu"] * np.abs(x), 0.0)
+    if name == "gelu":
+        with np.errstate(over="ignore", invalid="ignore"):
+            two_u = np.abs(2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x))
+        return base + ULP_GROWTH["gelu"] * np.nan_to_num(two_u, posinf=np.inf)
+    return base
+
+# --- float32 --------------------------------------------------------------------------
+F32_ZERO = np.float32(0.0)
+F32_ONE = np.float32(1.0)
+F32_TWO = np.float32(2.0)
+F32_INF = np.float32(np.inf)
+F32_LOG2E = np.float32(1.4426950408889634)
+# 1.5 * 2^23: adding it rounds a float32 of magnitude < 2^22 to an integer, which its
+# low mantissa bits then hold (AVX2 converts float32 to int32, but the bits are free).
+F32_ROUND = np.float32(12582912.0)
+I32_ROUND_BITS = np.int32(0x4B400000)
+# ln 2 split so that k * F32_LN2_HI is exact for |k| < 2^9.
+F32_LN2_HI = np.float32(0.693145751953125)
+F32_LN2_LO = np.float32(math.log(2.0) - 0.693145751953125)
+# Beyond these e^x is inf (the largest finite float32 is e^88.722839052...; this is the
+# float32 below that) or rounds to 0 (below 2^-150).
+F32_EXP_MAX = np.float32(88.72283172607422)
+F32_EXP_MIN = np.float32(-103.97208404541016)
+I32_ONE = np.int32(1)
+I32_23 = np.int32(23)
+I32_127 = np.int32(127)
+# (e^r - 1 - r) / r^2 on |r| <= 0.35 (Horner, highest degree first).
+F32_EXP_C = tuple(np.float32(c) for c in (
+    0.0001989198131397769, 0.0013934541928270264, 0.008333310024225292,
+    0.04166645680967788, 0.16666666682534356, 0.5000000014286223))
+# (tanh x - x) / x^3 as a polynomial in x^2 on |x| <= ln(3) / 2.
+F32_TANH_C = tuple(np.float32(c) for c in (
+    -0.006614912218472906, 0.02131187554927421, -0.05390983355455269,
+    0.13333115782885, -0.33333332023675044))
+# Below ln(3)/2, 1 - 2 / (e^2x + 1) loses bits to the subtraction; the series does not.
+F32_TANH_SMALL = np.float32(0.5493061443340549)
+# tanh x rounds to 1 in float32 above 9.01; the clamp keeps e^2x finite.
+F32_TANH_CLAMP = np.float32(10.0)
+
+# GELU's tanh form (PyTorch's approximate="tanh"): 0.5 z (1 + tanh(u)) = z sigmoid(2 u),
+# u = sqrt(2 / pi) (z + 0.044715 z^3).
+F32_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
+F32_GELU_A = np.float32(0.044715)
+
+# --- float64 --------------------------------------------------------------------------
+F64_INF = np.inf
+F64_LOG2E = 1.4426950408889634
+F64_ROUND = 6755399441055744.0  # 1.5 * 2^52
+I64_ROUND_BITS = np.int64(0x4338000000000000)
+# ln 2 split so that k * F64_LN2_HI is exact for |k| < 2^11 (fdlibm's ln2HI, ln2LO).
+F64_LN2_HI = 6.93147180369123816490e-01
+F64_LN2_LO = 1.90821492927058770002e-10
+F64_EXP_MAX = 709.782712893384      # above: e^x overflows
+F64_EXP_MIN = -745.1332191019412    # below: e^x rounds to 0
+I64_ONE = np.int64(1)
+I64_52 = np.int64(52)
+I64_1023 = np.int64(1023)
+# fdlibm's e_exp.c: e^r = 1 + r + r c / (2 - c), c = r - r^2 P(r^2), on |r| <= ln2/2.
+F64_EXP_P = (4.13813679705723846039e-08, -1.65339022054652515390e-06,
+             6.61375632143793436117e-05, -2.77777777770155933842e-03,
+             1.66666666666666019037e-01)
+F64_TANH_C = (-2.0634899771792012e-05, 8.515932180302729e-05, -0.00023466287885907128,
+              0.00058894551539517, -0.0014556637472391653, 0.003592110618190448,
+              -0.008863234415954168, 0.021869488494452378, -0.05396825396745119,
+              0.13333333333332728, -0.3333333333333333)
+F64_TANH_SMALL = 0.5493061443340549
+# tanh x rounds to 1 in float64 above 19.1.
+F64_TANH_CLAMP = 20.0
+F64_GELU_C = math.sqrt(2.0 / math.pi)
+F64_GELU_A = 0.044715
+
+
+def _horner_source(name, coefficients):
+    """Source of ``name(z)``: the Horner scheme of ``coefficients`` written out as one
+    expression (a loop over a tuple can stay a loop, and a loop inside the caller's loop
+    over lanes or units stops it from vectorising)."""
+    names = [f"{name}_c{i}" for i in range(len(coefficients))]
+    expr = names[0]
+    for c in names[1:]:
+        expr = f"({expr}) * z + {c}"
+    return names, f"def {name}(z):\n    return {expr}\n"
+
+
+def _define_horner(name, coefficients):
+    names, source = _horner_source(name, coefficients)
+    globals().update(zip(names, coefficients))
+    exec(compile(source, f"<fastsde.kernels.fmath.{name}>", "exec"), globals())
+    function = globals()[name]
+    function.__module__ = __name__
+    return function
+
+
+_exp_tail_f32 = _define_horner("_exp_tail_f32", F32_EXP_C)
+_tanh_odd_f32 = _define_horner("_tanh_odd_f32", F32_TANH_C)
+_exp_p_f64 = _define_horner("_exp_p_f64", F64_EXP_P)
+_tanh_odd_f64 = _define_horner("_tanh_odd_f64", F64_TANH_C)
+
+
+def _pow2_f32(k):
+    """2^k as float32 for an int32 k in [-126, 127]."""
+    return i32_as_f32(np.int32(np.int32(k + I32_127) << I32_23))
+
+
+def _exp_core_f32(x):
+    """e^x for float32 x in [F32_EXP_MIN, F32_EXP_MAX]."""
+    shifted = x * F32_LOG2E + F32_ROUND
+    k = shifted - F32_ROUND
+    ki = np.int32(f32_as_i32(shifted) - I32_ROUND_BITS)
+    r = (x - k * F32_LN2_HI) - k * F32_LN2_LO
+    m = F32_ONE + (r + (r * r) * _exp_tail_f32(r))
+    # 2^k as two normal factors (k1 = floor(k / 2)): e^x near the float32 limits needs
+    # 2^128 or 2^-150, which have no float32.
+    k1 = np.int32(ki >> I32_ONE)
+    return (m * _pow2_f32(k1)) * _pow2_f32(np.int32(ki - k1))
+
+
+def exp_f32(x):
+    """e^x for float32 x (1 ulp; subnormal results round twice)."""
+    xf = np.float32(x)
+    xc = select(xf > F32_EXP_MAX, F32_EXP_MAX, select(xf < F32_EXP_MIN, F32_EXP_MIN, xf))
+    value = _exp_core_f32(xc)
+    value = select(xf > F32_EXP_MAX, F32_INF, value)
+    value = select(xf < F32_EXP_MIN, F32_ZERO, value)
+    return select(xf != xf, xf, value)
+
+
+def tanh_f32(x):
+    """tanh(x) for float32 x: ``|x| + |x|^3 P(x^2)`` below ln(3)/2, ``1 - 2 / (e^2|x| +
+    1)`` above, the sign of x put back (tanh(-0) = -0, tanh(nan) = nan)."""
+    xf = np.float32(x)
+    ax = select(xf < F32_ZERO, -xf, xf)
+    z = ax * ax
+    small = ax + (ax * z) * _tanh_odd_f32(z)
+    y = select(ax > F32_TANH_CLAMP, F32_TANH_CLAMP, ax)
+    e = _exp_core_f32(y + y)
+    large = F32_ONE - F32_TWO / (e + F32_ONE)
+    t = select(ax < F32_TANH_SMALL, small, large)
+    # The sum in the series turns -0 into +0; tanh(-0) is -0.
+    return select(xf == F32_ZERO, xf, select(xf < F32_ZERO, -t, t))
+
+
+def sigmoid_f32(x):
+    """1 / (1 + e^-x) for float32 x, from e = e^-|x| (which cannot overflow): 1 / (1 + e)
+    for x >= 0, e / (1 + e) below (exact where 1 / (1 + e^-x) would underflow through
+    an infinite e^-x)."""
+    xf = np.float32(x)
+    ax = select(xf < F32_ZERO, -xf, xf)
+    e = exp_f32(-ax)
+    d = F32_ONE + e
+    return select(xf < F32_ZERO, e / d, F32_ONE / d)
+
+
+def silu_f32(x):
+    """x sigmoid(x) (SiLU, swish) for float32 x."""
+    xf = np.float32(x)
+    # x e^x -> 0 as x -> -inf, where the product would be -inf * 0.
+    return select(xf == -F32_INF, -F32_ZERO, xf * sigmoid_f32(xf))
+
+
+def gelu_f32(x):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for float32 x, computed as
+    x sigmoid(2 u), which has no cancellation for negative x."""
+    xf = np.float32(x)
+    u = F32_GELU_C * (xf + F32_GELU_A * (xf * xf * xf))
+    return select(xf == -F32_INF, -F32_ZERO, xf * sigmoid_f32(u + u))
+
+
+def _pow2_f64(k):
+    """2^k as float64 for an int64 k in [-1022, 1023]."""
+    return i64_as_f64(np.int64((k + I64_1023) << I64_52))
+
+
+def _exp_core_f64(x):
+    """e^x for float64 x in [F64_EXP_MIN, F64_EXP_MAX] (fdlibm's reduction and rational
+    form; the integer k comes from the bits of the rounded sum: AVX2 has no vector
+    float64-to-int64 conversion)."""
+    shifted = x * F64_LOG2E + F64_ROUND
+    k = shifted - F64_ROUND
+    ki = np.int64(f64_as_i64(shifted) - I64_ROUND_BITS)
+    hi = x - k * F64_LN2_HI  # exact: k * F64_LN2_HI is exact and close to x
+    lo = k * F64_LN2_LO
+    r = hi - lo
+    rr = r * r
+    c = r - rr * _exp_p_f64(rr)
+    m = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    k1 = np.int64(ki >> I64_ONE)
+    return (m * _pow2_f64(k1)) * _pow2_f64(np.int64(ki - k1))
+
+
+def exp_f64(x):
+    """e^x for float64 x (1 ulp; subnormal results round twice)."""
+    xf = np.float64(x)
+    xc = select(xf > F64_EXP_MAX, F64_EXP_MAX, select(xf < F64_EXP_MIN, F64_EXP_MIN, xf))
+    value = _exp_core_f64(xc)
+    value = select(xf > F64_EXP_MAX, F64_INF, value)
+    value = select(xf < F64_EXP_MIN, 0.0, value)
+    return select(xf != xf, xf, value)
+
+
+def tanh_f64(x):
+    """tanh(x) for float64 x, as :func:`tanh_f32` in float64."""
+    xf = np.float64(x)
+    ax = select(xf < 0.0, -xf, xf)
+    z = ax * ax
+    small = ax + (ax * z) * _tanh_odd_f64(z)
+    y = select(ax > F64_TANH_CLAMP, F64_TANH_CLAMP, ax)
+    e = _exp_core_f64(y + y)
+    large = 1.0 - 2.0 / (e + 1.0)
+    t = select(ax < F64_TANH_SMALL, small, large)
+    return select(xf == 0.0, xf, select(xf < 0.0, -t, t))
+
+
+
+
+def sigmoid_f64(x):
+    """:func:`sigmoid_f32` in float64."""
+    xf = np.float64(x)
+    ax = select(xf < 0.0, -xf, xf)
+    e = exp_f64(-ax)
+    d = 1.0 + e
+    return select(xf < 0.0, e / d, 1.0 / d)
+
+
+def silu_f64(x):
+    """:func:`silu_f32` in float64."""
+    xf = np.float64(x)
+    return select(xf == -F64_INF, -0.0, xf * sigmoid_f64(xf))
+
+
+def gelu_f64(x):
+    """:func:`gelu_f32` in float64."""
+    xf = np.float64(x)
+    u = F64_GELU_C * (xf + F64_GELU_A * (xf * xf * xf))
+    return select(xf == -F64_INF, -0.0, xf * sigmoid_f64(u + u))
+
+
+#: The functions a target compiles (fastsde.kmath binds the public ones).
+FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64", "_pow2_f32",
+             "_exp_core_f32", "exp_f32", "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32",
+             "_pow2_f64", "_exp_core_f64", "exp_f64", "tanh_f64", "sigmoid_f64", "silu_f64",
+             "gelu_f64")

@@ -1,0 +1,231 @@
+"""fastsde's own elementary functions (fastsde/kernels/fmath.py, public as fastsde.kmath):
+accuracy in ulps against correctly rounded references, the special values, the same bits
+compiled and in plain Python, and that the accuracy check fails on a wrong function.
+
+The suite measures 10^7 arguments per function and dtype; ``python tools/fmath_accuracy.py``
+runs the same measurement on 10^8 (and every float32 for the float32 functions), the
+figures in docs/performance.md.
+"""
+
+import numpy as np
+import pytest
+from numba import njit, prange
+
+from fastsde import kmath
+from fastsde.kernels import bits, fmath
+from fastsde.kernels.target import compile_functions
+
+N_ARGS = 10_000_000
+FUNCTIONS = ("exp", "tanh", "sigmoid", "silu", "gelu")
+DTYPES = (np.float32, np.float64)
+
+ld = np.longdouble
+
+
+def reference(name, x):
+    """The exact value in long double (float64 for float32 arguments would do as well;
+    x86's 64-bit mantissa leaves ~2^-11 ulp of a float64 result)."""
+    x = np.asarray(x).astype(ld)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if name == "exp":
+            return np.exp(x)
+        if name == "tanh":
+            return np.tanh(x)
+        # sigmoid by the form that cannot overflow: e^-|x| is at most 1.
+        e = np.exp(-np.abs(x))
+        sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        if name == "sigmoid":
+            return sig
+        # Both tend to 0 as x -> -inf (x e^x), where the product is -inf * 0.
+        if name == "silu":
+            return np.where(x == -np.inf, ld(-0.0), x * sig)
+        u = ld(np.sqrt(2 / np.pi)) * (x + ld(0.044715) * x * x * x)
+        e = np.exp(-np.abs(2 * u))
+        return np.where(x == -np.inf, ld(-0.0), x * np.where(u >= 0, 1 / (1 + e), e / (1 + e)))
+    raise ValueError(name)
+
+
+def ulp_errors(values, exact, dtype):
+    """|values - exact| in units of the spacing of the dtype at the rounded exact value
+    (which is the subnormal spacing below the smallest normal). Matching infinities and
+    nans count 0."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = exact.astype(dtype)
+        spacing = np.spacing(np.abs(rounded)).astype(ld)
+        err = np.abs(values.astype(ld) - exact) / spacing
+    same_inf = np.isinf(values) & np.isinf(rounded) & (np.sign(values) == np.sign(rounded))
+    both_nan = np.isnan(values) & np.isnan(exact)
+    err[same_inf | both_nan] = 0
+    err[np.isnan(err)] = np.inf  # a nan where a number was due (or the reverse)
+    return err
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """fmath compiled for the CPU as the kernels use it, applied over an array."""
+    ns = compile_functions(fmath, fmath.FUNCTIONS, njit(error_model="numpy"),
+                           bits.cpu_primitives())
+    runners = {}
+
+    def runner(name):
+        if name not in runners:
+            fn = getattr(ns, name)
+
+            @njit(parallel=True, error_model="numpy")
+            def run(x, out):
+                for i in prange(x.size):
+                    out[i] = fn(x[i])
+
+            runners[name] = run
+        return runners[name]
+
+    return runner
+
+
+def arguments(name, dtype, n, seed):
+    """Random arguments over each function's whole range: uniform over the interval where
+    the result is neither 0, +-1 nor inf, uniform near 0, and log-uniform magnitudes from
+    the smallest subnormals up (both signs)."""
+    rng = np.random.default_rng(seed)
+    big = {"exp": (-110.0, 90.0) if dtype == np.float32 else (-750.0, 712.0),
+           "tanh": (-12.0, 12.0) if dtype == np.float32 else (-22.0, 22.0),
+           "sigmoid": (-110.0, 20.0) if dtype == np.float32 else (-750.0, 40.0),
+           "silu": (-110.0, 20.0) if dtype == np.float32 else (-750.0, 40.0),
+           "gelu": (-15.0, 10.0) if dtype == np.float32 else (-40.0, 10.0)}[name]
+    tiny = np.finfo(dtype).smallest_subnormal
+    parts = [rng.uniform(*big, n // 2), rng.uniform(-1.0, 1.0, n // 4),
+             np.exp(rng.uniform(np.log(float(tiny)), np.log(4.0), n - n // 2 - n // 4))
+             * rng.choice([-1.0, 1.0], n - n // 2 - n // 4)]
+    return np.concatenate(parts).astype(dtype)
+
+
+def special_values(dtype):
+    info = np.finfo(dtype)
+    values = [0.0, -0.0, np.inf, -np.inf, np.nan, float(info.smallest_subnormal),
+              -float(info.smallest_subnormal), float(info.smallest_normal),
+              -float(info.smallest_normal), float(info.max), -float(info.max), 1.0, -1.0,
+              0.5493061443340549, -0.5493061443340549]
+    if dtype == np.float32:
+        values += [88.72283172607422, 88.72283935546875, -103.97207641601562,
+                   -103.97208404541016, -87.33654022216797, 9.01, 10.0, 10.5]
+    else:
+        values += [709.782712893384, 709.7827128933841, -745.1332191019411,
+                   -745.1332191019412, -708.3964185322641, 19.1, 20.0, 20.5]
+    return np.array(values, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_accuracy_within_max_ulp(compiled, name, dtype):
+    """Error <= fmath.allowed_ulps at every one of N_ARGS arguments (MAX_ULP, plus the
+    documented growth of silu's and gelu's error in their far negative tails)."""
+    suffix = "f32" if dtype == np.float32 else "f64"
+    fname = f"{name}_{suffix}"
+    run = compiled(fname)
+    worst, where = 0.0, None
+    for i, chunk in enumerate(range(0, N_ARGS, 2_000_000)):
+        x = arguments(name, dtype, min(2_000_000, N_ARGS - chunk), seed=100 + i)
+        if i == 0:
+            x = np.concatenate([special_values(dtype), x])
+        out = np.empty_like(x)
+        run(x, out)
+        err = ulp_errors(out, reference(name, x), dtype)
+        excess = err / fmath.allowed_ulps(name, suffix, x)
+        j = int(np.argmax(excess))
+        if excess[j] > worst:
+            worst = float(excess[j])
+            where = (x[j], out[j], reference(name, x[j:j + 1])[0], float(err[j]),
+                     float(fmath.allowed_ulps(name, suffix, x[j:j + 1])[0]))
+    assert worst <= 1.0, (f"{fname}: {where[3]:.3f} ulp > the {where[4]:.3f} allowed at x = "
+                          f"{where[0]!r} (got {where[1]!r}, exact {where[2]!r}) over "
+                          f"{N_ARGS} arguments")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_special_values(compiled, dtype):
+    suffix = "f32" if dtype == np.float32 else "f64"
+    info = np.finfo(dtype)
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
+    expect = {"exp": [1.0, 1.0, np.inf, 0.0, np.nan],
+              "tanh": [0.0, -0.0, 1.0, -1.0, np.nan],
+              "sigmoid": [0.5, 0.5, 1.0, 0.0, np.nan],
+              "silu": [0.0, -0.0, np.inf, -0.0, np.nan],
+              "gelu": [0.0, -0.0, np.inf, -0.0, np.nan]}
+    for name, values in expect.items():
+        out = np.empty_like(x)
+        compiled(f"{name}_{suffix}")(x, out)
+        want = np.array(values, dtype)
+        # Bit for bit: the sign of a zero matters (tanh(-0) = -0); a nan's does not.
+        numbers = ~np.isnan(want)
+        same_signs = np.array_equal(np.signbit(out[numbers]), np.signbit(want[numbers]))
+        assert same_signs and np.array_equal(out, want, equal_nan=True), \
+            f"{name}({x}) = {out}, expected {want}"
+    # Overflow and underflow thresholds of exp: the largest finite result and the last
+    # nonzero one, then inf and 0 one float further.
+    top = np.float32(88.72283172607422) if dtype == np.float32 else np.float64(709.782712893384)
+    bottom = (np.float32(-103.97207641601562) if dtype == np.float32
+              else np.float64(-745.1332191019411))
+    x = np.array([top, np.nextafter(top, dtype(np.inf)), bottom,
+                  np.nextafter(bottom, dtype(-np.inf))], dtype)
+    out = np.empty_like(x)
+    compiled(f"exp_{suffix}")(x, out)
+    assert np.isfinite(out[0]) and out[0] > info.max / 2, out
+    assert out[1] == np.inf, out
+    assert 0 < out[2] <= 2 * info.smallest_subnormal, out
+    assert out[3] == 0.0, out
+    # tanh of a subnormal is itself; tanh saturates to exactly +-1.
+    x = np.array([info.smallest_subnormal, -info.smallest_subnormal, 30.0, -30.0], dtype)
+    out = np.empty_like(x)
+    compiled(f"tanh_{suffix}")(x, out)
+    assert np.array_equal(out, np.array([info.smallest_subnormal, -info.smallest_subnormal,
+                                         1.0, -1.0], dtype)), out
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_python_gives_the_compiled_bits(compiled, dtype):
+    """The CUDA simulator and the host references run the plain-Python versions."""
+    suffix = "f32" if dtype == np.float32 else "f64"
+    ints = np.int32 if dtype == np.float32 else np.int64
+    for name in FUNCTIONS:
+        x = np.concatenate([special_values(dtype), arguments(name, dtype, 3000, seed=7)])
+        out = np.empty_like(x)
+        compiled(f"{name}_{suffix}")(x, out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            plain = np.array([getattr(kmath, name)(v) for v in x], dtype)
+        assert plain.dtype == dtype
+        # Every bit, but a nan's sign and payload (numpy and LLVM make their own).
+        differ = np.flatnonzero((plain.view(ints) != out.view(ints))
+                                & ~(np.isnan(plain) & np.isnan(out)))
+        assert differ.size == 0, (f"{name}_{suffix}: plain Python differs at x = "
+                                  f"{x[differ[:5]]}: {plain[differ[:5]]} vs {out[differ[:5]]}")
+
+
+def test_kmath_in_user_functions_vectorises():
+    """A loop over units calling fastsde.kmath compiles without calls into libm and with
+    vector instructions (the reason the functions exist)."""
+    @njit(error_model="numpy")
+    def layer(a, b, n):
+        for o in range(n):
+            b[o] = kmath.tanh(a[o]) + kmath.silu(a[o])
+
+    a = np.linspace(-3, 3, 64).astype(np.float32)
+    b = np.empty_like(a)
+    layer(a, b, 64)
+    np.testing.assert_allclose(b, np.tanh(a) + a / (1 + np.exp(-a)), rtol=1e-6, atol=1e-7)
+    asm = layer.inspect_asm(layer.signatures[0])
+    assert "tanhf" not in asm and "expf" not in asm
+    assert asm.count("ymm") + asm.count("zmm") + asm.count("xmm") > 50, "no vector code"
+
+
+def test_accuracy_check_fails_on_a_wrong_function(monkeypatch):
+    """The ulp measurement above catches a tanh whose cubic coefficient is off by 10^-5
+    (the plain-Python version, with one coefficient patched): 10^-5 relative in the
+    cubic term is a few ulps near |x| = 0.5."""
+    name = f"_tanh_odd_f32_c{len(fmath.F32_TANH_C) - 1}"
+    coefficient = getattr(fmath, name)
+    monkeypatch.setattr(fmath, name, np.float32(coefficient * (1 + 1e-5)))
+    x = arguments("tanh", np.float32, 20_000, seed=3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array([fmath.tanh_f32(v) for v in x], np.float32)
+    worst = ulp_errors(out, reference("tanh", x), np.float32).max()
+    assert worst > fmath.MAX_ULP["tanh_f32"], worst
