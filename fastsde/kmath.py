@@ -1,4 +1,4 @@
-"""Math for user functions that vectorises: ``exp``, ``tanh``, ``sigmoid``, ``silu`` and
+"""Math for user functions that vectorises: ``exp``, ``log``, ``tanh``, ``sigmoid``, ``silu`` and
 ``gelu`` as fastsde's own branch-free implementations (:mod:`fastsde.kernels.fmath`).
 
 ``math.exp`` and ``math.tanh`` in a function compiled into a kernel are calls into libm
@@ -20,7 +20,8 @@ import numpy as np
 from .kernels import fmath as _fmath
 
 #: Public name -> (the float32 version, the float64 version) in fmath.
-NAMES = {"exp": ("exp_f32", "exp_f64"), "tanh": ("tanh_f32", "tanh_f64"),
+NAMES = {"exp": ("exp_f32", "exp_f64"), "log": ("log_f32", "log_f64"),
+         "tanh": ("tanh_f32", "tanh_f64"),
          "sigmoid": ("sigmoid_f32", "sigmoid_f64"), "silu": ("silu_f32", "silu_f64"),
          "gelu": ("gelu_f32", "gelu_f64")}
 
@@ -34,6 +35,11 @@ def _plain(x, f32, f64):
 def exp(x):
     """e^x (float32 for a float32 argument, else float64)."""
     return _plain(x, *NAMES["exp"])
+
+
+def log(x):
+    """ln x (float32 for a float32 argument, else float64); -inf at 0, nan below."""
+    return _plain(x, *NAMES["log"])
 
 
 def tanh(x):

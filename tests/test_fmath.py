@@ -16,7 +16,7 @@ from fastsde.kernels import bits, fmath
 from fastsde.kernels.target import compile_functions
 
 N_ARGS = 10_000_000
-FUNCTIONS = ("exp", "tanh", "sigmoid", "silu", "gelu")
+FUNCTIONS = ("exp", "log", "tanh", "sigmoid", "silu", "gelu")
 DTYPES = (np.float32, np.float64)
 
 ld = np.longdouble
@@ -26,9 +26,11 @@ def reference(name, x):
     """The exact value in long double (float64 for float32 arguments would do as well;
     x86's 64-bit mantissa leaves ~2^-11 ulp of a float64 result)."""
     x = np.asarray(x).astype(ld)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         if name == "exp":
             return np.exp(x)
+        if name == "log":
+            return np.log(x)
         if name == "tanh":
             return np.tanh(x)
         # sigmoid by the form that cannot overflow: e^-|x| is at most 1.
@@ -87,6 +89,14 @@ def arguments(name, dtype, n, seed):
     the result is neither 0, +-1 nor inf, uniform near 0, and log-uniform magnitudes from
     the smallest subnormals up (both signs)."""
     rng = np.random.default_rng(seed)
+    if name == "log":
+        # Positive arguments: uniform near 1 (where log is small), uniform up to 10^4, and
+        # log-uniform magnitudes over the whole range, subnormals included.
+        info = np.finfo(dtype)
+        lo, hi = np.log(float(info.smallest_subnormal)), np.log(float(info.max))
+        parts = [rng.uniform(0.5, 2.0, n // 4), rng.uniform(0.0, 1e4, n // 4),
+                 np.exp(rng.uniform(lo, hi, n - 2 * (n // 4)))]
+        return np.concatenate(parts).astype(dtype)
     big = {"exp": (-110.0, 90.0) if dtype == np.float32 else (-750.0, 712.0),
            "tanh": (-12.0, 12.0) if dtype == np.float32 else (-22.0, 22.0),
            "sigmoid": (-110.0, 20.0) if dtype == np.float32 else (-750.0, 40.0),
@@ -147,6 +157,7 @@ def test_special_values(compiled, dtype):
     info = np.finfo(dtype)
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
     expect = {"exp": [1.0, 1.0, np.inf, 0.0, np.nan],
+              "log": [-np.inf, -np.inf, np.inf, np.nan, np.nan],
               "tanh": [0.0, -0.0, 1.0, -1.0, np.nan],
               "sigmoid": [0.5, 0.5, 1.0, 0.0, np.nan],
               "silu": [0.0, -0.0, np.inf, -0.0, np.nan],
@@ -173,6 +184,13 @@ def test_special_values(compiled, dtype):
     assert out[1] == np.inf, out
     assert 0 < out[2] <= 2 * info.smallest_subnormal, out
     assert out[3] == 0.0, out
+    # log: exactly 0 at 1, nan for any negative number, finite at the extremes.
+    x = np.array([1.0, -1.0, -info.smallest_subnormal, info.smallest_subnormal, info.max],
+                 dtype)
+    out = np.empty_like(x)
+    compiled(f"log_{suffix}")(x, out)
+    assert out[0] == 0.0 and not np.signbit(out[0]) and np.isnan(out[1]) and np.isnan(out[2])
+    np.testing.assert_allclose(out[3:], np.log(x[3:].astype(np.float64)), rtol=1e-6)
     # tanh of a subnormal is itself; tanh saturates to exactly +-1.
     x = np.array([info.smallest_subnormal, -info.smallest_subnormal, 30.0, -30.0], dtype)
     out = np.empty_like(x)
@@ -229,3 +247,34 @@ def test_accuracy_check_fails_on_a_wrong_function(monkeypatch):
         out = np.array([fmath.tanh_f32(v) for v in x], np.float32)
     worst = ulp_errors(out, reference("tanh", x), np.float32).max()
     assert worst > fmath.MAX_ULP["tanh_f32"], worst
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kmath_compiles_for_cuda_without_libdevice(dtype):
+    """Every kmath function compiles as CUDA device code for sm_90, as its own operations:
+    no libdevice exp, log or tanh in the PTX."""
+    try:
+        from numba import cuda
+
+        cuda.compile_ptx(lambda a: a + 1.0, "float64(float64)", device=True, cc=(9, 0))
+    except Exception as exc:  # noqa: BLE001 - no numba-cuda or no NVVM here
+        pytest.skip(f"cannot compile PTX here: {type(exc).__name__}: {str(exc)[:100]}")
+    from fastsde.kernels.cuda import _as_if_device
+
+    assert kmath.register_cuda()
+
+    def every_function(x, out):
+        out[0] = kmath.exp(x[0])
+        out[1] = kmath.log(x[1])
+        out[2] = kmath.tanh(x[2])
+        out[3] = kmath.sigmoid(x[3])
+        out[4] = kmath.silu(x[4])
+        out[5] = kmath.gelu(x[5])
+
+    with _as_if_device((9, 0)):
+        ptx, _ = cuda.compile_ptx(every_function, f"void({dtype}[::1], {dtype}[::1])",
+                                  device=True, cc=(9, 0))
+    assert ".func" in ptx
+    for name in ("__nv_exp", "__nv_log", "__nv_tanh", "__nv_expf", "__nv_logf", "__nv_tanhf"):
+        assert name not in ptx, name

@@ -1,4 +1,5 @@
-"""Elementary functions for kernels, branch-free, written once and compiled for each target.
+"""Elementary functions for kernels (exp, log, tanh, sigmoid, silu, gelu), branch-free,
+written once and compiled for each target.
 
 libm's ``exp`` and ``tanh`` are calls: in a loop over lanes or over a layer's units they
 stop LLVM's vectoriser (a 3-64-64-2 tanh network ran 8x slower through libm's ``tanhf``
@@ -29,7 +30,8 @@ from .bits import f32_as_i32, f64_as_i64, i32_as_f32, i64_as_f64, select  # noqa
 #: below x = -87.3 (float32) / -708.4 (float64) is x times a subnormal sigmoid, whose
 #: absolute rounding x multiplies; gelu's e^2u amplifies the rounding of u (a few ulps)
 #: by |2u|, the condition number of the exponential (as in any working-precision GELU).
-MAX_ULP = {"exp_f32": 1.0, "tanh_f32": 2.0, "sigmoid_f32": 2.5, "silu_f32": 3.5,
+MAX_ULP = {"exp_f32": 1.0, "log_f32": 1.0, "log_f64": 1.0, "tanh_f32": 2.0,
+           "sigmoid_f32": 2.5, "silu_f32": 3.5,
            "gelu_f32": 3.0, "exp_f64": 1.0, "tanh_f64": 2.0, "sigmoid_f64": 2.5,
            "silu_f64": 3.5, "gelu_f64": 3.0}
 #: Per-unit-argument growth of the allowed error (see MAX_ULP), from the error analysis:
@@ -63,6 +65,7 @@ F32_ZERO = np.float32(0.0)
 F32_ONE = np.float32(1.0)
 F32_TWO = np.float32(2.0)
 F32_INF = np.float32(np.inf)
+F32_NAN = np.float32(np.nan)
 F32_LOG2E = np.float32(1.4426950408889634)
 # 1.5 * 2^23: adding it rounds a float32 of magnitude < 2^22 to an integer, which its
 # low mantissa bits then hold (AVX2 converts float32 to int32, but the bits are free).
@@ -109,6 +112,8 @@ F64_EXP_MIN = -745.1332191019412    # below: e^x rounds to 0
 I64_ONE = np.int64(1)
 I64_52 = np.int64(52)
 I64_1023 = np.int64(1023)
+I64_54 = np.int64(54)
+F64_NAN = np.nan
 # fdlibm's e_exp.c: e^r = 1 + r + r c / (2 - c), c = r - r^2 P(r^2), on |r| <= ln2/2.
 F64_EXP_P = (4.13813679705723846039e-08, -1.65339022054652515390e-06,
              6.61375632143793436117e-05, -2.77777777770155933842e-03,
@@ -288,8 +293,84 @@ def gelu_f64(x):
     return select(xf == -F64_INF, -0.0, xf * sigmoid_f64(u + u))
 
 
+# --- log (musl's logf and fdlibm's log, as selects) -----------------------------------
+# x = 2^k (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)); log(1 + f) = f - f^2/2 + s (f^2/2 +
+# R(s^2)), s = f / (2 + f).
+F32_LN2_HI_LOG = np.float32(6.9313812256e-01)
+F32_LN2_LO_LOG = np.float32(9.0580006145e-06)
+F32_LG = tuple(np.float32(c) for c in (0.66666662693, 0.40000972152, 0.28498786688,
+                                       0.24279078841))
+F32_HALF = np.float32(0.5)
+F32_SUBNORMAL_SCALE = np.float32(2.0 ** 23)
+F32_MIN_NORMAL = np.float32(2.0 ** -126)
+I32_SQRT_HALF_BITS = np.int32(0x3F3504F3)
+I32_ONE_MINUS_SQRT_HALF = np.int32(0x3F800000 - 0x3F3504F3)
+I32_MANTISSA = np.int32(0x007FFFFF)
+I32_BIAS = np.int32(0x7F)
+F32_LG1, F32_LG2, F32_LG3, F32_LG4 = F32_LG
+F64_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+          2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+          1.479819860511658591e-01)
+F64_LG1, F64_LG2, F64_LG3, F64_LG4, F64_LG5, F64_LG6, F64_LG7 = F64_LG
+F64_SUBNORMAL_SCALE = 2.0 ** 54
+F64_MIN_NORMAL = 2.0 ** -1022
+I64_SQRT_HALF_BITS = np.int64(0x3FE6A09E667F3BCD)
+I64_ONE_MINUS_SQRT_HALF = np.int64(0x3FF0000000000000 - 0x3FE6A09E667F3BCD)
+I64_MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
+I64_BIAS = np.int64(0x3FF)
+
+
+def log_f32(x):
+    """ln x for float32 x (musl's logf, with selects for its branches): -inf at 0, nan
+    below 0 and at nan, inf at inf; subnormals are scaled by 2^23 first."""
+    xf = np.float32(x)
+    tiny = xf < F32_MIN_NORMAL
+    xs = select(tiny, xf * F32_SUBNORMAL_SCALE, xf)
+    ix = np.int32(f32_as_i32(xs) + I32_ONE_MINUS_SQRT_HALF)
+    k = np.int32(np.int32(ix >> I32_23) - I32_BIAS)
+    k = select(tiny, np.int32(k - I32_23), k)
+    m = i32_as_f32(np.int32(np.int32(ix & I32_MANTISSA) + I32_SQRT_HALF_BITS))
+    f = m - F32_ONE
+    s = f / (F32_TWO + f)
+    z = s * s
+    w = z * z
+    t1 = w * (F32_LG2 + w * F32_LG4)
+    t2 = z * (F32_LG1 + w * F32_LG3)
+    hfsq = F32_HALF * f * f
+    kf = np.float32(k)
+    value = s * (hfsq + (t1 + t2)) + kf * F32_LN2_LO_LOG - hfsq + f + kf * F32_LN2_HI_LOG
+    value = select(xf == F32_INF, F32_INF, value)
+    value = select(xf == F32_ZERO, -F32_INF, value)
+    return select(xf < F32_ZERO, F32_NAN, select(xf != xf, xf, value))
+
+
+def log_f64(x):
+    """ln x for float64 x (fdlibm's log, with selects for its branches), as
+    :func:`log_f32`; subnormals are scaled by 2^54 first."""
+    xf = np.float64(x)
+    tiny = xf < F64_MIN_NORMAL
+    xs = select(tiny, xf * F64_SUBNORMAL_SCALE, xf)
+    ix = np.int64(f64_as_i64(xs) + I64_ONE_MINUS_SQRT_HALF)
+    k = np.int64(np.int64(ix >> I64_52) - I64_BIAS)
+    k = select(tiny, np.int64(k - I64_54), k)
+    m = i64_as_f64(np.int64(np.int64(ix & I64_MANTISSA) + I64_SQRT_HALF_BITS))
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (F64_LG2 + w * (F64_LG4 + w * F64_LG6))
+    t2 = z * (F64_LG1 + w * (F64_LG3 + w * (F64_LG5 + w * F64_LG7)))
+    hfsq = 0.5 * f * f
+    # Through int32 (|k| < 1100): AVX2 converts int32 to float64 in vectors, not int64.
+    kf = np.float64(np.int32(k))
+    value = s * (hfsq + (t1 + t2)) + kf * F64_LN2_LO - hfsq + f + kf * F64_LN2_HI
+    value = select(xf == F64_INF, F64_INF, value)
+    value = select(xf == 0.0, -F64_INF, value)
+    return select(xf < 0.0, F64_NAN, select(xf != xf, xf, value))
+
+
 #: The functions a target compiles (fastsde.kmath binds the public ones).
 FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64", "_pow2_f32",
              "_exp_core_f32", "exp_f32", "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32",
              "_pow2_f64", "_exp_core_f64", "exp_f64", "tanh_f64", "sigmoid_f64", "silu_f64",
-             "gelu_f64")
+             "gelu_f64", "log_f32", "log_f64")
