@@ -12,11 +12,12 @@ has its own version (float32 arithmetic for float32, so that 8 lanes fit an AVX2
 register, not 4).
 
 Accuracy, in ulps of the result against the correctly rounded value: :data:`MAX_ULP`,
-enforced by tests/test_fmath.py (10^8 arguments per function and dtype plus the special
-values 0, -0, subnormals, the overflow and underflow thresholds, +-inf and nan) and
-documented in docs/performance.md. The polynomial coefficients come from
-tools/fmath_coefficients.py (near-minimax Chebyshev fits at 60 digits) or, for the
-float64 exponential, from fdlibm's ``e_exp.c``.
+enforced by tests/test_fmath.py (10^7 arguments per function and dtype plus the special
+values 0, -0, subnormals, the overflow and underflow thresholds, +-inf and nan; 10^8 in
+tools/fmath_accuracy.py) and documented in docs/performance.md. The polynomial
+coefficients come from tools/fmath_coefficients.py (near-minimax Chebyshev fits at 60
+digits) or from fdlibm (``e_exp.c`` for the float64 exponential, ``e_log.c`` for the
+float64 log) and musl (``logf.c`` for the float32 log).
 """
 
 import math
