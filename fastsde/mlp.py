@@ -181,8 +181,8 @@ class MLPField:
     math : {"fastsde", "libm"}
         "fastsde" (the default): the activations from :mod:`fastsde.kmath`, which
         vectorise across a layer's units (a 3-64-64-2 tanh network runs several times
-        faster) and compute the same operations on the CPU and CUDA; errors within 3
-        ulps (docs/performance.md). "libm": ``math.tanh`` / ``math.exp``, libm's bits.
+        faster) and compute the same operations on the CPU and CUDA; errors of a few
+        ulps (bounds in docs/performance.md). "libm": ``math.tanh`` / ``math.exp``, libm's bits.
 
     Attributes
     ----------

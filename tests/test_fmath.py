@@ -62,9 +62,9 @@ def ulp_errors(values, exact, dtype):
     return err
 
 
-@pytest.fixture(scope="module")
-def compiled():
-    """fmath compiled for the CPU as the kernels use it, applied over an array."""
+def make_runner():
+    """``runner(name)``: fmath's function ``name`` compiled for the CPU as the kernels use
+    it, applied over an array in parallel (``run(x, out)``); also tools/fmath_accuracy.py's."""
     ns = compile_functions(fmath, fmath.FUNCTIONS, njit(error_model="numpy"),
                            bits.cpu_primitives())
     runners = {}
@@ -82,6 +82,11 @@ def compiled():
         return runners[name]
 
     return runner
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return make_runner()
 
 
 def arguments(name, dtype, n, seed):

@@ -20,7 +20,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from test_fmath import FUNCTIONS, arguments, reference, special_values, ulp_errors  # noqa: E402
+from test_fmath import (FUNCTIONS, arguments, make_runner, reference,  # noqa: E402
+                        special_values, ulp_errors)
 
 
 def main():
@@ -29,13 +30,9 @@ def main():
     parser.add_argument("--functions", default=",".join(FUNCTIONS))
     parser.add_argument("--dtypes", default="float32,float64")
     args = parser.parse_args()
-    from numba import njit, prange
+    from fastsde.kernels import fmath
 
-    from fastsde.kernels import bits, fmath
-    from fastsde.kernels.target import compile_functions
-
-    ns = compile_functions(fmath, fmath.FUNCTIONS, njit(error_model="numpy"),
-                           bits.cpu_primitives())
+    runner = make_runner()
     n_total = int(args.n)
     print("| function | arguments | max ulp | at x | max ulp / allowed (tests: <= 1) | "
           "evaluations/s |")
@@ -43,15 +40,9 @@ def main():
     for dtype_name in args.dtypes.split(","):
         dtype = np.dtype(dtype_name).type
         for name in args.functions.split(","):
-            fname = f"{name}_{'f32' if dtype == np.float32 else 'f64'}"
-            fn = getattr(ns, fname)
-
-            @njit(parallel=True, error_model="numpy")
-            def run(x, out):
-                for i in prange(x.size):
-                    out[i] = fn(x[i])
-
             suffix = "f32" if dtype == np.float32 else "f64"
+            fname = f"{name}_{suffix}"
+            run = runner(fname)
             worst, where, elapsed, excess = 0.0, None, 0.0, 0.0
             for i, start in enumerate(range(0, n_total, 5_000_000)):
                 x = arguments(name, dtype, min(5_000_000, n_total - start), seed=1000 + i)

@@ -25,6 +25,9 @@ import math
 import numpy as np
 
 from .bits import f32_as_i32, f64_as_i64, i32_as_f32, i64_as_f64, select  # noqa: F401
+# ln 2 split so that k * LN2_HI is exact for the k of any float32 / float64 exponent (the
+# Gaussian transform's log uses the same splits).
+from .philox import F32_LN2_HI, F32_LN2_LO, F64_LN2_HI, F64_LN2_LO
 
 #: Largest error in ulps of the result that tests/test_fmath.py allows, plus, for two
 #: composites, a term that grows with the argument (:func:`allowed_ulps`): silu's result
@@ -61,6 +64,7 @@ def allowed_ulps(name, suffix, x):
         return base + ULP_GROWTH["gelu"] * np.nan_to_num(two_u, posinf=np.inf)
     return base
 
+
 # --- float32 --------------------------------------------------------------------------
 F32_ZERO = np.float32(0.0)
 F32_ONE = np.float32(1.0)
@@ -72,9 +76,6 @@ F32_LOG2E = np.float32(1.4426950408889634)
 # low mantissa bits then hold (AVX2 converts float32 to int32, but the bits are free).
 F32_ROUND = np.float32(12582912.0)
 I32_ROUND_BITS = np.int32(0x4B400000)
-# ln 2 split so that k * F32_LN2_HI is exact for |k| < 2^9.
-F32_LN2_HI = np.float32(0.693145751953125)
-F32_LN2_LO = np.float32(math.log(2.0) - 0.693145751953125)
 # Beyond these e^x is inf (the largest finite float32 is e^88.722839052...; this is the
 # float32 below that) or rounds to 0 (below 2^-150).
 F32_EXP_MAX = np.float32(88.72283172607422)
@@ -105,9 +106,6 @@ F64_INF = np.inf
 F64_LOG2E = 1.4426950408889634
 F64_ROUND = 6755399441055744.0  # 1.5 * 2^52
 I64_ROUND_BITS = np.int64(0x4338000000000000)
-# ln 2 split so that k * F64_LN2_HI is exact for |k| < 2^11 (fdlibm's ln2HI, ln2LO).
-F64_LN2_HI = 6.93147180369123816490e-01
-F64_LN2_LO = 1.90821492927058770002e-10
 F64_EXP_MAX = 709.782712893384      # above: e^x overflows
 F64_EXP_MIN = -745.1332191019412    # below: e^x rounds to 0
 I64_ONE = np.int64(1)
@@ -268,8 +266,6 @@ def tanh_f64(x):
     large = 1.0 - 2.0 / (e + 1.0)
     t = select(ax < F64_TANH_SMALL, small, large)
     return select(xf == 0.0, xf, select(xf < 0.0, -t, t))
-
-
 
 
 def sigmoid_f64(x):
