@@ -159,7 +159,7 @@ def _kernels(dtype):
     dtype = np.dtype(dtype).type
     for name, model, method in LINK_VARIANTS:
         yield name, (lambda m=model, meth=method: KC._make_path_kernel(
-            m, methods.METHODS[meth], dtype, KC.FASTMATH[dtype], fresh=True)), \
+            m, methods.METHODS[meth], dtype, KC.FASTMATH[dtype], cc=(9, 0))), \
             KC.path_signature(model, dtype), KC.FASTMATH[dtype]
     yield "stats", (lambda: KC.stats_kernel), KC.stats_signature(dtype), False
     yield "hist", (lambda: KC.hist_kernel), KC.hist_signature(dtype), False
@@ -198,7 +198,7 @@ def test_link_check_is_not_vacuous(monkeypatch):
     cubins = []
     model = OU
     source = KC._make_path_kernel(model, methods.METHODS["euler_maruyama"], np.float64,
-                                  False, fresh=True)
+                                  False, cc=(9, 0))
     with _fake_device((9, 0), cubins):
         disp = cuda.jit(source, fastmath=False, lto=True)
         with KC.exact_fp():

@@ -261,29 +261,29 @@ def device_primitives(jit):
                 fma_f32=libdevice.fmaf)
 
 
-def device_functions(fastmath, fresh=False):
+def device_functions(fastmath, cc=None):
     """The RNG and noise functions compiled as CUDA device functions.
 
     Parameters
     ----------
     fastmath : bool
-    fresh : bool
-        New dispatchers (for a PTX compile for another compute capability, whose device
-        overloads must not be mixed with the current device's).
+    cc : tuple of int, optional
+        A compute capability to compile PTX for (:func:`compile_ptx`): its functions get
+        dispatchers of their own, so that device overloads compiled for ``cc`` are never
+        mixed with those of the current device. One set per (fastmath, cc) per process:
+        the RNG is typed once, not again for every PTX compile.
 
     Returns
     -------
     (types.SimpleNamespace, types.SimpleNamespace)
         The RNG functions (philox.py) and the noise contractions (steps.py).
     """
-    key = bool(fastmath)
-    if fresh or key not in _DEVICE_NAMESPACES:
-        jit = device_jit(key)
-        pair = (compile_functions(philox, RNG_FUNCTIONS, jit, device_primitives(jit)),
-                compile_functions(steps, NOISE_FUNCTIONS, jit))
-        if fresh:
-            return pair
-        _DEVICE_NAMESPACES[key] = pair
+    key = (bool(fastmath), None if cc is None else tuple(cc))
+    if key not in _DEVICE_NAMESPACES:
+        jit = device_jit(key[0])
+        _DEVICE_NAMESPACES[key] = (
+            compile_functions(philox, RNG_FUNCTIONS, jit, device_primitives(jit)),
+            compile_functions(steps, NOISE_FUNCTIONS, jit))
     return _DEVICE_NAMESPACES[key]
 
 
@@ -419,16 +419,17 @@ def _make_init_normal(dim, normal_block, lane_select):
         dim, [], {"normal_block": normal_block, "lane_select": lane_select}, "init_normal")
 
 
-def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, fresh=False, obs=(),
+def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, cc=None, obs=(),
                       stop=None, increments="gaussian"):
     """The plain Python source of the path kernel, closed over compiled device functions.
 
     ``rng_only``: the RNG-only ceiling, the same kernel with the scheme's state update
     replaced by adding the increments (as the CPU backend's, for benchmarks). ``obs`` and
     ``stop``: observables and the stopping function (fastsde.montecarlo). ``increments``:
-    "gaussian", "two_point" or "three_point".
+    "gaussian", "two_point" or "three_point". ``cc``: compiling PTX for that compute
+    capability (:func:`device_functions`).
     """
-    rng, noise_ns = device_functions(fastmath, fresh=fresh)
+    rng, noise_ns = device_functions(fastmath, cc=cc)
     observe = montecarlo.make_observe(obs, device_jit(fastmath))
     stop_fn = device_jit(fastmath)(stop if stop is not None else montecarlo.never_stop)
     has_stop = stop is not None
@@ -1070,13 +1071,22 @@ def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=Non
     dtype = np.dtype(dtype).type
     fastmath = FASTMATH[dtype] if fastmath is None else bool(fastmath)
     with _as_if_device(cc), exact_fp():
-        source = _make_path_kernel(model, method, dtype, fastmath, fresh=True, obs=obs,
+        source = _make_path_kernel(model, method, dtype, fastmath, cc=cc, obs=obs,
                                    stop=stop, increments=increments)
         path_ptx, _ = cuda.compile_ptx(source, path_signature(model, dtype, len(obs)),
                                        cc=cc, fastmath=fastmath)
-        stats_ptx, _ = cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)
-        hist_ptx, _ = cuda.compile_ptx(hist_kernel, hist_signature(dtype), cc=cc)
+        # The statistics and histogram kernels depend on the dtype alone: compiled once
+        # per (dtype, cc) per process.
+        key = (np.dtype(dtype).name, tuple(cc))
+        if key not in _REDUCTION_PTX:
+            _REDUCTION_PTX[key] = (
+                cuda.compile_ptx(stats_kernel, stats_signature(dtype), cc=cc)[0],
+                cuda.compile_ptx(hist_kernel, hist_signature(dtype), cc=cc)[0])
+        stats_ptx, hist_ptx = _REDUCTION_PTX[key]
     return {"path": path_ptx, "stats": stats_ptx, "hist": hist_ptx}
+
+
+_REDUCTION_PTX = {}
 
 
 # --- multilevel Monte Carlo: a fine and a coarse path per thread ---------------------
@@ -1087,7 +1097,7 @@ MLMC_THREADS = 256
 
 
 def _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk, running=(),
-                      fresh=False):
+                      cc=None):
     """The plain Python source of the level kernel (cpu._make_mlmc_chunk's contract):
     pair i of the batch is path ``first_path + i`` of the level's stream; the fine path
     takes ``n_coarse * ratio`` steps with the increments of ``simulate``, the coarse path
@@ -1097,8 +1107,9 @@ def _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk, runni
     the CPU's lane ``l ^ 1``). A block folds a chunk's pair values in shared memory as
     levels.py's pairwise tree, so ``sums`` (n_chunks, 6) holds the CPU's bits.
     ``running``: (component, sign) pairs, the running minima of sign * x[component]
-    passed to the payoff at x[dim + i] as on the CPU."""
-    rng, noise_ns = device_functions(fastmath, fresh=fresh)
+    passed to the payoff at x[dim + i] as on the CPU. ``cc``: as for
+    :func:`_make_path_kernel`."""
+    rng, noise_ns = device_functions(fastmath, cc=cc)
     jit = device_jit(fastmath)
     step = build_step(model, method, dtype, fastmath, noise_ns)
     pay = jit(payoff)
@@ -1311,7 +1322,7 @@ def compile_mlmc_ptx(model, method, dtype, payoff, chunk, stop=None, cc=(9, 0),
     fastmath = FASTMATH[dtype]
     with _as_if_device(cc), exact_fp():
         source = _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk,
-                                   running, fresh=True)
+                                   running, cc=cc)
         ptx, _ = cuda.compile_ptx(source, mlmc_signature(dtype), cc=cc, fastmath=fastmath)
     return ptx
 
