@@ -26,7 +26,7 @@ from llvmlite.ir.values import FunctionAttributes
 
 from .. import __version__
 from ..errors import ModelError
-from . import bits, fmath, layout, levels, philox, steps
+from . import bits, fmath, layout, levels, philox, steps, unroll
 from .. import montecarlo
 from .target import compile_functions, module_functions
 
@@ -293,7 +293,7 @@ def _source_hash():
     import inspect
     import sys
     digest = hashlib.sha256()
-    for module in (bits, fmath, levels, philox, steps, sys.modules[__name__]):
+    for module in (bits, fmath, levels, philox, steps, unroll, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()
 
@@ -482,9 +482,16 @@ def compile_user_functions(model, jit, dtype=None, **options):
     """Compile the model's functions with ``jit``; returns (drift, diffusion or None).
     With ``dtype``, each is called with its ``out`` cleared first
     (``steps.out_cleared``)."""
+    from .. import kmath
+
     inline = jit(inline="always", **options)
-    drift = inline(model.drift)
-    diffusion = inline(model.diffusion) if model.diffusion is not None else None
+    # Loops of constant trip count unrolled and fastsde.kmath's functions inlined at
+    # Numba's level (unroll.py): the step becomes straight-line code without calls,
+    # which the lane loop around it needs; the same operations, the same bits.
+    replacements = kmath.inline_replacements()
+    drift = inline(unroll.unroll_constant_loops(model.drift, replacements))
+    diffusion = (inline(unroll.unroll_constant_loops(model.diffusion, replacements))
+                 if model.diffusion is not None else None)
     if dtype is not None:
         drift = inline(steps.out_cleared(drift, (model.dim,), dtype))
         if diffusion is not None:

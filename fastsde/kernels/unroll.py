@@ -1,0 +1,276 @@
+"""Loops of constant trip count in users' functions, unrolled before Numba compiles them.
+
+The CPU kernel advances a block of paths by calling the step once per lane, in a loop over
+the lanes that LLVM vectorises when the step is straight-line code (no calls, no loops left
+inside). A drift such as a field of 8 Gaussian bumps,
+
+    for k in range(8):
+        w = exp(-((p[k] - x[0]) ** 2 + (p[8 + k] - x[1]) ** 2) * c)
+        ...
+
+keeps its loop over the bumps: too large for LLVM's full unrolling once the exponential is
+inlined into it, so the lane loop is not the innermost loop and runs path by path. Here
+the loop is unrolled in the function's syntax tree before Numba sees it, which leaves LLVM
+straight-line code over constant indices. Measured (float32, Euler, 2 x 10^5 paths x 16
+steps, 2 threads, AVX2) for that field with :func:`fastsde.kmath.exp`: 1.27e8 path-steps/s
+unrolled against 2.2e7 as written (5.8e7 with libm's ``math.exp``, unrolled or not).
+
+The arithmetic is unchanged, operation by operation and in the same order, so the results
+are the same bits. What is unrolled: ``for name in range(...)`` with constant integer
+bounds (literals, or names bound to ints in the function's closure or module and never
+assigned in the function), at most :data:`MAX_TRIP` iterations, with no ``break``,
+``continue``, ``return``, ``else`` or nested function in the body, and while the whole
+function stays within :data:`MAX_STATEMENTS` statements. Anything else, or a function
+whose source cannot be read (a lambda, code built at run time), is compiled as written.
+"""
+
+import ast
+import builtins
+import copy
+import inspect
+import textwrap
+
+#: Loops of more iterations are kept: their bodies are what LLVM vectorises itself.
+MAX_TRIP = 16
+#: Statements (counted recursively) the unrolled function may hold; above, the function
+#: is compiled as written (compile time grows with the unrolled code).
+MAX_STATEMENTS = 400
+
+
+def unroll_constant_loops(fn, replacements=None):
+    """``fn`` with its loops of constant trip count unrolled (see the module docstring).
+
+    Parameters
+    ----------
+    fn : function
+    replacements : dict, optional
+        {function: function}: functions the code names (``exp``, ``kmath.exp``,
+        ``fs.kmath.exp``, resolved in the function's closure and module) that the new
+        function calls in their place (fastsde.kmath's :data:`~fastsde.kmath.INLINE`
+        stand-ins).
+
+    Returns
+    -------
+    function
+        A new function with the same name, globals, closure values and defaults, or
+        ``fn`` itself when nothing is unrolled or replaced, or its source cannot be
+        transformed.
+    """
+    try:
+        return _unrolled(fn, replacements or {}) or fn
+    except (OSError, TypeError, SyntaxError, ValueError, IndentationError):
+        return fn
+
+
+def _unrolled(fn, replacements):
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
+        return None
+    funcdef = tree.body[0]
+    if funcdef.name != fn.__name__:
+        return None
+    funcdef.decorator_list = []
+    constants = _constant_names(fn, funcdef)
+    unroller = _Unroller(constants)
+    funcdef = unroller.visit(funcdef)
+    if _count_statements(funcdef.body) > MAX_STATEMENTS:
+        return None
+    replacer = _Replacer(_readable_names(fn, funcdef), replacements)
+    funcdef = replacer.visit(funcdef)
+    if not unroller.changed and not replacer.used:
+        return None
+    # def __fastsde_unrolled(<free variables>, <replacements>): <the function>; return
+    # it, so that its closure holds the original cells' values and the replacements,
+    # and its globals are the original module's.
+    free = list(code.co_freevars) + list(replacer.used)
+    factory = ast.FunctionDef(
+        name="__fastsde_unrolled",
+        args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=name) for name in free],
+                           vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+                           defaults=[]),
+        body=[funcdef, ast.Return(value=ast.Name(id=funcdef.name, ctx=ast.Load()))],
+        decorator_list=[], returns=None)
+    if "type_params" in ast.FunctionDef._fields:  # Python >= 3.12
+        factory.type_params = []
+    module = ast.Module(body=[factory], type_ignores=[])
+    ast.fix_missing_locations(module)
+    # Tracebacks and Numba's messages point at the user's own lines (one above: the
+    # factory's def takes line 1 of the parsed source).
+    ast.increment_lineno(module, code.co_firstlineno - 2)
+    namespace = {}
+    exec(compile(module, code.co_filename, "exec"), fn.__globals__, namespace)
+    cells = [cell.cell_contents for cell in (fn.__closure__ or ())]
+    new = namespace["__fastsde_unrolled"](*cells, *replacer.used.values())
+    new.__defaults__ = fn.__defaults__
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = fn.__module__
+    new.__doc__ = fn.__doc__
+    new.__wrapped_by_fastsde__ = fn
+    return new
+
+
+def _readable_names(fn, funcdef):
+    """{name: value} of the closure cells and module globals the function reads and
+    never assigns."""
+    assigned = _assigned_names(funcdef)
+    values = {}
+    code = fn.__code__
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            values[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    for name in code.co_names:
+        if name not in values and name in fn.__globals__:
+            values[name] = fn.__globals__[name]
+    return {name: value for name, value in values.items() if name not in assigned}
+
+
+def _assigned_names(funcdef):
+    assigned = {a.arg for a in funcdef.args.args + funcdef.args.kwonlyargs
+                + funcdef.args.posonlyargs}
+    for node in ast.walk(funcdef):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            assigned.add(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            assigned.update(node.names)
+    return assigned
+
+
+class _Replacer(ast.NodeTransformer):
+    """Names and dotted names that resolve to a key of ``replacements`` become names of
+    the new function's closure (``__fastsde_replacement_<i>``)."""
+
+    def __init__(self, names, replacements):
+        self.names = names
+        self.replacements = replacements
+        self.used = {}
+
+    def _resolve(self, node):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            if node.id not in self.names:
+                raise LookupError(node.id)
+            return self.names[node.id]
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            return getattr(self._resolve(node.value), node.attr)
+        raise LookupError(type(node).__name__)
+
+    def _replace(self, node):
+        try:
+            value = self._resolve(node)
+            replacement = self.replacements.get(value)
+        except (LookupError, AttributeError, TypeError):
+            return None
+        if replacement is None:
+            return None
+        for name, used in self.used.items():
+            if used is replacement:
+                break
+        else:
+            name = f"__fastsde_replacement_{len(self.used)}"
+            self.used[name] = replacement
+        return ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
+
+    def visit_Name(self, node):
+        return self._replace(node) or node
+
+    def visit_Attribute(self, node):
+        return self._replace(node) or self.generic_visit(node)
+
+
+def _constant_names(fn, funcdef):
+    """{name: value} for the names the function reads as constant integers (closure
+    cells and module globals bound to ints, never assigned in the function) and for
+    ``range`` where it is the builtin."""
+    values = _readable_names(fn, funcdef)
+    if "range" not in values and "range" not in _assigned_names(funcdef):
+        values["range"] = builtins.range
+    return {name: value for name, value in values.items()
+            if type(value) is int or value is builtins.range}
+
+
+class _Unroller(ast.NodeTransformer):
+    def __init__(self, constants):
+        self.constants = constants
+        self.changed = False
+
+    def _int(self, node):
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name) and type(self.constants.get(node.id)) is int:
+            return self.constants[node.id]
+        if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+                and self._int(node.operand) is not None):
+            return -self._int(node.operand)
+        return None
+
+    def _trip(self, node):
+        """The loop's values, or None when it is not a loop this module unrolls."""
+        it = node.iter
+        if (node.orelse or not isinstance(node.target, ast.Name)
+                or not isinstance(it, ast.Call) or it.keywords
+                or not isinstance(it.func, ast.Name)
+                or self.constants.get(it.func.id) is not builtins.range
+                or not 1 <= len(it.args) <= 3):
+            return None
+        bounds = [self._int(a) for a in it.args]
+        if any(b is None for b in bounds) or (len(bounds) == 3 and bounds[2] == 0):
+            return None
+        values = range(*bounds)
+        if len(values) > MAX_TRIP:
+            return None
+        for inner in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+            if isinstance(inner, (ast.Break, ast.Continue, ast.Return, ast.Yield,
+                                  ast.YieldFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                                  ast.Lambda, ast.ClassDef, ast.Global, ast.Nonlocal,
+                                  ast.Try, ast.With)):
+                return None
+            if (isinstance(inner, ast.Name) and inner.id == node.target.id
+                    and not isinstance(inner.ctx, ast.Load)):
+                return None  # the body assigns the loop variable
+        return values
+
+    def visit_For(self, node):
+        node = self.generic_visit(node)  # inner loops first
+        values = self._trip(node)
+        if values is None:
+            return node
+        self.changed = True
+        name = node.target.id
+        unrolled = []
+        for value in values:
+            for statement in node.body:
+                unrolled.append(_Substitute(name, value).visit(_copy(statement)))
+        if len(values):
+            # After the loop the variable holds the last value, as in Python.
+            unrolled.append(ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
+                                       value=ast.Constant(value=values[-1])))
+        else:
+            unrolled.append(ast.Pass())
+        for statement in unrolled:
+            ast.copy_location(statement, node)
+        return unrolled
+
+
+class _Substitute(ast.NodeTransformer):
+    def __init__(self, name, value):
+        self.name = name
+        self.value = value
+
+    def visit_Name(self, node):
+        if node.id == self.name and isinstance(node.ctx, ast.Load):
+            return ast.copy_location(ast.Constant(value=self.value), node)
+        return node
+
+
+def _copy(node):
+    return copy.deepcopy(node)
+
+
+def _count_statements(body):
+    return sum(1 for statement in body for node in ast.walk(statement)
+               if isinstance(node, ast.stmt))

@@ -1,0 +1,134 @@
+"""Users' loops of constant trip count unrolled, and fastsde.kmath inlined, before the CPU
+kernel compiles them (fastsde/kernels/unroll.py): the same operations, so the same bits."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastsde as fs
+from fastsde import kmath
+from fastsde.kernels import unroll
+from fastsde.kmath import exp as kexp
+
+N_INNER = 3
+ANG = np.arange(6) * 2 * np.pi / 6
+BUMP_PARAMS = np.concatenate([2.0 * np.cos(ANG), 2.0 * np.sin(ANG), [2.0]])
+
+
+def nested(t, x, p, out):
+    s = 0.0
+    for k in range(6):
+        s += p[k] * x[0]
+        for j in range(N_INNER):
+            s += j * k - x[1]
+    out[0] = s
+    out[1] = k  # the loop variable keeps its last value
+
+
+def bumps6(t, x, p, out):
+    """A 6-bump field, written as users write it (kmath.exp by its dotted name)."""
+    c = p[12]
+    num0 = 0.0
+    num1 = 0.0
+    den = 0.0
+    for k in range(6):
+        dx = p[k] - x[0]
+        dy = p[6 + k] - x[1]
+        w = kmath.exp(-(dx * dx + dy * dy) * c)
+        num0 += w * dx
+        num1 += w * dy
+        den += w
+    out[0] = num0 / den
+    out[1] = num1 / den
+
+
+def closure_field(m):
+    def field(t, x, p, out):
+        for i in range(m):
+            out[i] = kexp(-x[i])
+    return field
+
+
+def test_unrolled_function_computes_the_same():
+    new = unroll.unroll_constant_loops(nested)
+    assert new is not nested and new.__name__ == "nested"
+    x = np.array([1.5, -0.25])
+    p = np.arange(6.0) / 7
+    a, b = np.zeros(2), np.zeros(2)
+    nested(0.0, x, p, a)
+    new(0.0, x, p, b)
+    assert np.array_equal(a, b), (a, b)
+
+
+def test_kmath_names_are_replaced_by_their_inline_stand_ins():
+    replacements = kmath.inline_replacements()
+    new = unroll.unroll_constant_loops(closure_field(2), replacements)
+    names = new.__code__.co_freevars
+    cells = {n: c.cell_contents for n, c in zip(names, new.__closure__)}
+    assert kmath.INLINE["exp"] in cells.values(), cells
+    out = np.zeros(2)
+    new(0.0, np.array([0.5, -1.0]), np.zeros(0), out)
+    assert np.array_equal(out, [kmath.exp(-0.5), kmath.exp(1.0)])
+
+
+def too_long(t, x, p, out):
+    for k in range(unroll.MAX_TRIP + 1):
+        out[0] += k
+
+
+def breaks(t, x, p, out):
+    for k in range(4):
+        if x[0] > k:
+            break
+        out[0] += k
+
+
+def local_bound(t, x, p, out):
+    n = 3
+    for k in range(n):
+        out[0] += k
+
+
+def assigns_its_variable(t, x, p, out):
+    for k in range(3):
+        k = k + 1
+        out[0] += k
+
+
+@pytest.mark.parametrize("fn", [too_long, breaks, local_bound, assigns_its_variable,
+                                lambda t, x, p, out: None, math.exp])
+def test_what_is_not_unrolled_is_returned_as_it_is(fn):
+    assert unroll.unroll_constant_loops(fn) is fn
+
+
+def test_a_function_without_source_is_compiled_as_written():
+    namespace = {}
+    exec("def built(t, x, p, out):\n    for k in range(2):\n        out[k] = x[k]\n",
+         namespace)
+    assert unroll.unroll_constant_loops(namespace["built"]) is namespace["built"]
+
+
+def test_kernel_gives_the_bits_of_the_loop_as_written(monkeypatch):
+    """The 6-bump field through simulate, unrolled with kmath inlined, against the same
+    model compiled as written (no unrolling, kmath called): the same final states, bit
+    for bit, in float32 and float64."""
+    fast = fs.ODE(bumps6, 2, params=BUMP_PARAMS, name="bumps6")
+    x0 = np.array([0.3, -0.2])
+    results = {}
+    for dtype in ("float32", "float64"):
+        results[dtype] = fs.simulate(fast, fs.Normal(x0, 1.0), (0.0, 1.0), 5, 300,
+                                     method="heun", dtype=dtype, seed=3).x
+    monkeypatch.setattr(unroll, "MAX_TRIP", 0)
+    monkeypatch.setattr(kmath, "inline_replacements", lambda: {})
+
+    # One unused parameter more: another kernel (the width is part of its key), compiled
+    # with the patches above.
+    plain = fs.ODE(bumps6, 2, params=np.append(BUMP_PARAMS, 0.0), name="bumps6 as written")
+    for dtype in ("float32", "float64"):
+        reference = fs.simulate(plain, fs.Normal(x0, 1.0), (0.0, 1.0), 5, 300,
+                                method="heun", dtype=dtype, seed=3).x
+        assert np.all(np.isfinite(reference))
+        differ = np.flatnonzero(np.any(results[dtype] != reference, axis=1))
+        assert differ.size == 0, (f"{dtype}: paths {differ[:5]} differ: "
+                                  f"{results[dtype][differ[:3]]} vs {reference[differ[:3]]}")
