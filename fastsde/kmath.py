@@ -107,6 +107,19 @@ INLINE = {name: _inline_stand_in(name) for name in NAMES}
 def inline_replacements():
     """{public function: its :data:`INLINE` stand-in}, for ``kernels.unroll``."""
     return {globals()[name]: INLINE[name] for name in NAMES}
+
+
+#: The ``math`` functions a model with ``math="fastsde"`` gets from here instead.
+LOWERED = ("exp", "log", "tanh")
+
+
+def lowering(inline):
+    """{math function: its replacement} for models with ``math="fastsde"``: the
+    :data:`INLINE` stand-ins (``inline``, CPU kernels) or the public functions (CUDA)."""
+    import math
+
+    return {getattr(math, name): (INLINE[name] if inline else globals()[name])
+            for name in LOWERED}
 _REGISTERED = {}
 
 

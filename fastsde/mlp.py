@@ -295,7 +295,8 @@ class MLPField:
             params: :attr:`params`.
         """
         if self._ode is None:
-            self._ode = ODE(self.drift, self.dim, params=self.params, name=f"flow {self!r}")
+            self._ode = ODE(self.drift, self.dim, params=self.params, name=f"flow {self!r}",
+                            math=self.math)
         return self._ode
 
     def sde(self, sigma=1.0):
@@ -320,7 +321,7 @@ class MLPField:
             model = SDE(self.drift, gm_path_sigma, self.dim, noise="additive",
                         params=np.concatenate([self.params, pair]),
                         name=f"diffusion {self!r}, sigma_t = {pair[0]:g} (1 - t) + "
-                             f"{pair[1]:g} t")
+                             f"{pair[1]:g} t", math=self.math)
             self._sdes[pair] = model
         return model
 

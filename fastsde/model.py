@@ -19,6 +19,10 @@ from .errors import ModelError
 #: general (sigma is dim x noise_dim).
 NOISE_KINDS = ("additive", "diagonal", "scalar", "general")
 CALCULI = ("ito", "stratonovich")
+#: Where ``math.exp``, ``math.log`` and ``math.tanh`` in a model's functions come from in
+#: the kernels: "fastsde" (fastsde.kmath's branch-free versions, inlined; the same
+#: operations on the CPU and CUDA) or "libm" (libm's on the CPU, libdevice's on CUDA).
+MATH = ("fastsde", "libm")
 
 
 def _plain_function(fn, role):
@@ -265,10 +269,13 @@ class Normal:
 class _Model:
     kind = None
 
-    def _init_common(self, dim, params, name):
+    def _init_common(self, dim, params, name, math="fastsde"):
+        if not isinstance(math, str) or math not in MATH:
+            raise ValueError(f"math must be one of {MATH}; got {math!r}")
         self.dim = _positive_int(dim, "dim")
         self.params = _params_array(params)
         self.name = name
+        self.math = math
 
     @property
     def drift_cost(self):
@@ -289,7 +296,7 @@ class _Model:
         """Hash of everything that shapes the compiled kernel (not parameter values)."""
         # n_params sizes the kernel's on-stack parameter copy, so it is part of the key.
         h = hashlib.sha256(repr((self.kind, self.dim, self.noise, self.noise_dim,
-                                 self.n_params)).encode())
+                                 self.n_params, getattr(self, "math", "fastsde"))).encode())
         for role, fn in self.functions:
             h.update(role.encode())
             h.update(code_fingerprint(fn).encode())
@@ -324,12 +331,19 @@ class SDE(_Model):
     calculus : {"ito", "stratonovich"}
         The sense of the stochastic integral. A method of the other calculus is refused
         (``IncompatibleMethodError``) unless the noise is additive, where the two agree.
+    math : {"fastsde", "libm"}
+        "fastsde" (the default): ``math.exp``, ``math.log`` and ``math.tanh`` in the
+        model's functions are compiled as :mod:`fastsde.kmath`'s (branch-free, within
+        1.5 ulp, inlined into the CPU kernel's step, where libm's are calls), in each
+        function that has no loop left once its constant loops are unrolled
+        (docs/performance.md). "libm": as written, libm's bits on the CPU (libdevice's on
+        CUDA). Plain-Python calls of the functions use libm either way.
     """
 
     kind = "sde"
 
     def __init__(self, drift, diffusion, dim, noise="diagonal", noise_dim=None,
-                 params=None, name=None, calculus="ito"):
+                 params=None, name=None, calculus="ito", math="fastsde"):
         self.drift = _plain_function(drift, "drift")
         self.diffusion = _plain_function(diffusion, "diffusion")
         if noise not in NOISE_KINDS:
@@ -340,7 +354,7 @@ class SDE(_Model):
         in_calculus = ", calculus='stratonovich'" if calculus == "stratonovich" else ""
         self._init_common(dim, params, name or f"SDE({self.drift.__name__}, "
                                                 f"{self.diffusion.__name__}, dim={dim}, "
-                                                f"noise={noise!r}{in_calculus})")
+                                                f"noise={noise!r}{in_calculus})", math)
         expected = {"additive": self.dim, "diagonal": self.dim, "scalar": 1}.get(noise)
         if noise == "general":
             if noise_dim is None:
@@ -376,6 +390,8 @@ class ODE(_Model):
     dim : int
     params : array_like, shape (n_params,), optional
     name : str, optional
+    math : {"fastsde", "libm"}
+        As for :class:`SDE`.
     """
 
     kind = "ode"
@@ -383,9 +399,10 @@ class ODE(_Model):
     noise_dim = 0
     diffusion = None
 
-    def __init__(self, drift, dim, params=None, name=None):
+    def __init__(self, drift, dim, params=None, name=None, math="fastsde"):
         self.drift = _plain_function(drift, "drift")
-        self._init_common(dim, params, name or f"ODE({self.drift.__name__}, dim={dim})")
+        self._init_common(dim, params, name or f"ODE({self.drift.__name__}, dim={dim})",
+                          math)
 
     @property
     def functions(self):

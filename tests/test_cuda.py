@@ -26,7 +26,7 @@ from numba import cuda  # a module global: the simulator swaps it inside kernels
 import fastsde as fs
 from fastsde import methods
 from fastsde.kernels import cuda_available
-from fastsde.kernels import philox
+from fastsde.kernels import philox, unroll
 from fastsde.kernels.cpu import _rng as cpu_rng
 
 import ptxas_checks
@@ -213,7 +213,9 @@ def _reference(model, method, kw, n_paths=N, n_steps=STEPS, seed=11, t_span=(0.0
     increment_of = getattr(steps, steps.INCREMENTS_OF.get(model.noise, "increment_diagonal"))
     method_obj = methods.METHODS[method]
     column_of = getattr(steps, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
-    step = method_obj.factory(model)(model.drift, model.diffusion, noise, increment_of,
+    # The model's functions with the math the kernels compile (math.exp as kmath.exp).
+    drift, diffusion = unroll.plain_functions(model)
+    step = method_obj.factory(model)(drift, diffusion, noise, increment_of,
                                      column_of, dim, np.float64)
     increments = kw.get("increments", "gaussian")
     extra = method_obj.draws_extra(increments, nd)

@@ -132,3 +132,65 @@ def test_kernel_gives_the_bits_of_the_loop_as_written(monkeypatch):
         differ = np.flatnonzero(np.any(results[dtype] != reference, axis=1))
         assert differ.size == 0, (f"{dtype}: paths {differ[:5]} differ: "
                                   f"{results[dtype][differ[:3]]} vs {reference[differ[:3]]}")
+
+
+def transcendental_as_written(t, x, p, out):
+    out[0] = math.exp(-x[0]) - math.tanh(x[0]) + math.log(1.0 + x[0] * x[0])
+
+
+def transcendental_kmath(t, x, p, out):
+    out[0] = kmath.exp(-x[0]) - kmath.tanh(x[0]) + kmath.log(1.0 + x[0] * x[0])
+
+
+def _final(drift, math_source, dtype="float64"):
+    model = fs.ODE(drift, 1, math=math_source)
+    return fs.simulate(model, fs.Normal(0.0, 2.0), (0.0, 1.0), 4, 200, method="euler",
+                       dtype=dtype, seed=11).x
+
+
+def test_math_functions_are_compiled_as_kmath_unless_libm_is_asked_for():
+    """math.exp, math.tanh, math.log in a model with math="fastsde" (the default) give
+    the bits of the same model written with fastsde.kmath; math="libm" keeps libm's,
+    which differ from them in some paths."""
+    lowered = _final(transcendental_as_written, "fastsde")
+    assert np.array_equal(lowered, _final(transcendental_kmath, "fastsde"))
+    libm = _final(transcendental_as_written, "libm")
+    assert np.all(np.isfinite(libm))
+    assert np.any(libm != lowered), "math='libm' gave kmath's bits on every path"
+    np.testing.assert_allclose(libm, lowered, rtol=1e-13)
+
+
+@pytest.mark.parametrize("value", ["fast", None, 1])
+def test_bad_math_is_named(value):
+    with pytest.raises(ValueError, match="math must be one of"):
+        fs.ODE(transcendental_as_written, 1, math=value)
+
+
+def mixture_like(t, x, p, out):
+    s = 0.0
+    for k in range(int(p[0])):  # a count from the parameters: the loop stays
+        s += math.exp(-x[0] * k)
+    out[0] = s
+
+
+def bumps_with_math_exp(t, x, p, out):
+    s = 0.0
+    for k in range(4):
+        s += math.exp(-x[0] * k)
+    out[0] = s
+
+
+def test_math_is_lowered_only_where_no_loop_is_left():
+    """An inlined exp in a loop that stays ran slower than libm's call, so math.exp is
+    replaced only in functions that are straight-line code once unrolled; the CUDA kernel
+    and the plain references follow the same rule."""
+    assert unroll.lowers_math(bumps_with_math_exp)
+    assert unroll.lowers_math(transcendental_as_written)
+    assert not unroll.lowers_math(mixture_like)
+    model = fs.ODE(mixture_like, 1)
+    drift, _ = unroll.plain_functions(model)
+    assert drift is mixture_like
+    drift, _ = unroll.plain_functions(fs.ODE(bumps_with_math_exp, 1))
+    assert kmath.exp in [c.cell_contents for c in drift.__closure__]
+    drift, _ = unroll.plain_functions(fs.ODE(bumps_with_math_exp, 1, math="libm"))
+    assert drift is bumps_with_math_exp

@@ -488,10 +488,17 @@ def compile_user_functions(model, jit, dtype=None, **options):
     # Loops of constant trip count unrolled and fastsde.kmath's functions inlined at
     # Numba's level (unroll.py): the step becomes straight-line code without calls,
     # which the lane loop around it needs; the same operations, the same bits.
-    replacements = kmath.inline_replacements()
-    drift = inline(unroll.unroll_constant_loops(model.drift, replacements))
-    diffusion = (inline(unroll.unroll_constant_loops(model.diffusion, replacements))
-                 if model.diffusion is not None else None)
+    lower = getattr(model, "math", "fastsde") == "fastsde"
+
+    def prepared(fn):
+        replacements = kmath.inline_replacements()
+        if lower and unroll.lowers_math(fn):
+            # math.exp, math.log, math.tanh compiled as kmath's (model.MATH).
+            replacements.update(kmath.lowering(inline=True))
+        return unroll.unroll_constant_loops(fn, replacements)
+
+    drift = inline(prepared(model.drift))
+    diffusion = inline(prepared(model.diffusion)) if model.diffusion is not None else None
     if dtype is not None:
         drift = inline(steps.out_cleared(drift, (model.dim,), dtype))
         if diffusion is not None:

@@ -39,7 +39,7 @@ from numba import cuda
 
 from ..errors import DeviceError, ModelError, OutputTooLargeError
 from .. import montecarlo
-from . import bits, layout, levels, philox, steps
+from . import bits, layout, levels, philox, steps, unroll
 from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
@@ -294,8 +294,11 @@ def compile_user_functions(model, fastmath, dtype=None):
 
     kmath.register_cuda()  # fastsde.kmath's functions, for the models that call them
     jit = device_jit(fastmath)
-    drift = jit(model.drift)
-    diffusion = jit(model.diffusion) if model.diffusion is not None else None
+    # math.exp, math.log, math.tanh compiled as kmath's where the CPU kernel does so too
+    # (model.MATH, unroll.lowers_math); loops are left to NVVM.
+    drift, diffusion = unroll.plain_functions(model)
+    drift = jit(drift)
+    diffusion = jit(diffusion) if diffusion is not None else None
     if dtype is not None:
         drift = jit(steps.out_cleared(drift, (model.dim,), dtype))
         if diffusion is not None:

@@ -37,7 +37,7 @@ MAX_TRIP = 16
 MAX_STATEMENTS = 400
 
 
-def unroll_constant_loops(fn, replacements=None):
+def unroll_constant_loops(fn, replacements=None, max_trip=None):
     """``fn`` with its loops of constant trip count unrolled (see the module docstring).
 
     Parameters
@@ -48,6 +48,9 @@ def unroll_constant_loops(fn, replacements=None):
         ``fs.kmath.exp``, resolved in the function's closure and module) that the new
         function calls in their place (fastsde.kmath's :data:`~fastsde.kmath.INLINE`
         stand-ins).
+    max_trip : int, optional
+        Unroll loops of at most this many iterations (default :data:`MAX_TRIP`; 0
+        unrolls none, for replacing names only).
 
     Returns
     -------
@@ -57,12 +60,49 @@ def unroll_constant_loops(fn, replacements=None):
         transformed.
     """
     try:
-        return _unrolled(fn, replacements or {}) or fn
+        return _unrolled(fn, replacements or {},
+                         MAX_TRIP if max_trip is None else int(max_trip)) or fn
     except (OSError, TypeError, SyntaxError, ValueError, IndentationError):
         return fn
 
 
-def _unrolled(fn, replacements):
+def lowers_math(fn):
+    """Whether a model with ``math="fastsde"`` gets ``math.exp``, ``math.log`` and
+    ``math.tanh`` from :mod:`fastsde.kmath` in ``fn``: when no loop is left in it once its
+    constant loops are unrolled, so that the step is straight-line code. In a loop that
+    stays, an inlined branch-free exp ran slower than libm's call (the Gaussian-mixture
+    flow's loop over its components: 9.1e6 against 1.49e7 path-steps/s, float32, 2
+    threads), so libm's stay there. The same answer on every target (it reads the source
+    only)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return False
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
+        return False
+    funcdef = _Unroller(_constant_names(fn, tree.body[0]), MAX_TRIP).visit(tree.body[0])
+    return (_count_statements(funcdef.body) <= MAX_STATEMENTS
+            and not any(isinstance(node, (ast.For, ast.While, ast.AsyncFor))
+                        for node in ast.walk(funcdef)))
+
+
+def plain_functions(model):
+    """The model's (drift, diffusion or None) as plain Python with the math the kernels
+    compile: with ``model.math == "fastsde"``, ``math.exp``, ``math.log`` and
+    ``math.tanh`` replaced by :mod:`fastsde.kmath`'s where :func:`lowers_math` (numpy in
+    plain Python, the same bits as compiled). For references that must give the kernels'
+    bits."""
+    from .. import kmath
+
+    functions = (model.drift, model.diffusion)
+    if getattr(model, "math", "fastsde") != "fastsde":
+        return functions
+    lowering = kmath.lowering(inline=False)
+    return tuple(unroll_constant_loops(fn, lowering, max_trip=0)
+                 if fn is not None and lowers_math(fn) else fn for fn in functions)
+
+
+def _unrolled(fn, replacements, max_trip):
     code = getattr(fn, "__code__", None)
     if code is None:
         return None
@@ -74,7 +114,7 @@ def _unrolled(fn, replacements):
         return None
     funcdef.decorator_list = []
     constants = _constant_names(fn, funcdef)
-    unroller = _Unroller(constants)
+    unroller = _Unroller(constants, max_trip)
     funcdef = unroller.visit(funcdef)
     if _count_statements(funcdef.body) > MAX_STATEMENTS:
         return None
@@ -194,8 +234,9 @@ def _constant_names(fn, funcdef):
 
 
 class _Unroller(ast.NodeTransformer):
-    def __init__(self, constants):
+    def __init__(self, constants, max_trip):
         self.constants = constants
+        self.max_trip = max_trip
         self.changed = False
 
     def _int(self, node):
@@ -221,7 +262,7 @@ class _Unroller(ast.NodeTransformer):
         if any(b is None for b in bounds) or (len(bounds) == 3 and bounds[2] == 0):
             return None
         values = range(*bounds)
-        if len(values) > MAX_TRIP:
+        if len(values) > self.max_trip:
             return None
         for inner in ast.walk(ast.Module(body=node.body, type_ignores=[])):
             if isinstance(inner, (ast.Break, ast.Continue, ast.Return, ast.Yield,
