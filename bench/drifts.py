@@ -26,8 +26,9 @@ the same formulas as the fastsde model's functions. Rows:
     bumps8        2-D ODE u(x) = sum_k w_k (mu_k - x) / sum_k w_k,
                   w_k = exp(-|x - mu_k|^2 / (2 s^2)), 8 bumps on a circle of radius
                   2, s = 0.7, Euler
-    bumps8_kmath  the same field calling fastsde.kmath.exp instead of math.exp (the CPU
-                  kernel unrolls its loop over the bumps and inlines exp)
+    bumps8_libm   the same model with math="libm": libm's exp, where bumps8 gets
+                  fastsde.kmath's (the CPU kernel unrolls the loop over the bumps and
+                  inlines exp)
     gm_flow       fs.GaussianMixturePath.ring(8, 4, 0.3).flow(), Euler
     gm_diffusion  the same path's .diffusion(1.0), Euler-Maruyama
     mlp64_tanh, mlp64_silu, mlp256_tanh, mlp256_silu
@@ -74,7 +75,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import fastsde as fs  # noqa: E402
-from fastsde import kmath  # noqa: E402
 from common import cpu_description, write_report  # noqa: E402
 
 SEED = 0
@@ -97,24 +97,6 @@ def bumps_drift(t, x, p, out):
         dx = p[k] - x[0]
         dy = p[8 + k] - x[1]
         w = math.exp(-(dx * dx + dy * dy) * c)
-        num0 += w * dx
-        num1 += w * dy
-        den += w
-    out[0] = num0 / den
-    out[1] = num1 / den
-
-
-def bumps_drift_kmath(t, x, p, out):
-    """bumps_drift with fastsde.kmath's exp, which the CPU kernel inlines (and unrolls
-    the loop over the bumps around it) so that the lane loop vectorises."""
-    c = p[16]
-    num0 = 0.0
-    num1 = 0.0
-    den = 0.0
-    for k in range(8):
-        dx = p[k] - x[0]
-        dy = p[8 + k] - x[1]
-        w = kmath.exp(-(dx * dx + dy * dy) * c)
         num0 += w * dx
         num1 += w * dy
         den += w
@@ -324,12 +306,12 @@ def make_rows():
                     method="euler", x0="normal", consts={"mu": mu, "c": np.array([c])},
                     **bumps_fields()))
 
-    rows.append(Row(name="bumps8_kmath", label="8-bump field (ODE), fastsde.kmath.exp",
+    rows.append(Row(name="bumps8_libm", label="8-bump field (ODE), math='libm'",
                     kind="ode", dim=2, noise_dim=0, t_span=(0.0, 1.0), n_steps=100,
                     paths=200_000, peer_paths=100_000,
-                    model=fs.ODE(bumps_drift_kmath, 2,
+                    model=fs.ODE(bumps_drift, 2,
                                  params=np.concatenate([mu[:, 0], mu[:, 1], [c]]),
-                                 name="bumps8, kmath.exp"),
+                                 name="bumps8, libm", math="libm"),
                     method="euler", x0="normal", consts={"mu": mu, "c": np.array([c])},
                     **bumps_fields()))
 

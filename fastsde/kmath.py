@@ -68,40 +68,26 @@ def gelu(x):
     return _plain(x, *NAMES["gelu"])
 
 
-# The same functions for MLPField's layer loops, which vectorise across the units: calls
-# that LLVM inlines when it optimises the kernel, as the public names are everywhere but
-# in users' functions compiled into CPU kernels. Inlined at Numba's level instead (the
-# INLINE stand-ins below), a 3-64-64-2 tanh network ran at 7.7e5 path-steps/s against
-# 4.2e6 (float32, Euler, 10^5 paths x 8 steps, 2 threads, AVX2).
-def _units_tanh(x):
-    """:func:`tanh` for MLPField's layer loops."""
-    return _plain(x, *NAMES["tanh"])
-
-
-def _units_silu(x):
-    """:func:`silu` for MLPField's layer loops."""
-    return _plain(x, *NAMES["silu"])
-
-
-def _units_gelu(x):
-    """:func:`gelu` for MLPField's layer loops."""
-    return _plain(x, *NAMES["gelu"])
-
-
-_UNITS = {"_units_tanh": "tanh", "_units_silu": "silu", "_units_gelu": "gelu"}
-
-
-def _inline_stand_in(name):
+def _stand_in(name, role, doc):
     def stand_in(x):
         return _plain(x, *NAMES[name])
-    stand_in.__name__ = stand_in.__qualname__ = f"inline_{name}"
-    stand_in.__doc__ = f":func:`{name}`, inlined at Numba's level in CPU kernels."
+    stand_in.__name__ = stand_in.__qualname__ = f"{role}_{name}"
+    stand_in.__doc__ = f":func:`{name}`, {doc}"
     return stand_in
 
 
 #: {name: function}: stand-ins for the public functions that the CPU kernel compiles
-#: into users' functions in their place (see register_cpu); the same operations.
-INLINE = {name: _inline_stand_in(name) for name in NAMES}
+#: into users' functions in their place (kernels.unroll), inlined at Numba's level
+#: (register_cpu); the same operations.
+INLINE = {name: _stand_in(name, "inline", "inlined at Numba's level in CPU kernels.")
+          for name in NAMES}
+#: {name: function}: the same for MLPField's layer loops, which vectorise across the
+#: units: calls that LLVM inlines when it optimises the kernel, as the public names are
+#: outside users' functions. Names of their own keep the kernel's rewrite from swapping
+#: them for INLINE's: inlined at Numba's level, a 3-64-64-2 tanh network ran at 7.7e5
+#: path-steps/s against 4.2e6 (float32, Euler, 10^5 paths x 8 steps, 2 threads, AVX2).
+UNITS = {name: _stand_in(name, "units", "for MLPField's layer loops.")
+         for name in ("tanh", "silu", "gelu")}
 
 
 def inline_replacements():
@@ -120,6 +106,8 @@ def lowering(inline):
 
     return {getattr(math, name): (INLINE[name] if inline else globals()[name])
             for name in LOWERED}
+
+
 _REGISTERED = {}
 
 
@@ -164,10 +152,10 @@ def register_cpu():
         _overload_with(overload, INLINE[public], getattr(inline, f32),
                        getattr(inline, f64), types.float32, (types.Float, types.Integer),
                        inline="always")
-    for private, public in _UNITS.items():
-        f32, f64 = NAMES[public]
-        _overload_with(overload, globals()[private], getattr(calls, f32),
-                       getattr(calls, f64), types.float32, (types.Float, types.Integer))
+    for name, stand_in in UNITS.items():
+        f32, f64 = NAMES[name]
+        _overload_with(overload, stand_in, getattr(calls, f32), getattr(calls, f64),
+                       types.float32, (types.Float, types.Integer))
     _REGISTERED["cpu"] = True
 
 
@@ -194,10 +182,10 @@ def register_cuda():
     for public, (f32, f64) in NAMES.items():
         _overload_with(cuda_overload, globals()[public], getattr(ns, f32), getattr(ns, f64),
                        ctypes.float32, (ctypes.Float, ctypes.Integer))
-    for private, public in _UNITS.items():
-        f32, f64 = NAMES[public]
-        _overload_with(cuda_overload, globals()[private], getattr(ns, f32),
-                       getattr(ns, f64), ctypes.float32, (ctypes.Float, ctypes.Integer))
+    for name, stand_in in UNITS.items():
+        f32, f64 = NAMES[name]
+        _overload_with(cuda_overload, stand_in, getattr(ns, f32), getattr(ns, f64),
+                       ctypes.float32, (ctypes.Float, ctypes.Integer))
     _REGISTERED["cuda"] = True
     return True
 

@@ -110,7 +110,7 @@ def make_mlp_drift(widths, activation, math_source="fastsde"):
     # Imported here, not with fastsde: registering kmath with Numba is only needed once a
     # network is built.
     from . import kmath
-    k_tanh, k_silu, k_gelu = kmath._units_tanh, kmath._units_silu, kmath._units_gelu
+    k_tanh, k_silu, k_gelu = kmath.UNITS["tanh"], kmath.UNITS["silu"], kmath.UNITS["gelu"]
 
     def mlp_drift(t, x, p, out):
         a = local_array(width_max, p)

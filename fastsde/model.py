@@ -296,7 +296,7 @@ class _Model:
         """Hash of everything that shapes the compiled kernel (not parameter values)."""
         # n_params sizes the kernel's on-stack parameter copy, so it is part of the key.
         h = hashlib.sha256(repr((self.kind, self.dim, self.noise, self.noise_dim,
-                                 self.n_params, getattr(self, "math", "fastsde"))).encode())
+                                 self.n_params, self.math)).encode())
         for role, fn in self.functions:
             h.update(role.encode())
             h.update(code_fingerprint(fn).encode())

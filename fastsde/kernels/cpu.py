@@ -488,13 +488,10 @@ def compile_user_functions(model, jit, dtype=None, **options):
     # Loops of constant trip count unrolled and fastsde.kmath's functions inlined at
     # Numba's level (unroll.py): the step becomes straight-line code without calls,
     # which the lane loop around it needs; the same operations, the same bits.
-    lower = getattr(model, "math", "fastsde") == "fastsde"
-
     def prepared(fn):
-        replacements = kmath.inline_replacements()
-        if lower and unroll.lowers_math(fn):
-            # math.exp, math.log, math.tanh compiled as kmath's (model.MATH).
-            replacements.update(kmath.lowering(inline=True))
+        # math.exp, math.log, math.tanh as kmath's where the model asks (model.MATH).
+        replacements = {**kmath.inline_replacements(),
+                        **unroll.math_replacements(model, fn, inline=True)}
         return unroll.unroll_constant_loops(fn, replacements)
 
     drift = inline(prepared(model.drift))

@@ -1060,6 +1060,10 @@ def _as_if_device(cc):
         _dispatcher.get_current_device = original
 
 
+#: {(dtype name, cc): (statistics PTX, histogram PTX)}: compile_ptx's, per process.
+_REDUCTION_PTX = {}
+
+
 def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=None,
                 increments="gaussian"):
     """PTX of the path, statistics and histogram kernels for ``cc``, compiled as
@@ -1087,9 +1091,6 @@ def compile_ptx(model, method, dtype, cc=(9, 0), fastmath=None, obs=(), stop=Non
                 cuda.compile_ptx(hist_kernel, hist_signature(dtype), cc=cc)[0])
         stats_ptx, hist_ptx = _REDUCTION_PTX[key]
     return {"path": path_ptx, "stats": stats_ptx, "hist": hist_ptx}
-
-
-_REDUCTION_PTX = {}
 
 
 # --- multilevel Monte Carlo: a fine and a coarse path per thread ---------------------

@@ -75,44 +75,57 @@ def lowers_math(fn):
     threads), so libm's stay there. The same answer on every target (it reads the source
     only)."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        funcdef = _function_def(fn)
     except (OSError, TypeError, SyntaxError, IndentationError):
         return False
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
+    if funcdef is None:
         return False
-    funcdef = _Unroller(_constant_names(fn, tree.body[0]), MAX_TRIP).visit(tree.body[0])
+    funcdef = _Unroller(_constant_names(fn, funcdef), MAX_TRIP).visit(funcdef)
     return (_count_statements(funcdef.body) <= MAX_STATEMENTS
             and not any(isinstance(node, (ast.For, ast.While, ast.AsyncFor))
                         for node in ast.walk(funcdef)))
 
 
-def plain_functions(model):
-    """The model's (drift, diffusion or None) as plain Python with the math the kernels
-    compile: with ``model.math == "fastsde"``, ``math.exp``, ``math.log`` and
-    ``math.tanh`` replaced by :mod:`fastsde.kmath`'s where :func:`lowers_math` (numpy in
-    plain Python, the same bits as compiled). For references that must give the kernels'
-    bits."""
+def math_replacements(model, fn, inline):
+    """What ``model.math`` replaces in ``fn``: :func:`fastsde.kmath.lowering` where the
+    model asks for fastsde's math and :func:`lowers_math` holds, else nothing; the one
+    rule for the CPU kernel (``inline``: the INLINE stand-ins), CUDA and the references."""
     from .. import kmath
 
-    functions = (model.drift, model.diffusion)
-    if getattr(model, "math", "fastsde") != "fastsde":
-        return functions
-    lowering = kmath.lowering(inline=False)
-    return tuple(unroll_constant_loops(fn, lowering, max_trip=0)
-                 if fn is not None and lowers_math(fn) else fn for fn in functions)
+    if model.math != "fastsde" or not lowers_math(fn):
+        return {}
+    return kmath.lowering(inline)
+
+
+def plain_functions(model):
+    """The model's (drift, diffusion or None) as plain Python with the math the kernels
+    compile (:func:`math_replacements`: ``math.exp`` as :func:`fastsde.kmath.exp`, numpy
+    in plain Python, the same bits as compiled). For CUDA's device functions and for
+    references that must give the kernels' bits."""
+    return tuple(None if fn is None else
+                 unroll_constant_loops(fn, math_replacements(model, fn, False), max_trip=0)
+                 for fn in (model.drift, model.diffusion))
+
+
+def _function_def(fn):
+    """The ``def`` of ``fn`` parsed from its source, without decorators, or None when
+    the source is not that one function."""
+    if getattr(fn, "__code__", None) is None:
+        return None
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    if (len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef)
+            or tree.body[0].name != fn.__name__):
+        return None
+    funcdef = tree.body[0]
+    funcdef.decorator_list = []
+    return funcdef
 
 
 def _unrolled(fn, replacements, max_trip):
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    funcdef = _function_def(fn)
+    if funcdef is None:
         return None
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
-        return None
-    funcdef = tree.body[0]
-    if funcdef.name != fn.__name__:
-        return None
-    funcdef.decorator_list = []
+    code = fn.__code__
     constants = _constant_names(fn, funcdef)
     unroller = _Unroller(constants, max_trip)
     funcdef = unroller.visit(funcdef)
@@ -149,7 +162,6 @@ def _unrolled(fn, replacements, max_trip):
     new.__qualname__ = fn.__qualname__
     new.__module__ = fn.__module__
     new.__doc__ = fn.__doc__
-    new.__wrapped_by_fastsde__ = fn
     return new
 
 
@@ -285,7 +297,7 @@ class _Unroller(ast.NodeTransformer):
         unrolled = []
         for value in values:
             for statement in node.body:
-                unrolled.append(_Substitute(name, value).visit(_copy(statement)))
+                unrolled.append(_Substitute(name, value).visit(copy.deepcopy(statement)))
         if len(values):
             # After the loop the variable holds the last value, as in Python.
             unrolled.append(ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
@@ -306,10 +318,6 @@ class _Substitute(ast.NodeTransformer):
         if node.id == self.name and isinstance(node.ctx, ast.Load):
             return ast.copy_location(ast.Constant(value=self.value), node)
         return node
-
-
-def _copy(node):
-    return copy.deepcopy(node)
 
 
 def _count_statements(body):
