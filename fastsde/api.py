@@ -631,6 +631,10 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
     rows, the observables, ``stop_when`` and ``debug``; the time grid, path count, seed,
     initial-state kind, statistics, stored paths, histograms and antithetic variates are
     run-time data, so any :func:`simulate` call with the same arguments here reuses it.
+    On the CPU, one shared parameter row and a row per path are two kernels (in the
+    first the parameters are loop-invariant, which lets the compiler compute what the
+    step derives from them once per step instead of once per path): ``params`` says
+    which.
 
     Parameters
     ----------
@@ -642,7 +646,9 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
         prepares its initial-state normals.
     method, device, dtype, observables, stop_when, debug, increments : as in :func:`simulate`
     params : array_like, shape (n_params,) or (n_rows, n_params), optional
-        Only the width matters (per-path rows compile the same kernel as one row).
+        The width, and on the CPU whether there is one row (shape (n_params,) or
+        (1, n_params): the kernel for shared parameters) or several (the kernel for a
+        row per path); the values do not matter.
     t0 : float
         The time at which the pre-flight runs the user functions.
 
@@ -665,7 +671,9 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
         x0 = x0[0] if x0.ndim == 2 and x0.shape[0] >= 1 else x0
     if params is not None:
         params = np.asarray(params)
-        params = params[0] if params.ndim == 2 and params.shape[0] >= 1 else params
+        # Two rows stand for any number of rows per path (the same kernel).
+        params = params[:2] if params.ndim == 2 and params.shape[0] > 1 else (
+            params[0] if params.ndim == 2 and params.shape[0] == 1 else params)
     # One step of two paths (an even count: antithetic-neutral): the kernel is the one
     # any run with these arguments compiles, and the run itself costs nothing.
     _simulate(model, x0, (float(t0), float(t0) + 1.0), 1, 2, method=method, device=device,
@@ -717,7 +725,8 @@ def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", s
     key0, key1 = key_from_seed(seed)
     kernel = backend.get_kernel(model, method_obj, dtype_t, debug=req.debug,
                                 rng_only=bool(rng_only), obs=obs, stop=stop,
-                                n_params=sz.n_params, increments=req.increments)
+                                n_params=sz.n_params, increments=req.increments,
+                                per_path_params=req.params_arr.shape[0] > 1)
 
     outputs = layout.output_buffers(sz, dtype_t)
     outputs["empty"] = layout.empty_args(sz, dtype_t)._asdict()

@@ -142,6 +142,151 @@ def gm_path_drift(t, x, p, out):
         out[j] = out[j] * inv
 
 
+def unrolled_path_drift(n_comp, dim):
+    """:func:`gm_path_drift` for a mixture of ``n_comp`` components in ``dim``
+    dimensions, written for the CPU kernel's lanes: K and d are constants of the
+    closure, so the kernel unrolls both loops (kernels/unroll.py) and evaluates the
+    field for a block of paths in SIMD registers.
+
+    The same running log-sum-exp, without a branch that depends on the path: with
+    d = logit_k - (the largest so far), one exp(-|d|) is the rescaling of what was
+    summed (d > 0) or the new weight (d <= 0), chosen by selects; the same operations
+    as :func:`gm_path_drift` otherwise, except that no component is skipped (one
+    e^-40 below the largest adds less than float64 resolution, as the skipping there
+    assumed). ``p``: the same layout, of width K (d + 2) + 2. What depends only on t
+    and ``p`` (v_k, its log, c_k) the kernel computes once per step when the
+    parameters are shared (``bench/drifts.py`` rows gm_flow and gm_diffusion).
+
+    Returns
+    -------
+    function
+        ``f(t, x, p, out)``.
+    """
+    K = int(n_comp)
+    D = int(dim)
+    mu0 = K
+    s0 = K + K * D
+    sig0 = K * (D + 2)
+    sig1 = sig0 + 1
+    half_d = 0.5 * D
+
+    def gm_path_drift_unrolled(t, x, p, out):
+        one_m_t = 1.0 - t
+        sig = p[sig0] * one_m_t + p[sig1] * t
+        half_sig2 = 0.5 * sig * sig
+        # The first component: the largest log-density so far, weight 1.
+        s = p[s0]
+        ts2 = t * s * s
+        v = t * ts2 + one_m_t * one_m_t
+        inv_v = 1.0 / v
+        q = 0.0
+        for j in range(D):
+            r = x[j] - t * p[mu0 + j]
+            q += r * r
+        m = p[0] - half_d * math.log(v) - q * (0.5 * inv_v)
+        c = (ts2 - one_m_t - half_sig2) * inv_v
+        total = 1.0
+        for j in range(D):
+            mu = p[mu0 + j]
+            out[j] = mu + c * (x[j] - t * mu)
+        for k in range(1, K):
+            s = p[s0 + k]
+            ts2 = t * s * s
+            v = t * ts2 + one_m_t * one_m_t
+            inv_v = 1.0 / v
+            q = 0.0
+            for j in range(D):
+                r = x[j] - t * p[mu0 + k * D + j]
+                q += r * r
+            logit = p[k] - half_d * math.log(v) - q * (0.5 * inv_v)
+            c = (ts2 - one_m_t - half_sig2) * inv_v
+            gap = logit - m
+            decay = math.exp(-abs(gap))
+            above = gap > 0.0
+            scale = decay if above else 1.0
+            e = 1.0 if above else decay
+            total = total * scale + e
+            for j in range(D):
+                mu = p[mu0 + k * D + j]
+                out[j] = out[j] * scale + e * (mu + c * (x[j] - t * mu))
+            m = logit if above else m
+        inv = 1.0 / total
+        for j in range(D):
+            out[j] = out[j] * inv
+
+    return gm_path_drift_unrolled
+
+
+def _path_drift(n_comp, dim):
+    """The kernel function of a mixture's path: :func:`unrolled_path_drift` where the
+    kernel unrolls it, else :func:`gm_path_drift` (its loops kept)."""
+    from .kernels import unroll
+
+    fn = unrolled_path_drift(n_comp, dim)
+    return fn if unroll.lowers_math(fn) else gm_path_drift
+
+
+def unrolled_data_score(n_comp, dim):
+    """:func:`gm_data_score` for a mixture of ``n_comp`` components in ``dim``
+    dimensions, written for the CPU kernel's lanes as :func:`unrolled_path_drift` is:
+    K and d constants of the closure, the running log-sum-exp without a branch on the
+    path, nothing skipped. ``p``: ``pack(...)``, of width K (d + 2).
+
+    Returns
+    -------
+    function
+        ``f(t, x, p, out)``.
+    """
+    K = int(n_comp)
+    D = int(dim)
+    mu0 = K
+    s0 = K + K * D
+    d_float = float(D)  # a Python float: the run's dtype in float32 kernels
+
+    def gm_data_score_unrolled(t, x, p, out):
+        s = p[s0]
+        inv_v = 1.0 / (s * s)
+        q = 0.0
+        for j in range(D):
+            r = x[j] - p[mu0 + j]
+            q += r * r
+        m = p[0] - d_float * math.log(s) - 0.5 * q * inv_v
+        total = 1.0
+        for j in range(D):
+            out[j] = -inv_v * (x[j] - p[mu0 + j])
+        for k in range(1, K):
+            s = p[s0 + k]
+            inv_v = 1.0 / (s * s)
+            q = 0.0
+            for j in range(D):
+                r = x[j] - p[mu0 + k * D + j]
+                q += r * r
+            logit = p[k] - d_float * math.log(s) - 0.5 * q * inv_v
+            gap = logit - m
+            decay = math.exp(-abs(gap))
+            above = gap > 0.0
+            scale = decay if above else 1.0
+            e = 1.0 if above else decay
+            total = total * scale + e
+            for j in range(D):
+                out[j] = out[j] * scale - e * inv_v * (x[j] - p[mu0 + k * D + j])
+            m = logit if above else m
+        inv = 1.0 / total
+        for j in range(D):
+            out[j] = out[j] * inv
+
+    return gm_data_score_unrolled
+
+
+def _data_score(n_comp, dim):
+    """Langevin's drift: :func:`unrolled_data_score` where the kernel unrolls it, else
+    :func:`gm_data_score`."""
+    from .kernels import unroll
+
+    fn = unrolled_data_score(n_comp, dim)
+    return fn if unroll.lowers_math(fn) else gm_data_score
+
+
 def gm_path_sigma(t, x, p, out):
     """sigma_t = sigma_0 (1 - t) + sigma_1 t, the last two entries of ``p`` (additive)."""
     n = p.shape[0]
@@ -528,7 +673,7 @@ class GaussianMixturePath:
             shared drift into u_t).
         """
         if self._flow is None:
-            self._flow = ODE(gm_path_drift, self.dim,
+            self._flow = ODE(_path_drift(len(self.weights), self.dim), self.dim,
                              params=np.concatenate([self.params, [0.0, 0.0]]),
                              name=f"flow of {self!r}")
         return self._flow
@@ -555,7 +700,8 @@ class GaussianMixturePath:
         pair = _check_sigma(sigma)
         model = self._diffusions.get(pair)
         if model is None:
-            model = SDE(gm_path_drift, gm_path_sigma, self.dim, noise="additive",
+            model = SDE(_path_drift(len(self.weights), self.dim), gm_path_sigma, self.dim,
+                        noise="additive",
                         params=np.concatenate([self.params, pair]),
                         name=f"diffusion of {self!r}, sigma_t = {pair[0]:g} (1 - t) + "
                              f"{pair[1]:g} t")
@@ -573,6 +719,7 @@ class GaussianMixturePath:
             Additive noise; params: ``pack(...)``.
         """
         if self._langevin is None:
-            self._langevin = SDE(gm_data_score, langevin_sigma, self.dim, noise="additive",
+            self._langevin = SDE(_data_score(len(self.weights), self.dim), langevin_sigma,
+                                 self.dim, noise="additive",
                                  params=self.params.copy(), name=f"Langevin on {self!r}")
         return self._langevin

@@ -77,15 +77,16 @@ def _stand_in(name, role, doc):
 
 
 #: {name: function}: stand-ins for the public functions that the CPU kernel compiles
-#: into users' functions in their place (kernels.unroll), inlined at Numba's level
-#: (register_cpu); the same operations.
-INLINE = {name: _stand_in(name, "inline", "inlined at Numba's level in CPU kernels.")
+#: into users' functions in their place (kernels.unroll), inlined by LLVM before the
+#: kernel's loops are vectorised (register_cpu); the same operations.
+INLINE = {name: _stand_in(name, "inline", "inlined into CPU kernels before vectorising.")
           for name in NAMES}
 #: {name: function}: the same for MLPField's layer loops, which vectorise across the
 #: units: calls that LLVM inlines when it optimises the kernel, as the public names are
 #: outside users' functions. Names of their own keep the kernel's rewrite from swapping
-#: them for INLINE's: inlined at Numba's level, a 3-64-64-2 tanh network ran at 7.7e5
-#: path-steps/s against 4.2e6 (float32, Euler, 10^5 paths x 8 steps, 2 threads, AVX2).
+#: them for INLINE's: inlined at Numba's level (INLINE's earlier form), a 3-64-64-2 tanh
+#: network ran at 7.7e5 path-steps/s against 4.2e6 (float32, Euler, 10^5 paths x 8
+#: steps, 2 threads, AVX2).
 UNITS = {name: _stand_in(name, "units", "for MLPField's layer loops.")
          for name in ("tanh", "silu", "gelu")}
 
@@ -138,20 +139,33 @@ def register_cpu():
         _overload_with(overload, globals()[public], getattr(calls, f32),
                        getattr(calls, f64), types.float32, (types.Float, types.Integer))
     # INLINE's stand-ins, which the CPU kernel puts in place of the public names in users'
-    # functions (kernels.unroll), are inlined at Numba's level (typed and lowered in the
-    # caller). As calls that LLVM inlines only when it optimises the kernel's final
-    # module they came too late for the loop passes: an 8-bump field calling exp in its
-    # loop over the bumps ran at 2.2e7 path-steps/s, against 1.27e8 inlined with the loop
-    # unrolled (float32, Euler, 2 threads, AVX2; 5.8e7 with libm's exp). They are kept
+    # functions (kernels.unroll), call a version of each function that is compiled once
+    # (its helpers inlined at Numba's level) and marked for LLVM to inline into its
+    # callers before their loops are vectorised (cpu._inline_into_callers, as the RNG's
+    # lane loops). Left as plain calls (the public names), LLVM inlined them too late
+    # for the loop passes: an 8-bump field calling exp in its loop over the bumps ran at
+    # 2.2e7 path-steps/s, against 1.27e8 inlined with the loop unrolled (float32, Euler,
+    # 2 threads, AVX2; 5.8e7 with libm's exp). Inlined at Numba's level instead (the
+    # previous version), each call site typed the whole function again: that field's
+    # first result took 10.6 s, 6.9 s marked (float32), at the same speed. They are kept
     # apart from the public names because numba-cuda then resolved a public name to the
-    # CPU's inlined overload and failed to type it.
+    # CPU's overload and failed to type it.
+    from .kernels.cpu import _inline_into_callers
+
     inline = compile_functions(_fmath, _fmath.FUNCTIONS,
                                njit(inline="always", error_model="numpy"),
                                bits.cpu_primitives())
+
+    def marked(body):
+        def inlined_by_llvm(x):
+            _inline_into_callers()
+            return body(x)
+        return njit(error_model="numpy")(inlined_by_llvm)
+
     for public, (f32, f64) in NAMES.items():
-        _overload_with(overload, INLINE[public], getattr(inline, f32),
-                       getattr(inline, f64), types.float32, (types.Float, types.Integer),
-                       inline="always")
+        _overload_with(overload, INLINE[public], marked(getattr(inline, f32)),
+                       marked(getattr(inline, f64)), types.float32,
+                       (types.Float, types.Integer), inline="always")
     for name, stand_in in UNITS.items():
         f32, f64 = NAMES[name]
         _overload_with(overload, stand_in, getattr(calls, f32), getattr(calls, f64),

@@ -61,6 +61,14 @@ def run(drift, method, observe, normal_x0):
     return res.x
 
 
+if KERNEL_FIRST:
+    # The driver's own entry point before anything else of fastsde's has run (before
+    # Numba's threading layer has started), on a cache that holds the kernel.
+    from fastsde import methods
+    from fastsde.kernels import cpu
+    model = fs.SDE(osc, noise, dim=2, noise="additive", params=(1.0, 0.1, 0.3))
+    cpu.get_kernel(model, methods.METHODS["euler_maruyama"], np.float64)
+
 steps = {}
 for name, drift, method, observe, normal_x0 in STEPS:
     with fastsde_compiles() as compiled:
@@ -70,8 +78,9 @@ print(json.dumps(steps))
 """
 
 
-def _child(steps, cache_dir):
-    code = "STEPS = " + repr(steps) + "\n" + textwrap.dedent(CHILD)
+def _child(steps, cache_dir, kernel_first=False):
+    code = (f"STEPS = {steps!r}\nKERNEL_FIRST = {kernel_first!r}\n"
+            + textwrap.dedent(CHILD))
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
                                            os.environ.get("PYTHONPATH", "")]))
@@ -93,6 +102,9 @@ def two_processes():
     with tempfile.TemporaryDirectory(prefix="fastsde-compile-") as cache:
         first = _child(steps, cache)
         again = _child(steps, cache)
+        # Exits 0 (_child asserts it): it aborted in LLVM before the driver started
+        # Numba's threading layer itself ("Symbol not found: get_thread_id").
+        _child([], cache, kernel_first=True)
     return first, again
 
 
@@ -115,9 +127,13 @@ def test_normal_initial_states_compile_only_their_normals(two_processes):
 @pytest.mark.parametrize("step", ["other_method", "other_model"])
 def test_a_new_method_or_model_compiles_only_its_chunk_function(two_processes, step):
     """Euler-Maruyama -> Heun on the same model, or a new drift: the RNG's lane loops, the
-    save point and the launcher are the first kernel's; only run_chunk compiles."""
+    save point and the launcher are the first kernel's; only run_chunk compiles, and for
+    a new model its drift and diffusion (compiled once per model and dtype, which every
+    kernel of the model then inlines)."""
     first, _ = two_processes
-    assert first[step]["compiled"] == ["run_chunk"], first[step]["compiled"]
+    expected = ["run_chunk"] + (["model_diffusion", "model_drift"]
+                                if step == "other_model" else [])
+    assert sorted(first[step]["compiled"]) == sorted(expected), first[step]["compiled"]
 
 
 def test_observables_compile_their_save_point_and_chunk_function(two_processes):
@@ -235,9 +251,10 @@ def test_read_only_inputs_run_the_same_kernel_and_give_the_same_bits():
 
 
 def test_fs_compile_prepares_the_kernel_that_simulate_then_runs():
-    """After fs.compile, runs with the same model, method, dtype, parameter width and
-    observables compile nothing, whatever their grid, path count, initial-state rows,
-    per-path parameters, statistics or stored paths."""
+    """After fs.compile, runs with the same model, method, dtype, parameter width (and
+    on the CPU, shared or per-path parameters) and observables compile nothing, whatever
+    their grid, path count, initial-state rows, parameter values, statistics or stored
+    paths."""
     scale = 1.0 + np.random.default_rng().random()   # a kernel no other test compiled
 
     def drift(t, x, p, out):
@@ -251,11 +268,15 @@ def test_fs_compile_prepares_the_kernel_that_simulate_then_runs():
 
     model = fs.SDE(drift, noise, dim=1, noise="additive", params=(1.0, 0.5))
     obs = {"square": square}
+    n = 64
+    per_path = np.column_stack([np.linspace(0.5, 2.0, n), np.full(n, 0.3)])
     with fastsde_compiles() as compiled:
         fs.compile(model, dtype="float32", device="cpu", observables=obs)
     assert "run_chunk" in compiled, compiled
-    n = 64
-    per_path = np.column_stack([np.linspace(0.5, 2.0, n), np.full(n, 0.3)])
+    with fastsde_compiles() as compiled:
+        fs.compile(model, dtype="float32", device="cpu", observables=obs,
+                   params=per_path[:5])
+    assert "run_chunk" in compiled, compiled
     rows = np.linspace(-1.0, 1.0, n)[:, None]
 
     with fastsde_compiles() as compiled:

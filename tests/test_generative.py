@@ -14,7 +14,8 @@ import pytest
 import fastsde as fs
 from fastsde import cli
 from fastsde import metrics as M
-from fastsde.generative import gm_data_score, gm_path_drift, gm_path_sigma, langevin_sigma
+from fastsde.generative import (gm_data_score, gm_path_drift, gm_path_sigma, langevin_sigma,
+                                unrolled_data_score, unrolled_path_drift)
 from fastsde.mlp import ACTIVATIONS, make_mlp_drift, random_mlp
 
 K_SE = 5.0
@@ -97,13 +98,21 @@ def kernel_field(fn, params, x, t):
 
 
 # ------------------------------------------------------------------- exact fields
+@pytest.mark.parametrize("unrolled", [False, True], ids=["loops", "unrolled"])
 @pytest.mark.parametrize("t", [0.0, 0.2, 0.5, 0.9, 1.0])
-def test_kernel_functions_match_host_fields(t):
+def test_kernel_functions_match_host_fields(t, unrolled):
     """The allocation-free kernel functions equal the vectorised numpy fields, also far
-    from every component (where naive densities underflow) and at t = 0 and t = 1."""
+    from every component (where naive densities underflow) and at t = 0 and t = 1: the
+    generic fields (loops over a count read from p) and the ones the mixture's models use
+    (unrolled_path_drift, unrolled_data_score: K and d constants, no branch on the
+    path)."""
     rng = np.random.default_rng(1)
     x = np.vstack([rng.normal(0, 3, (40, 2)), [[60.0, -80.0], [0.0, 0.0], [-3.0, 0.0]]])
     flow_p = MIX.flow().params
+    gm_path_drift = (unrolled_path_drift(3, 2) if unrolled
+                     else fs.generative.gm_path_drift)
+    assert MIX.flow().drift.__name__ == "gm_path_drift_unrolled"
+    assert MIX.diffusion(0.5).drift.__name__ == "gm_path_drift_unrolled"
     u = kernel_field(gm_path_drift, flow_p, x, t)
     np.testing.assert_allclose(u, MIX.velocity(x, t), rtol=1e-12, atol=1e-12)
     sig = (0.8, 0.3)
@@ -114,7 +123,9 @@ def test_kernel_functions_match_host_fields(t):
     g = kernel_field(gm_path_sigma, MIX.diffusion(sig).params, x, t)
     np.testing.assert_allclose(g, sig_t, rtol=1e-15)
     if t == 1.0:
-        s = kernel_field(gm_data_score, MIX.langevin().params, x, t)
+        score = unrolled_data_score(3, 2) if unrolled else gm_data_score
+        assert MIX.langevin().drift.__name__ == "gm_data_score_unrolled"
+        s = kernel_field(score, MIX.langevin().params, x, t)
         np.testing.assert_allclose(s, MIX.score(x, 1.0), rtol=1e-12, atol=1e-11)
         assert np.all(kernel_field(langevin_sigma, MIX.langevin().params, x, t)
                       == math.sqrt(2.0))
@@ -684,3 +695,17 @@ def test_flow_matching_example(capsys, tmp_path):
         assert "PyTorch is not installed" in out and not out_npz.exists()
     else:
         assert out_npz.exists() and "MLP (learned)" in out and "exact u_t" in out
+
+
+def test_mixtures_too_large_to_unroll_keep_the_generic_field():
+    """The unrolled field where the kernel unrolls it (K - 1 <= unroll.MAX_TRIP and the
+    function within unroll.MAX_STATEMENTS), else the field with loops."""
+    from fastsde.generative import _data_score, _path_drift
+    from fastsde.kernels import unroll
+
+    assert _path_drift(8, 2).__name__ == "gm_path_drift_unrolled"
+    assert _path_drift(unroll.MAX_TRIP + 2, 2) is gm_path_drift
+    assert _path_drift(4, 100) is gm_path_drift
+    assert _data_score(8, 2).__name__ == "gm_data_score_unrolled"
+    assert _data_score(unroll.MAX_TRIP + 2, 2) is gm_data_score
+    assert _data_score(4, 100) is gm_data_score

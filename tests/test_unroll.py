@@ -194,3 +194,147 @@ def test_math_is_lowered_only_where_no_loop_is_left():
     assert kmath.exp in [c.cell_contents for c in drift.__closure__]
     drift, _ = unroll.plain_functions(fs.ODE(bumps_with_math_exp, 1, math="libm"))
     assert drift is bumps_with_math_exp
+
+
+def clipped(t, x, p, out):
+    """max and min with two arguments (mixed int and float), and with three; conditional
+    expressions, pure and indexing."""
+    out[0] = max(x[0], 0) - min(x[1], 0.5) + max(x[0], x[1], -1.0)
+    a = x[0]
+    b = x[1]
+    out[1] = (min(max(b * p[0], -2.0), 2) + (0.5 if a > b else -0.25 * a)
+              + (x[0] if b > 0 else 1))
+
+
+def test_two_argument_max_and_min_are_replaced_with_pythons_semantics():
+    """max(a, b) and min(a, b) become conditional expressions with Python's results,
+    NaN included (the first argument is kept unless the second compares greater/less);
+    three arguments, and the names used as values, are left to Numba's builtins."""
+    new = unroll.unroll_constant_loops(clipped,
+                                       call_replacements=unroll.two_argument_selects(
+                                           lambda fn: fn))
+    cells = [c.cell_contents for c in new.__closure__]
+    assert unroll._max2 in cells and unroll._min2 in cells, cells
+    for a, b in [(math.nan, 1.0), (1.0, math.nan), (0.0, -0.0), (-0.0, 0.0), (2, 1.5),
+                 (1.5, 2)]:
+        for builtin, select in ((max, unroll._max2), (min, unroll._min2)):
+            got, want = select(a, b), builtin(a, b)
+            assert (math.isnan(got) and math.isnan(want)) or (
+                got == want and math.copysign(1, got) == math.copysign(1, want)), \
+                (builtin.__name__, a, b, got, want)
+    for x in ([0.3, -0.7], [-3.0, 4.0], [math.nan, 0.1], [0.2, math.nan]):
+        a, b = np.zeros(2), np.zeros(2)
+        clipped(0.0, np.array(x), np.array([1.5]), a)
+        new(0.0, np.array(x), np.array([1.5]), b)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conditional_expressions_with_pure_arms_become_selects():
+    """``a if c else b`` on names and numbers becomes select(c, a, b); one that indexes
+    (a guard, whose other arm must not be evaluated) is left as it is."""
+    import ast
+
+    def select(c, a, b):
+        return a if c else b
+    new = unroll.unroll_constant_loops(clipped, max_trip=0, select=select)
+    cells = dict(zip(new.__code__.co_freevars, [c.cell_contents for c in new.__closure__]))
+    assert cells.get(unroll.SELECT_NAME) is select, cells
+    tree = ast.parse(ast.unparse(unroll._Selects(unroll.SELECT_NAME).visit(
+        unroll._function_def(clipped))))
+    ifexps = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.IfExp)]
+    assert ifexps == ["x[0] if b > 0 else 1"], ifexps
+    for x in ([0.3, -0.7], [-3.0, 4.0]):
+        a, b = np.zeros(2), np.zeros(2)
+        clipped(0.0, np.array(x), np.array([1.5]), a)
+        new(0.0, np.array(x), np.array([1.5]), b)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_with_selects_gives_numbas_builtin_bits(monkeypatch):
+    """The kernel's max/min stand-ins and conditional expressions as selects against
+    Numba's builtins and branches (the replacements switched off, in a kernel of its
+    own): the same final states in float32 and float64."""
+    model = fs.ODE(clipped, 2, params=[1.5], name="clipped")
+    x0 = fs.Normal([0.1, -0.2], [2.0, 2.0])
+    fast = {dt: fs.simulate(model, x0, (0.0, 1.0), 6, 300, method="heun", dtype=dt,
+                            seed=5).x for dt in ("float32", "float64")}
+    from fastsde.kernels import bits
+
+    monkeypatch.setattr(unroll, "two_argument_selects", lambda jit, select=None: {})
+    monkeypatch.setattr(bits, "unified_select", lambda: None)
+    plain = fs.ODE(clipped, 2, params=[1.5, 0.0], name="clipped, builtins")
+    for dt in ("float32", "float64"):
+        reference = fs.simulate(plain, x0, (0.0, 1.0), 6, 300, method="heun", dtype=dt,
+                                seed=5).x
+        assert np.all(np.isfinite(reference))
+        np.testing.assert_array_equal(fast[dt], reference, err_msg=dt)
+
+
+SCALE = 0.37
+
+
+def with_python_floats(t, x, p, out):
+    """Python floats: literals, a module float, math.pi; an int multiplier."""
+    out[0] = 0.1 * x[0] - 1.7 * x[0] * x[0] * x[0] + SCALE * math.pi * 0.01 - 2 * x[0]
+
+
+def with_float32_constants(t, x, p, out):
+    out[0] = (np.float32(0.1) * x[0] - np.float32(1.7) * x[0] * x[0] * x[0]
+              + np.float32(SCALE) * np.float32(math.pi) * np.float32(0.01) - 2 * x[0])
+
+
+def test_python_floats_are_wrapped_in_the_float_type():
+    """Literals, module floats and float attributes of modules become float_type(...);
+    ints, and names that are not floats, are left as they are."""
+    new = unroll.unroll_constant_loops(with_python_floats, max_trip=0,
+                                       float_type=np.float32)
+    cells = dict(zip(new.__code__.co_freevars, [c.cell_contents for c in new.__closure__]))
+    assert cells == {unroll.FLOAT_NAME: np.float32}, cells
+    x = np.array([0.8], np.float32)
+    a, b = np.zeros(1, np.float32), np.zeros(1, np.float32)
+    new(0.0, x, np.zeros(0, np.float32), a)
+    with_float32_constants(0.0, x, np.zeros(0, np.float32), b)
+    assert a[0] == b[0], (a, b)
+    assert unroll.python_floats(fs.ODE(with_python_floats, 1), "float32") is np.float32
+    assert unroll.python_floats(fs.ODE(with_python_floats, 1), "float64") is None
+    assert unroll.python_floats(fs.ODE(with_python_floats, 1, math="libm"),
+                                "float32") is None
+
+
+def test_float32_kernels_compute_python_floats_in_float32():
+    """In a float32 run a model's Python floats are float32 (NEP 50's weak scalars): the
+    bits of the same model written with np.float32 constants. math='libm' keeps Numba's
+    typing (float64 arithmetic, rounded to float32 when stored), which differs from it on
+    some paths by float32 rounding."""
+    x0 = fs.Normal(0.2, 0.5)
+
+    def final(drift, math_source):
+        model = fs.ODE(drift, 1, math=math_source)
+        return fs.simulate(model, x0, (0.0, 1.0), 5, 256, method="heun", dtype="float32",
+                           seed=2).x
+
+    weak = final(with_python_floats, "fastsde")
+    np.testing.assert_array_equal(weak, final(with_float32_constants, "fastsde"))
+    as_written = final(with_python_floats, "libm")
+    assert np.all(np.isfinite(as_written))
+    assert np.any(as_written != weak), "math='libm' gave float32 arithmetic's bits"
+    np.testing.assert_allclose(as_written, weak, rtol=1e-5, atol=1e-6)
+
+
+def four_terms(t, x, p, out):
+    for k in range(4):
+        out[0] += 0.25 * x[0]
+        out[1] += k
+
+
+def test_too_large_to_unroll_keeps_its_loops_and_gets_the_other_rewrites(monkeypatch):
+    """Past MAX_STATEMENTS the loops stay, but the replacements are still made: the CUDA
+    kernel, which unrolls nothing, makes them, and the two must compute the same."""
+    import dis
+
+    monkeypatch.setattr(unroll, "MAX_STATEMENTS", 5)
+    new = unroll.unroll_constant_loops(four_terms, float_type=np.float32)
+    assert new is not four_terms
+    assert any(i.opname == "FOR_ITER" for i in dis.get_instructions(new)), "unrolled"
+    cells = dict(zip(new.__code__.co_freevars, [c.cell_contents for c in new.__closure__]))
+    assert cells.get(unroll.FLOAT_NAME) is np.float32, cells

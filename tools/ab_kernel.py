@@ -27,8 +27,30 @@ import run as runner  # noqa: E402
 from revision import load_kernel_module  # noqa: E402
 
 
+def _accepting_current_arguments(module):
+    """``module`` with a ``get_kernel`` that drops the keyword arguments this checkout's
+    api passes and an older revision's does not take (``per_path_params``), so the two
+    kernels can be compared."""
+    import inspect
+    import types
+
+    accepted = inspect.signature(module.get_kernel).parameters
+    if all(name in accepted for name in ("per_path_params",)):
+        return module
+    wrapper = types.ModuleType(module.__name__)
+    wrapper.__dict__.update(module.__dict__)
+
+    def get_kernel(*args, **kwargs):
+        return module.get_kernel(*args, **{k: v for k, v in kwargs.items()
+                                           if k in accepted})
+    wrapper.get_kernel = get_kernel
+    return wrapper
+
+
 def with_backend(module, engine):
     """``engine`` run with ``module`` as fastsde's CPU backend."""
+    module = _accepting_current_arguments(module)
+
     def run():
         previous = fastsde.kernels.cpu
         fastsde.kernels.cpu = module

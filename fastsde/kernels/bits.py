@@ -104,6 +104,33 @@ def _select_intrinsic():
     return select_
 
 
+def unified_select():
+    """A CPU ``select(condition, if_true, if_false)`` for users' conditional expressions
+    (kernels.unroll): the arms converted to the type Numba gives the conditional
+    expression (their unified type), the condition's truth as Python's, then one LLVM
+    ``select``: no branch, so no blocks for Numba to copy when it inlines the function,
+    and nothing for LLVM to turn back into a blend before vectorising."""
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def select_unified(typingctx, condition, if_true, if_false):
+        unified = typingctx.unify_types(if_true, if_false)
+        if unified is None:
+            return None
+
+        def codegen(context, builder, signature, args):
+            cond_type, true_type, false_type = signature.args
+            cond = context.cast(builder, args[0], cond_type, types.boolean)
+            return builder.select(
+                cond, context.cast(builder, args[1], true_type, signature.return_type),
+                context.cast(builder, args[2], false_type, signature.return_type))
+
+        return unified(condition, if_true, if_false), codegen
+
+    from numba import types
+    return select_unified
+
+
 def _fma_f32_intrinsic():
     """LLVM's ``llvm.fma.f32``: the FMA instruction (vectorised with the loop), or libm's
     correctly rounded ``fmaf`` on a CPU without one."""

@@ -296,7 +296,7 @@ def compile_user_functions(model, fastmath, dtype=None):
     jit = device_jit(fastmath)
     # math.exp, math.log, math.tanh compiled as kmath's where the CPU kernel does so too
     # (model.MATH, unroll.lowers_math); loops are left to NVVM.
-    drift, diffusion = unroll.plain_functions(model)
+    drift, diffusion = unroll.plain_functions(model, dtype)
     drift = jit(drift)
     diffusion = jit(diffusion) if diffusion is not None else None
     if dtype is not None:
@@ -991,7 +991,7 @@ def histogram_copies():
 
 
 def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None,
-               n_params=None, increments="gaussian"):
+               n_params=None, increments="gaussian", per_path_params=True):
     """The compiled CUDA kernels for (model, method, dtype), compiling them on first use.
 
     Parameters
@@ -1011,6 +1011,9 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     obs, stop
         Observables and stopping function, as for the CPU driver.
     increments : {"gaussian", "two_point", "three_point"}
+    per_path_params : bool
+        Accepted for the CPU driver's signature: a CUDA thread runs one path, so one
+        kernel serves shared and per-path rows alike.
 
     Returns
     -------
