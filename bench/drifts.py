@@ -29,6 +29,8 @@ the same formulas as the fastsde model's functions. Rows:
     bumps8_libm   the same model with math="libm": libm's exp, where bumps8 gets
                   fastsde.kmath's (the CPU kernel unrolls the loop over the bumps and
                   inlines exp)
+    bumps8_np     the same model written with np.exp (compiled as fastsde.kmath's
+                  exp since stop 30; numpy's, a libm call, before)
     gm_flow       fs.GaussianMixturePath.ring(8, 4, 0.3).flow(), Euler
     gm_diffusion  the same path's .diffusion(1.0), Euler-Maruyama
     mlp64_tanh, mlp64_silu, mlp256_tanh, mlp256_silu
@@ -97,6 +99,23 @@ def bumps_drift(t, x, p, out):
         dx = p[k] - x[0]
         dy = p[8 + k] - x[1]
         w = math.exp(-(dx * dx + dy * dy) * c)
+        num0 += w * dx
+        num1 += w * dy
+        den += w
+    out[0] = num0 / den
+    out[1] = num1 / den
+
+
+def bumps_drift_np(t, x, p, out):
+    """:func:`bumps_drift` written with ``np.exp``, as many users write it."""
+    c = p[16]
+    num0 = 0.0
+    num1 = 0.0
+    den = 0.0
+    for k in range(8):
+        dx = p[k] - x[0]
+        dy = p[8 + k] - x[1]
+        w = np.exp(-(dx * dx + dy * dy) * c)
         num0 += w * dx
         num1 += w * dy
         den += w
@@ -312,6 +331,15 @@ def make_rows():
                     model=fs.ODE(bumps_drift, 2,
                                  params=np.concatenate([mu[:, 0], mu[:, 1], [c]]),
                                  name="bumps8, libm", math="libm"),
+                    method="euler", x0="normal", consts={"mu": mu, "c": np.array([c])},
+                    **bumps_fields()))
+
+    rows.append(Row(name="bumps8_np", label="8-bump field (ODE), np.exp",
+                    kind="ode", dim=2, noise_dim=0, t_span=(0.0, 1.0), n_steps=100,
+                    paths=200_000, peer_paths=100_000,
+                    model=fs.ODE(bumps_drift_np, 2,
+                                 params=np.concatenate([mu[:, 0], mu[:, 1], [c]]),
+                                 name="bumps8, np.exp"),
                     method="euler", x0="normal", consts={"mu": mu, "c": np.array([c])},
                     **bumps_fields()))
 

@@ -1,5 +1,6 @@
-"""Math for user functions that vectorises: ``exp``, ``log``, ``tanh``, ``sigmoid``, ``silu`` and
-``gelu`` as fastsde's own branch-free implementations (:mod:`fastsde.kernels.fmath`).
+"""Math for user functions that vectorises: ``exp``, ``expm1``, ``log``, ``log1p``, ``tanh``,
+``sigmoid``, ``silu`` and ``gelu`` as fastsde's own branch-free implementations
+(:mod:`fastsde.kernels.fmath`).
 
 ``math.exp`` and ``math.tanh`` in a function compiled into a kernel are calls into libm
 (libdevice on CUDA): a loop that contains one does not vectorise, and the CPU and a GPU
@@ -25,7 +26,8 @@ import numpy as np
 from .kernels import fmath as _fmath
 
 #: Public name -> (the float32 version, the float64 version) in fmath.
-NAMES = {"exp": ("exp_f32", "exp_f64"), "log": ("log_f32", "log_f64"),
+NAMES = {"exp": ("exp_f32", "exp_f64"), "expm1": ("expm1_f32", "expm1_f64"),
+         "log": ("log_f32", "log_f64"), "log1p": ("log1p_f32", "log1p_f64"),
          "tanh": ("tanh_f32", "tanh_f64"),
          "sigmoid": ("sigmoid_f32", "sigmoid_f64"), "silu": ("silu_f32", "silu_f64"),
          "gelu": ("gelu_f32", "gelu_f64")}
@@ -42,9 +44,20 @@ def exp(x):
     return _plain(x, *NAMES["exp"])
 
 
+def expm1(x):
+    """e^x - 1, accurate near 0 (float32 for a float32 argument, else float64)."""
+    return _plain(x, *NAMES["expm1"])
+
+
 def log(x):
     """ln x (float32 for a float32 argument, else float64); -inf at 0, nan below."""
     return _plain(x, *NAMES["log"])
+
+
+def log1p(x):
+    """ln(1 + x), accurate near 0 (float32 for a float32 argument, else float64); -inf at
+    -1, nan below."""
+    return _plain(x, *NAMES["log1p"])
 
 
 def tanh(x):
@@ -96,30 +109,40 @@ def inline_replacements():
     return {globals()[name]: INLINE[name] for name in NAMES}
 
 
-#: The ``math`` functions a model with ``math="fastsde"`` gets from here instead.
-LOWERED = ("exp", "log", "tanh")
+#: The functions a model with ``math="fastsde"`` gets from here instead, in both
+#: spellings: ``math.exp`` and ``numpy.exp`` (on a number; ``numpy.exp`` of an array is
+#: numpy's).
+LOWERED = ("exp", "expm1", "log", "log1p", "tanh")
 
 
 def lowering(inline):
-    """{math function: its replacement} for models with ``math="fastsde"``: the
+    """{math or numpy function: its replacement} for models with ``math="fastsde"``: the
     :data:`INLINE` stand-ins (``inline``, CPU kernels) or the public functions (CUDA)."""
     import math
 
-    return {getattr(math, name): (INLINE[name] if inline else globals()[name])
-            for name in LOWERED}
+    replacements = {}
+    for name in LOWERED:
+        replacement = INLINE[name] if inline else globals()[name]
+        replacements[getattr(math, name)] = replacement
+        replacements[getattr(np, name)] = replacement
+    return replacements
 
 
 _REGISTERED = {}
 
 
 def _overload_with(overload, public, compiled_f32, compiled_f64, float32, number_types,
-                   **options):
+                   array_type=None, ufunc=None, **options):
     @overload(public, jit_options={"error_model": "numpy"}, **options)
     def _typer(x):
         if x == float32:
             return lambda x: compiled_f32(x)
         if isinstance(x, number_types):
             return lambda x: compiled_f64(x)
+        # numpy.exp(array) in a user's function, whose numpy.exp the kernel replaced by a
+        # stand-in: numpy's, as written.
+        if ufunc is not None and isinstance(x, array_type):
+            return lambda x: ufunc(x)
     return _typer
 
 
@@ -165,7 +188,8 @@ def register_cpu():
     for public, (f32, f64) in NAMES.items():
         _overload_with(overload, INLINE[public], marked(getattr(inline, f32)),
                        marked(getattr(inline, f64)), types.float32,
-                       (types.Float, types.Integer), inline="always")
+                       (types.Float, types.Integer), types.Array,
+                       getattr(np, public, None), inline="always")
     for name, stand_in in UNITS.items():
         f32, f64 = NAMES[name]
         _overload_with(overload, stand_in, getattr(calls, f32), getattr(calls, f64),

@@ -16,7 +16,7 @@ from fastsde.kernels import bits, fmath
 from fastsde.kernels.target import compile_functions
 
 N_ARGS = 10_000_000
-FUNCTIONS = ("exp", "log", "tanh", "sigmoid", "silu", "gelu")
+FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "silu", "gelu")
 DTYPES = (np.float32, np.float64)
 
 ld = np.longdouble
@@ -29,8 +29,12 @@ def reference(name, x):
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         if name == "exp":
             return np.exp(x)
+        if name == "expm1":
+            return np.expm1(x)
         if name == "log":
             return np.log(x)
+        if name == "log1p":
+            return np.log1p(x)
         if name == "tanh":
             return np.tanh(x)
         # sigmoid by the form that cannot overflow: e^-|x| is at most 1.
@@ -102,7 +106,20 @@ def arguments(name, dtype, n, seed):
         parts = [rng.uniform(0.5, 2.0, n // 4), rng.uniform(0.0, 1e4, n // 4),
                  np.exp(rng.uniform(lo, hi, n - 2 * (n // 4)))]
         return np.concatenate(parts).astype(dtype)
+    if name == "log1p":
+        # Above -1: uniform near 0 and up to 10^4, log-uniform magnitudes of positive
+        # arguments over the whole range and of negative ones from the smallest
+        # subnormal to 1, and arguments within 10^-3 of -1.
+        info = np.finfo(dtype)
+        lo, hi = np.log(float(info.smallest_subnormal)), np.log(float(info.max))
+        q = n // 5
+        parts = [rng.uniform(-1.0, 1.0, q), rng.uniform(-1.0, 1e4, q),
+                 np.exp(rng.uniform(lo, hi, q)), -np.exp(rng.uniform(lo, 0.0, q)),
+                 -1.0 + np.exp(rng.uniform(np.log(float(info.eps)), np.log(1e-3),
+                                           n - 4 * q))]
+        return np.concatenate(parts).astype(dtype)
     big = {"exp": (-110.0, 90.0) if dtype == np.float32 else (-750.0, 712.0),
+           "expm1": (-40.0, 90.0) if dtype == np.float32 else (-50.0, 712.0),
            "tanh": (-12.0, 12.0) if dtype == np.float32 else (-22.0, 22.0),
            "sigmoid": (-110.0, 20.0) if dtype == np.float32 else (-750.0, 40.0),
            "silu": (-110.0, 20.0) if dtype == np.float32 else (-750.0, 40.0),
@@ -120,12 +137,17 @@ def special_values(dtype):
               -float(info.smallest_subnormal), float(info.smallest_normal),
               -float(info.smallest_normal), float(info.max), -float(info.max), 1.0, -1.0,
               0.5493061443340549, -0.5493061443340549]
+    # ... and the ends of expm1's branches (ln 2 / 2, and where it rounds to -1) and the
+    # arguments next to log1p's pole.
+    values += [0.34657359027997264, -0.34657359027997264, -2.0, 1.5, 2.0]
     if dtype == np.float32:
         values += [88.72283172607422, 88.72283935546875, -103.97207641601562,
-                   -103.97208404541016, -87.33654022216797, 9.01, 10.0, 10.5]
+                   -103.97208404541016, -87.33654022216797, 9.01, 10.0, 10.5, -17.4, -30.0,
+                   -30.000002, -0.99999994, 88.37626]
     else:
         values += [709.782712893384, 709.7827128933841, -745.1332191019411,
-                   -745.1332191019412, -708.3964185322641, 19.1, 20.0, 20.5]
+                   -745.1332191019412, -708.3964185322641, 19.1, 20.0, 20.5, -37.5, -40.0,
+                   -40.00000000000001, -0.9999999999999999, 709.43]
     return np.array(values, dtype)
 
 
@@ -166,7 +188,9 @@ def test_special_values(compiled, dtype):
               "tanh": [0.0, -0.0, 1.0, -1.0, np.nan],
               "sigmoid": [0.5, 0.5, 1.0, 0.0, np.nan],
               "silu": [0.0, -0.0, np.inf, -0.0, np.nan],
-              "gelu": [0.0, -0.0, np.inf, -0.0, np.nan]}
+              "gelu": [0.0, -0.0, np.inf, -0.0, np.nan],
+              "expm1": [0.0, -0.0, np.inf, -1.0, np.nan],
+              "log1p": [0.0, -0.0, np.inf, np.nan, np.nan]}
     for name, values in expect.items():
         out = np.empty_like(x)
         compiled(f"{name}_{suffix}")(x, out)
@@ -196,6 +220,21 @@ def test_special_values(compiled, dtype):
     compiled(f"log_{suffix}")(x, out)
     assert out[0] == 0.0 and not np.signbit(out[0]) and np.isnan(out[1]) and np.isnan(out[2])
     np.testing.assert_allclose(out[3:], np.log(x[3:].astype(np.float64)), rtol=1e-6)
+    # log1p: -inf at -1, nan below it; a subnormal is itself.
+    x = np.array([-1.0, np.nextafter(dtype(-1.0), dtype(-2.0)), -2.0,
+                  info.smallest_subnormal, -info.smallest_subnormal], dtype)
+    out = np.empty_like(x)
+    compiled(f"log1p_{suffix}")(x, out)
+    assert out[0] == -np.inf and np.isnan(out[1]) and np.isnan(out[2]), out
+    assert np.array_equal(out[3:], x[3:]), out
+    # expm1: a subnormal is itself, -1 far below 0, inf past exp's overflow threshold,
+    # finite just below it.
+    x = np.array([info.smallest_subnormal, -info.smallest_subnormal, -1000.0, top,
+                  np.nextafter(top, dtype(np.inf))], dtype)
+    out = np.empty_like(x)
+    compiled(f"expm1_{suffix}")(x, out)
+    assert np.array_equal(out[:3], np.array([x[0], x[1], -1.0], dtype)), out
+    assert np.isfinite(out[3]) and out[3] > info.max / 2 and out[4] == np.inf, out
     # tanh of a subnormal is itself; tanh saturates to exactly +-1.
     x = np.array([info.smallest_subnormal, -info.smallest_subnormal, 30.0, -30.0], dtype)
     out = np.empty_like(x)
@@ -258,7 +297,7 @@ def test_accuracy_check_fails_on_a_wrong_function(monkeypatch):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_kmath_compiles_for_cuda_without_libdevice(dtype):
     """Every kmath function compiles as CUDA device code for sm_90, as its own operations:
-    no libdevice exp, log or tanh in the PTX."""
+    no libdevice exp, expm1, log, log1p or tanh in the PTX."""
     try:
         from numba import cuda
 
@@ -276,10 +315,13 @@ def test_kmath_compiles_for_cuda_without_libdevice(dtype):
         out[3] = kmath.sigmoid(x[3])
         out[4] = kmath.silu(x[4])
         out[5] = kmath.gelu(x[5])
+        out[6] = kmath.expm1(x[6])
+        out[7] = kmath.log1p(x[7])
 
     with _as_if_device((9, 0)):
         ptx, _ = cuda.compile_ptx(every_function, f"void({dtype}[::1], {dtype}[::1])",
                                   device=True, cc=(9, 0))
     assert ".func" in ptx
-    for name in ("__nv_exp", "__nv_log", "__nv_tanh", "__nv_expf", "__nv_logf", "__nv_tanhf"):
+    for name in ("__nv_exp", "__nv_log", "__nv_tanh", "__nv_expf", "__nv_logf", "__nv_tanhf",
+                 "__nv_expm1", "__nv_log1p"):
         assert name not in ptx, name

@@ -1,5 +1,5 @@
-"""Elementary functions for kernels (exp, log, tanh, sigmoid, silu, gelu), branch-free,
-written once and compiled for each target.
+"""Elementary functions for kernels (exp, expm1, log, log1p, tanh, sigmoid, silu, gelu),
+branch-free, written once and compiled for each target.
 
 libm's ``exp`` and ``tanh`` are calls: in a loop over lanes or over a layer's units they
 stop LLVM's vectoriser (a 3-64-64-2 tanh network ran 8x slower through libm's ``tanhf``
@@ -35,6 +35,7 @@ from .philox import F32_LN2_HI, F32_LN2_LO, F64_LN2_HI, F64_LN2_LO
 #: absolute rounding x multiplies; gelu's e^2u amplifies the rounding of u (a few ulps)
 #: by |2u|, the condition number of the exponential (as in any working-precision GELU).
 MAX_ULP = {"exp_f32": 1.0, "log_f32": 1.0, "log_f64": 1.0, "tanh_f32": 2.0,
+           "expm1_f32": 2.0, "expm1_f64": 2.0, "log1p_f32": 1.0, "log1p_f64": 1.0,
            "sigmoid_f32": 2.5, "silu_f32": 3.5,
            "gelu_f32": 3.0, "exp_f64": 1.0, "tanh_f64": 2.0, "sigmoid_f64": 2.5,
            "silu_f64": 3.5, "gelu_f64": 3.0}
@@ -80,6 +81,9 @@ I32_ROUND_BITS = np.int32(0x4B400000)
 # float32 below that) or rounds to 0 (below 2^-150).
 F32_EXP_MAX = np.float32(88.72283172607422)
 F32_EXP_MIN = np.float32(-103.97208404541016)
+# Below these e^x - 1 rounds to -1 (e^-30 < 2^-43, e^-40 < 2^-57).
+F32_EXPM1_MIN = np.float32(-30.0)
+F64_EXPM1_MIN = -40.0
 I32_ONE = np.int32(1)
 I32_23 = np.int32(23)
 I32_127 = np.int32(127)
@@ -182,6 +186,28 @@ def exp_f32(x):
     return select(xf != xf, xf, value)
 
 
+def expm1_f32(x):
+    """e^x - 1 for float32 x without the cancellation of ``exp(x) - 1`` near 0: with x =
+    k ln 2 + r, ``(2^k - 1) + 2^k (e^r - 1)``, where e^r - 1 = r + r^2 P(r) is the
+    exponential's own polynomial and 2^k - 1 is exact for the k where the sum matters;
+    -1 below -30, inf above the overflow threshold, expm1(-0) = -0."""
+    xf = np.float32(x)
+    xc = select(xf > F32_EXP_MAX, F32_EXP_MAX, select(xf < F32_EXPM1_MIN, F32_EXPM1_MIN, xf))
+    shifted = xc * F32_LOG2E + F32_ROUND
+    k = shifted - F32_ROUND
+    ki = np.int32(f32_as_i32(shifted) - I32_ROUND_BITS)
+    r = (xc - k * F32_LN2_HI) - k * F32_LN2_LO
+    p = r + (r * r) * _exp_tail_f32(r)
+    # 2^128 (x just below the overflow threshold) has no float32: that last factor of 2
+    # is applied after the sum, where the -1 no longer matters.
+    kc = select(ki > I32_127, I32_127, ki)
+    scale = _pow2_f32(kc)
+    value = ((scale - F32_ONE) + scale * p) * _pow2_f32(np.int32(ki - kc))
+    value = select(xf > F32_EXP_MAX, F32_INF, value)
+    value = select(xf < F32_EXPM1_MIN, -F32_ONE, value)
+    return select(xf == F32_ZERO, xf, select(xf != xf, xf, value))
+
+
 def tanh_f32(x):
     """tanh(x) for float32 x: ``|x| + |x|^3 P(x^2)`` below ln(3)/2, ``1 - 2 / (e^2|x| +
     1)`` above, the sign of x put back (tanh(-0) = -0, tanh(nan) = nan)."""
@@ -255,6 +281,28 @@ def exp_f64(x):
     return select(xf != xf, xf, value)
 
 
+def expm1_f64(x):
+    """e^x - 1 for float64 x, as :func:`expm1_f32` with the float64 exponential's
+    reduction (e^r - 1 = hi - (lo - r c / (2 - c)), fdlibm's form without its final 1)."""
+    xf = np.float64(x)
+    xc = select(xf > F64_EXP_MAX, F64_EXP_MAX, select(xf < F64_EXPM1_MIN, F64_EXPM1_MIN, xf))
+    shifted = xc * F64_LOG2E + F64_ROUND
+    k = shifted - F64_ROUND
+    ki = np.int64(f64_as_i64(shifted) - I64_ROUND_BITS)
+    hi = xc - k * F64_LN2_HI
+    lo = k * F64_LN2_LO
+    r = hi - lo
+    rr = r * r
+    c = r - rr * _exp_p_f64(rr)
+    p = hi - (lo - (r * c) / (2.0 - c))
+    kc = select(ki > I64_1023, I64_1023, ki)
+    scale = _pow2_f64(kc)
+    value = ((scale - 1.0) + scale * p) * _pow2_f64(np.int64(ki - kc))
+    value = select(xf > F64_EXP_MAX, F64_INF, value)
+    value = select(xf < F64_EXPM1_MIN, -1.0, value)
+    return select(xf == 0.0, xf, select(xf != xf, xf, value))
+
+
 def tanh_f64(x):
     """tanh(x) for float64 x, as :func:`tanh_f32` in float64."""
     xf = np.float64(x)
@@ -317,6 +365,27 @@ I64_MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
 I64_BIAS = np.int64(0x3FF)
 
 
+def _log_series_f32(f, hfsq):
+    """s (f^2/2 + R(s^2)), s = f / (2 + f): log(1 + f) - f + f^2/2, the part of the
+    logarithm of the reduced argument 1 + f that the series gives (``hfsq`` = f^2/2)."""
+    s = f / (F32_TWO + f)
+    z = s * s
+    w = z * z
+    t1 = w * (F32_LG2 + w * F32_LG4)
+    t2 = z * (F32_LG1 + w * F32_LG3)
+    return s * (hfsq + (t1 + t2))
+
+
+def _log_series_f64(f, hfsq):
+    """:func:`_log_series_f32` in float64 (fdlibm's seven coefficients)."""
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (F64_LG2 + w * (F64_LG4 + w * F64_LG6))
+    t2 = z * (F64_LG1 + w * (F64_LG3 + w * (F64_LG5 + w * F64_LG7)))
+    return s * (hfsq + (t1 + t2))
+
+
 def log_f32(x):
     """ln x for float32 x (musl's logf, with selects for its branches): -inf at 0, nan
     below 0 and at nan, inf at inf; subnormals are scaled by 2^23 first."""
@@ -328,14 +397,9 @@ def log_f32(x):
     k = select(tiny, np.int32(k - I32_23), k)
     m = i32_as_f32(np.int32(np.int32(ix & I32_MANTISSA) + I32_SQRT_HALF_BITS))
     f = m - F32_ONE
-    s = f / (F32_TWO + f)
-    z = s * s
-    w = z * z
-    t1 = w * (F32_LG2 + w * F32_LG4)
-    t2 = z * (F32_LG1 + w * F32_LG3)
     hfsq = F32_HALF * f * f
     kf = np.float32(k)
-    value = s * (hfsq + (t1 + t2)) + kf * F32_LN2_LO_LOG - hfsq + f + kf * F32_LN2_HI_LOG
+    value = _log_series_f32(f, hfsq) + kf * F32_LN2_LO_LOG - hfsq + f + kf * F32_LN2_HI_LOG
     value = select(xf == F32_INF, F32_INF, value)
     value = select(xf == F32_ZERO, -F32_INF, value)
     return select(xf < F32_ZERO, F32_NAN, select(xf != xf, xf, value))
@@ -352,22 +416,59 @@ def log_f64(x):
     k = select(tiny, np.int64(k - I64_54), k)
     m = i64_as_f64(np.int64(np.int64(ix & I64_MANTISSA) + I64_SQRT_HALF_BITS))
     f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (F64_LG2 + w * (F64_LG4 + w * F64_LG6))
-    t2 = z * (F64_LG1 + w * (F64_LG3 + w * (F64_LG5 + w * F64_LG7)))
     hfsq = 0.5 * f * f
     # Through int32 (|k| < 1100): AVX2 converts int32 to float64 in vectors, not int64.
     kf = np.float64(np.int32(k))
-    value = s * (hfsq + (t1 + t2)) + kf * F64_LN2_LO - hfsq + f + kf * F64_LN2_HI
+    value = _log_series_f64(f, hfsq) + kf * F64_LN2_LO - hfsq + f + kf * F64_LN2_HI
     value = select(xf == F64_INF, F64_INF, value)
     value = select(xf == 0.0, -F64_INF, value)
     return select(xf < 0.0, F64_NAN, select(xf != xf, xf, value))
+
+
+def log1p_f32(x):
+    """ln(1 + x) for float32 x without the rounding of 1 + x: u = 1 + x rounded and its
+    rounding error c (exact, Fast2Sum), then ln u + c / u, the correction added to the
+    logarithm's small terms. -inf at -1, nan below, log1p(-0) = -0."""
+    xf = np.float32(x)
+    u = F32_ONE + xf
+    ax = select(xf < F32_ZERO, -xf, xf)
+    c = select(ax < F32_ONE, xf - (u - F32_ONE), F32_ONE - (u - xf))
+    ix = np.int32(f32_as_i32(u) + I32_ONE_MINUS_SQRT_HALF)
+    k = np.int32(np.int32(ix >> I32_23) - I32_BIAS)
+    m = i32_as_f32(np.int32(np.int32(ix & I32_MANTISSA) + I32_SQRT_HALF_BITS))
+    f = m - F32_ONE
+    hfsq = F32_HALF * f * f
+    kf = np.float32(k)
+    value = (_log_series_f32(f, hfsq) + (kf * F32_LN2_LO_LOG + c / u) - hfsq + f
+             + kf * F32_LN2_HI_LOG)
+    value = select(xf == F32_INF, F32_INF, value)
+    value = select(xf == -F32_ONE, -F32_INF, value)
+    value = select(xf < -F32_ONE, F32_NAN, value)
+    return select(xf == F32_ZERO, xf, select(xf != xf, xf, value))
+
+
+def log1p_f64(x):
+    """:func:`log1p_f32` in float64."""
+    xf = np.float64(x)
+    u = 1.0 + xf
+    ax = select(xf < 0.0, -xf, xf)
+    c = select(ax < 1.0, xf - (u - 1.0), 1.0 - (u - xf))
+    ix = np.int64(f64_as_i64(u) + I64_ONE_MINUS_SQRT_HALF)
+    k = np.int64(np.int64(ix >> I64_52) - I64_BIAS)
+    m = i64_as_f64(np.int64(np.int64(ix & I64_MANTISSA) + I64_SQRT_HALF_BITS))
+    f = m - 1.0
+    hfsq = 0.5 * f * f
+    kf = np.float64(np.int32(k))
+    value = _log_series_f64(f, hfsq) + (kf * F64_LN2_LO + c / u) - hfsq + f + kf * F64_LN2_HI
+    value = select(xf == F64_INF, F64_INF, value)
+    value = select(xf == -1.0, -F64_INF, value)
+    value = select(xf < -1.0, F64_NAN, value)
+    return select(xf == 0.0, xf, select(xf != xf, xf, value))
 
 
 #: The functions a target compiles (fastsde.kmath binds the public ones).
 FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64", "_pow2_f32",
              "_exp_core_f32", "exp_f32", "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32",
              "_pow2_f64", "_exp_core_f64", "exp_f64", "tanh_f64", "sigmoid_f64", "silu_f64",
-             "gelu_f64", "log_f32", "log_f64")
+             "gelu_f64", "expm1_f32", "expm1_f64", "_log_series_f32", "_log_series_f64",
+             "log_f32", "log_f64", "log1p_f32", "log1p_f64")

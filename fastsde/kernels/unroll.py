@@ -115,8 +115,9 @@ def unroll_constant_loops(fn, replacements=None, max_trip=None, call_replacement
 
 
 def lowers_math(fn):
-    """Whether a model with ``math="fastsde"`` gets ``math.exp``, ``math.log`` and
-    ``math.tanh`` from :mod:`fastsde.kmath` in ``fn``: when no loop is left in it once its
+    """Whether a model with ``math="fastsde"`` gets ``exp``, ``expm1``, ``log``, ``log1p``
+    and ``tanh`` (:data:`fastsde.kmath.LOWERED`, math's and numpy's) from
+    :mod:`fastsde.kmath` in ``fn``: when no loop is left in it once its
     constant loops are unrolled, so that the step is straight-line code. In a loop that
     stays, an inlined branch-free exp ran slower than libm's call (the Gaussian-mixture
     flow's loop over its components: 9.1e6 against 1.49e7 path-steps/s, float32, 2
