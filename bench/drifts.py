@@ -39,6 +39,9 @@ the same formulas as the fastsde model's functions. Rows:
                   noise 2 x 2), full truncation max(v, 0), Euler-Maruyama
     lorenz        Lorenz 63 (10, 28, 8/3) with additive noise 1 per component,
                   Euler-Maruyama
+    bistable_erf  dX = (2 erf(X) - X) dt + 0.5 dW (math.erf; scipy.special.erf,
+                  torch.erf, jax.scipy.special.erf for the peers), x0 = 0.5,
+                  Euler-Maruyama; bistable_erf_libm the same with math="libm"
 
 ODE rows start every engine from the same random initial states (x0 per path), so the
 final states must match to float tolerance: |difference| / (1 + |x|) within 1e-3
@@ -151,6 +154,15 @@ def lorenz_diffusion(t, x, p, out):
         out[i] = p[3]
 
 
+def bistable_drift(t, x, p, out):
+    """p = (a, noise): a erf(x) - x, stable at the two roots of a erf(x) = x."""
+    out[0] = p[0] * math.erf(x[0]) - x[0]
+
+
+def bistable_diffusion(t, x, p, out):
+    out[0] = p[1]
+
+
 # ---------------------------------------------------------------- the peers' fields
 # Each model's field twice, the same formulas as the fastsde functions: batched, for numpy
 # and torch, on X of shape (dim, n) (drift(B, t, X, C) -> (dim, n); noise(B, t, X, C, dW)
@@ -160,11 +172,16 @@ def lorenz_diffusion(t, x, p, out):
 # operations; C holds the model's arrays in the engine's type and the run's dtype. Scalars
 # are closure constants (weakly typed in all three engines: they keep the arrays' dtype).
 
+def _scipy_erf(z):
+    from scipy.special import erf
+    return erf(z)
+
+
 def ops_numpy():
     def silu(z):
         return z / (1.0 + np.exp(-z))  # fastsde's formula; overflow to inf gives -0
     return types.SimpleNamespace(
-        exp=np.exp, log=np.log, sqrt=np.sqrt, tanh=np.tanh, silu=silu,
+        exp=np.exp, log=np.log, sqrt=np.sqrt, tanh=np.tanh, silu=silu, erf=_scipy_erf,
         relu=lambda a: np.maximum(a, 0.0), sum=lambda a, axis: a.sum(axis=axis),
         max=lambda a, axis: a.max(axis=axis), stack=lambda xs: np.stack(xs, 0))
 
@@ -172,7 +189,7 @@ def ops_numpy():
 def ops_torch():
     import torch
     return types.SimpleNamespace(
-        exp=torch.exp, log=torch.log, sqrt=torch.sqrt, tanh=torch.tanh,
+        exp=torch.exp, log=torch.log, sqrt=torch.sqrt, tanh=torch.tanh, erf=torch.erf,
         silu=torch.nn.functional.silu, relu=lambda a: torch.clamp(a, min=0.0),
         sum=lambda a, axis: a.sum(dim=axis), max=lambda a, axis: a.amax(dim=axis),
         stack=lambda xs: torch.stack(xs, 0))
@@ -183,6 +200,7 @@ def ops_jax():
     jnp = jax.numpy
     return types.SimpleNamespace(
         exp=jnp.exp, log=jnp.log, sqrt=jnp.sqrt, tanh=jnp.tanh, silu=jax.nn.silu,
+        erf=jax.scipy.special.erf,
         relu=lambda a: jnp.maximum(a, 0.0), sum=lambda a, axis: jnp.sum(a, axis=axis),
         max=lambda a, axis: jnp.max(a, axis=axis), stack=lambda xs: jnp.stack(xs, 0))
 
@@ -281,6 +299,15 @@ def heston_fields(mu, kappa, theta, xi, rho):
     def noise(B, t, X, C, dW):
         sv = B.sqrt(B.relu(X[1]))
         return B.stack([sv * X[0] * dW[0], xi * sv * (rho * dW[0] + rhob * dW[1])])
+    return dict(drift=drift, noise=noise, drift1=drift, noise1=noise)
+
+
+def bistable_fields(a, noise_scale):
+    def drift(B, t, X, C):
+        return a * B.erf(X) - X
+
+    def noise(B, t, X, C, dW):
+        return noise_scale * dW
     return dict(drift=drift, noise=noise, drift1=drift, noise1=noise)
 
 
@@ -388,6 +415,18 @@ def make_rows():
                                  params=(l_sigma, l_rho, l_beta, l_noise), name="lorenz"),
                     method="euler_maruyama", x0=(1.0, 1.0, 1.0), consts={},
                     **lorenz_fields(l_sigma, l_rho, l_beta, l_noise)))
+
+    for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
+        rows.append(Row(name=f"bistable_erf{suffix}",
+                        label="bistable dX = (2 erf(X) - X) dt + 0.5 dW"
+                              + (", math='libm'" if suffix else ""),
+                        kind="sde", dim=1, noise_dim=1, t_span=(0.0, 1.0), n_steps=200,
+                        paths=1_000_000, peer_paths=100_000,
+                        model=fs.SDE(bistable_drift, bistable_diffusion, 1, noise="additive",
+                                     params=(2.0, 0.5), name="bistable erf" + suffix,
+                                     math=math_source),
+                        method="euler_maruyama", x0=(0.5,), consts={},
+                        **bistable_fields(2.0, 0.5)))
     return rows
 
 

@@ -1,5 +1,5 @@
 """Math for user functions that vectorises: ``exp``, ``expm1``, ``log``, ``log1p``, ``tanh``,
-``sigmoid``, ``silu`` and ``gelu`` as fastsde's own branch-free implementations
+``erf``, ``sigmoid``, ``silu`` and ``gelu`` as fastsde's own branch-free implementations
 (:mod:`fastsde.kernels.fmath`).
 
 ``math.exp`` and ``math.tanh`` in a function compiled into a kernel are calls into libm
@@ -28,7 +28,7 @@ from .kernels import fmath as _fmath
 #: Public name -> (the float32 version, the float64 version) in fmath.
 NAMES = {"exp": ("exp_f32", "exp_f64"), "expm1": ("expm1_f32", "expm1_f64"),
          "log": ("log_f32", "log_f64"), "log1p": ("log1p_f32", "log1p_f64"),
-         "tanh": ("tanh_f32", "tanh_f64"),
+         "tanh": ("tanh_f32", "tanh_f64"), "erf": ("erf_f32", "erf_f64"),
          "sigmoid": ("sigmoid_f32", "sigmoid_f64"), "silu": ("silu_f32", "silu_f64"),
          "gelu": ("gelu_f32", "gelu_f64")}
 
@@ -63,6 +63,11 @@ def log1p(x):
 def tanh(x):
     """tanh(x) (float32 for a float32 argument, else float64)."""
     return _plain(x, *NAMES["tanh"])
+
+
+def erf(x):
+    """The error function (float32 for a float32 argument, else float64); +-1 at +-inf."""
+    return _plain(x, *NAMES["erf"])
 
 
 def sigmoid(x):
@@ -111,8 +116,8 @@ def inline_replacements():
 
 #: The functions a model with ``math="fastsde"`` gets from here instead, in both
 #: spellings: ``math.exp`` and ``numpy.exp`` (on a number; ``numpy.exp`` of an array is
-#: numpy's).
-LOWERED = ("exp", "expm1", "log", "log1p", "tanh")
+#: numpy's); numpy has no erf.
+LOWERED = ("exp", "expm1", "log", "log1p", "tanh", "erf")
 
 
 def lowering(inline):
@@ -124,7 +129,8 @@ def lowering(inline):
     for name in LOWERED:
         replacement = INLINE[name] if inline else globals()[name]
         replacements[getattr(math, name)] = replacement
-        replacements[getattr(np, name)] = replacement
+        if hasattr(np, name):
+            replacements[getattr(np, name)] = replacement
     return replacements
 
 

@@ -19,7 +19,7 @@ from .errors import ModelError
 #: general (sigma is dim x noise_dim).
 NOISE_KINDS = ("additive", "diagonal", "scalar", "general")
 CALCULI = ("ito", "stratonovich")
-#: Where ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` (``math``'s, or numpy's on a
+#: Where ``exp``, ``expm1``, ``log``, ``log1p``, ``tanh`` and ``erf`` (``math``'s, or numpy's on a
 #: number) in a model's functions come from in the kernels: "fastsde" (fastsde.kmath's branch-free versions, inlined; the same
 #: operations on the CPU and CUDA) or "libm" (libm's on the CPU, libdevice's on CUDA).
 MATH = ("fastsde", "libm")
@@ -332,8 +332,8 @@ class SDE(_Model):
         The sense of the stochastic integral. A method of the other calculus is refused
         (``IncompatibleMethodError``) unless the noise is additive, where the two agree.
     math : {"fastsde", "libm"}
-        "fastsde" (the default): ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh``
-        (``math.exp`` or ``numpy.exp`` of a number) in the model's functions are
+        "fastsde" (the default): ``exp``, ``expm1``, ``log``, ``log1p``, ``tanh`` and
+        ``erf`` (``math.exp`` or ``numpy.exp`` of a number) in the model's functions are
         compiled as :mod:`fastsde.kmath`'s (branch-free, within 2 ulp, inlined into the
         CPU kernel's step, where libm's are calls), in each
         function that has no loop left once its constant loops are unrolled

@@ -136,19 +136,21 @@ def test_kernel_gives_the_bits_of_the_loop_as_written(monkeypatch):
 
 def transcendental_as_written(t, x, p, out):
     out[0] = (math.exp(-x[0]) - math.tanh(x[0]) + math.log(1.0 + x[0] * x[0])
-              + math.expm1(-0.1 * x[0] * x[0]) - math.log1p(0.5 * x[0] * x[0]))
+              + math.expm1(-0.1 * x[0] * x[0]) - math.log1p(0.5 * x[0] * x[0])
+              + math.erf(0.7 * x[0]))
 
 
 def transcendental_numpy(t, x, p, out):
     # np.tanh of an array stays numpy's (of a number it is kmath's).
     out[0] = (np.exp(-x[0]) - np.tanh(x[0]) + np.log(1.0 + x[0] * x[0])
               + np.expm1(-0.1 * x[0] * x[0]) - np.log1p(0.5 * x[0] * x[0])
-              + 0.0 * np.tanh(x)[0])
+              + math.erf(0.7 * x[0]) + 0.0 * np.tanh(x)[0])
 
 
 def transcendental_kmath(t, x, p, out):
     out[0] = (kmath.exp(-x[0]) - kmath.tanh(x[0]) + kmath.log(1.0 + x[0] * x[0])
-              + kmath.expm1(-0.1 * x[0] * x[0]) - kmath.log1p(0.5 * x[0] * x[0]))
+              + kmath.expm1(-0.1 * x[0] * x[0]) - kmath.log1p(0.5 * x[0] * x[0])
+              + kmath.erf(0.7 * x[0]))
 
 
 def _final(drift, math_source, dtype="float64"):
@@ -158,7 +160,7 @@ def _final(drift, math_source, dtype="float64"):
 
 
 def test_math_functions_are_compiled_as_kmath_unless_libm_is_asked_for():
-    """math.exp, expm1, log, log1p and tanh, and their numpy spellings, in a model with
+    """math.exp, expm1, log, log1p, tanh and erf, and numpy's spellings, in a model with
     math="fastsde" (the default) give the bits of the same model written with
     fastsde.kmath; math="libm" keeps libm's, which differ from them in some paths."""
     lowered = _final(transcendental_as_written, "fastsde")
