@@ -41,6 +41,21 @@ def erfc_scaled(x):
     return mpmath.erfc(x) * mpmath.exp(x * x)
 
 
+def fit_erfc_scaled(k, top, n_coefficients):
+    """Q = erfc(x) e^(x^2) on [1, top] as a polynomial in u = (x - k) / (x + k), and the
+    largest error of Q times e^(-x^2) (what erf's result carries) on 600 points."""
+    k = mpmath.mpf(k)
+    lo, hi = (1 - k) / (1 + k), (top - k) / (top + k)
+    c = mpmath.chebyfit(lambda u: erfc_scaled(k * (1 + u) / (1 - u)), [lo, hi],
+                        n_coefficients)
+    worst = 0
+    for i in range(600):
+        x = 1 + (top - 1) * mpmath.mpf(i) / 599
+        u = (x - k) / (x + k)
+        worst = max(worst, abs(mpmath.polyval(c, u) - erfc_scaled(x)) * mpmath.exp(-x * x))
+    return c, worst
+
+
 def show(name, coefficients, error):
     print(f"# {name}: max abs error of the fit {mpmath.nstr(error, 3)}")
     print(f"{name} = (" + ",\n    ".join(repr(float(c)) for c in coefficients) + ")")
@@ -58,22 +73,20 @@ def main():
     # float64 tanh, the same interval.
     c, err = mpmath.chebyfit(tanh_odd_part, [0, ln3_2 ** 2], 11, error=True)
     show("F64_TANH_C", c, err)
-    # erf: x + x P(x^2) on |x| <= 1; 1 - e^(-x^2) Q(x) above, where an error e in Q
-    # costs e e^(-x^2) absolute, against erf's ulp of 2^-24 / 2^-53 near 1. float32:
-    # one Q on [1, 4] (erf rounds to 1 above 3.92); float64: [1, 2] and [2, 6] (erf
-    # rounds to 1 above 5.93).
+    # erf: x + x P(x^2) on |x| <= 1; 1 - e^(-x^2) Q above, where an error e in Q costs
+    # e e^(-x^2) absolute, against erf's ulp of 2^-24 / 2^-53 near 1. Q = erfc e^(x^2)
+    # as a polynomial in u = (x - K) / (x + K) (Schonfelder's variable, which maps
+    # [1, inf) into [-1, 1) and straightens Q's 1 / x tail): one polynomial of degree 7
+    # on [1, 4] for float32 (erf rounds to 1 above 3.92), of degree 15 on [1, 6] for
+    # float64 (above 5.93), where in x itself [1, 6] took two of degree 15 and 21.
     c, err = mpmath.chebyfit(erf_odd_part, [0, 1], 7, error=True)
     show("F32_ERF_P", c, err)
-    # Each Q in t = x - (the interval's middle), exact in the working precision: in x
-    # itself a degree-20 polynomial on [2, 6] would cancel in Horner's scheme.
-    c, err = mpmath.chebyfit(lambda t: erfc_scaled(t + 2.5), [-1.5, 1.5], 12, error=True)
-    show("F32_ERF_Q", c, err)
+    c, err = fit_erfc_scaled(2, 4, 8)
+    show("F32_ERF_Q (K = 2; the error is that of Q e^(-x^2))", c, err)
     c, err = mpmath.chebyfit(erf_odd_part, [0, 1], 12, error=True)
     show("F64_ERF_P", c, err)
-    c, err = mpmath.chebyfit(lambda t: erfc_scaled(t + 1.5), [-0.5, 0.5], 16, error=True)
-    show("F64_ERF_Q1", c, err)
-    c, err = mpmath.chebyfit(lambda t: erfc_scaled(t + 4), [-2, 2], 22, error=True)
-    show("F64_ERF_Q2", c, err)
+    c, err = fit_erfc_scaled(2.5, 6, 16)
+    show("F64_ERF_Q (K = 2.5; the error is that of Q e^(-x^2))", c, err)
 
 
 if __name__ == "__main__":

@@ -106,18 +106,18 @@ F32_TANH_CLAMP = np.float32(10.0)
 F32_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
 F32_GELU_A = np.float32(0.044715)
 
-# erf: x + x P(x^2) on |x| <= 1, 1 - e^(-x^2) Q(x - 2.5) above (tools/fmath_coefficients.py;
-# Q is erfc(x) e^(x^2) on [1, 4]; erf rounds to 1 in float32 above 3.92).
+# erf: x + x P(x^2) on |x| <= 1, 1 - e^(-x^2) Q(u) above, Q = erfc(x) e^(x^2) as a polynomial
+# in u = (x - 2) / (x + 2) on [1, 4] (tools/fmath_coefficients.py; erf rounds to 1 in
+# float32 above 3.92).
 F32_ERF_P = tuple(np.float32(c) for c in (
     7.875875062685488e-05, -0.000801686428716587, 0.005189087423433974,
     -0.026854212010626412, 0.11283594715160218, -0.37612626666720334,
     0.12837916584835093))
 F32_ERF_Q = tuple(np.float32(c) for c in (
-    -4.123142820307557e-07, 1.6698367593278667e-06, -3.834632179188718e-06,
-    1.4364682373340648e-05, -5.932730341120816e-05, 0.00021295046917599458,
-    -0.0007333448751368135, 0.0024659996342782436, -0.008001617248247285,
-    0.024938198914209786, -0.07434734529148741, 0.21080635774313639))
-F32_ERF_MID = np.float32(2.5)
+    -0.0009441596340872735, -0.0008365899736486057, 0.006994855413599958,
+    0.0037321413513030097, -0.07897852327253349, 0.24165821109072444,
+    -0.42718584761434303, 0.25539567625190335))
+F32_ERF_K = np.float32(2.0)
 F32_ERF_TOP = np.float32(4.0)
 
 # --- float64 --------------------------------------------------------------------------
@@ -146,29 +146,20 @@ F64_TANH_CLAMP = 20.0
 F64_GELU_C = math.sqrt(2.0 / math.pi)
 F64_GELU_A = 0.044715
 
-# erf: as in float32, with Q on [1, 2] in x - 1.5 and on [2, 6] in x - 4 (erf rounds to 1
-# in float64 above 5.93).
+# erf: as in float32, Q in u = (x - 2.5) / (x + 2.5) on [1, 6] (erf rounds to 1 in float64
+# above 5.93).
 F64_ERF_P = (
     -7.795898827002142e-10, 1.3720064546777686e-08, -1.6208483801871705e-07,
     1.6447424703317362e-06, -1.492473690741966e-05, 0.00012055294904839707,
     -0.0008548325975389692, 0.0052239776071164225, -0.02686617064323777,
     0.11283791670945006, -0.37612638903183543, 0.12837916709551256)
-F64_ERF_Q1 = (
-    -4.932844202000261e-08, 1.8038197652346406e-07, -5.946998373950516e-07,
-    2.061689065129881e-06, -6.975285854904505e-06, 2.286543658874603e-05,
-    -7.265888759557882e-05, 0.00022330981211640024, -0.0006619300686179933,
-    0.0018861348854630824, -0.005145957547915988, 0.013377340952802835,
-    -0.03293090529956347, 0.07615103985548055, -0.16362291773256007,
-    0.3215854164543175)
-F64_ERF_Q2 = (
-    -3.7842971593622216e-16, 2.2479363404030715e-15, -4.888517782654395e-15,
-    2.7390758602657407e-14, -2.303771047664337e-13, 1.2928274441862257e-12,
-    -6.742853010581974e-12, 3.672055963012881e-11, -1.9870066401993326e-10,
-    1.0535707925250182e-09, -5.503256553608544e-09, 2.8331300381636343e-08,
-    -1.435965394366318e-07, 7.160462517869643e-07, -3.510366601079271e-06,
-    1.6905648962254023e-05, -7.990888031811031e-05, 0.00037035246907165224,
-    -0.0016811820767448562, 0.007465433244967944, -0.032383506095021476,
-    0.13699945762506152)
+F64_ERF_Q = (
+    8.134380709229634e-08, -1.5625258507743158e-06, -2.2842173094341345e-06,
+    7.48480117852628e-06, 1.8609712314617464e-05, -3.4172229273553035e-05,
+    -0.00012887649615317198, 0.00022837955896605415, 0.0008759154019168855,
+    -0.002642365927759658, -0.0039937011641469865, 0.0399225390747838,
+    -0.12503305237885554, 0.251713193217456, -0.3717367339489732, 0.21080636406114356)
+F64_ERF_K = 2.5
 F64_ERF_TOP = 6.0
 
 
@@ -199,8 +190,7 @@ _tanh_odd_f64 = _define_horner("_tanh_odd_f64", F64_TANH_C)
 _erf_p_f32 = _define_horner("_erf_p_f32", F32_ERF_P)
 _erf_q_f32 = _define_horner("_erf_q_f32", F32_ERF_Q)
 _erf_p_f64 = _define_horner("_erf_p_f64", F64_ERF_P)
-_erf_q1_f64 = _define_horner("_erf_q1_f64", F64_ERF_Q1)
-_erf_q2_f64 = _define_horner("_erf_q2_f64", F64_ERF_Q2)
+_erf_q_f64 = _define_horner("_erf_q_f64", F64_ERF_Q)
 
 
 def _pow2_f32(k):
@@ -512,27 +502,28 @@ def log1p_f64(x):
 
 
 def erf_f32(x):
-    """erf(x) for float32 x: x + x P(x^2) for |x| <= 1, 1 - e^(-x^2) Q(|x|) above (Q is
-    erfc e^(x^2), smooth, so that the exponential carries erfc's decay), the sign put
-    back; erf(-0) = -0, +-1 at +-inf."""
+    """erf(x) for float32 x: x + x P(x^2) for |x| <= 1, 1 - e^(-x^2) Q above, Q = erfc
+    e^(x^2) (smooth, so that the exponential carries erfc's decay) as a polynomial in u =
+    (|x| - 2) / (|x| + 2); the sign put back; erf(-0) = -0, +-1 at +-inf."""
     xf = np.float32(x)
     ax = select(xf < F32_ZERO, -xf, xf)
     small = ax + ax * _erf_p_f32(ax * ax)
     xc = select(ax > F32_ERF_TOP, F32_ERF_TOP, select(ax < F32_ONE, F32_ONE, ax))
-    large = F32_ONE - _exp_core_f32(-(xc * xc)) * _erf_q_f32(xc - F32_ERF_MID)
+    u = (xc - F32_ERF_K) / (xc + F32_ERF_K)
+    large = F32_ONE - _exp_core_f32(-(xc * xc)) * _erf_q_f32(u)
     value = select(ax <= F32_ONE, small, large)
     value = select(xf < F32_ZERO, -value, value)
     return select(xf == F32_ZERO, xf, select(xf != xf, xf, value))
 
 
 def erf_f64(x):
-    """:func:`erf_f32` in float64, with Q in two pieces ([1, 2] and [2, 6])."""
+    """:func:`erf_f32` in float64, Q in u = (|x| - 2.5) / (|x| + 2.5) on [1, 6]."""
     xf = np.float64(x)
     ax = select(xf < 0.0, -xf, xf)
     small = ax + ax * _erf_p_f64(ax * ax)
     xc = select(ax > F64_ERF_TOP, F64_ERF_TOP, select(ax < 1.0, 1.0, ax))
-    q = select(xc < 2.0, _erf_q1_f64(xc - 1.5), _erf_q2_f64(xc - 4.0))
-    large = 1.0 - _exp_core_f64(-(xc * xc)) * q
+    u = (xc - F64_ERF_K) / (xc + F64_ERF_K)
+    large = 1.0 - _exp_core_f64(-(xc * xc)) * _erf_q_f64(u)
     value = select(ax <= 1.0, small, large)
     value = select(xf < 0.0, -value, value)
     return select(xf == 0.0, xf, select(xf != xf, xf, value))
@@ -544,4 +535,4 @@ FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64", "_
              "_pow2_f64", "_exp_core_f64", "exp_f64", "tanh_f64", "sigmoid_f64", "silu_f64",
              "gelu_f64", "expm1_f32", "expm1_f64", "_log_series_f32", "_log_series_f64",
              "log_f32", "log_f64", "log1p_f32", "log1p_f64", "_erf_p_f32", "_erf_q_f32",
-             "_erf_p_f64", "_erf_q1_f64", "_erf_q2_f64", "erf_f32", "erf_f64")
+             "_erf_p_f64", "_erf_q_f64", "erf_f32", "erf_f64")
