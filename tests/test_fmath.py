@@ -311,6 +311,21 @@ def test_plain_python_gives_the_compiled_bits(compiled, dtype):
                                   f"{x[differ[:5]]}: {plain[differ[:5]]} vs {out[differ[:5]]}")
 
 
+def test_one_scaling_exp_core_gives_the_two_scaling_bits():
+    """tanh's e^2|x| uses the exponential with one 2^k factor (k fits a normal float):
+    the same bits as the general core's two factors over the whole domain it is used
+    on, so tanh did not change."""
+    for core, moderate, top, ints in ((fmath._exp_core_f32, fmath._exp_core_moderate_f32,
+                                       87.0, np.int32),
+                                      (fmath._exp_core_f64, fmath._exp_core_moderate_f64,
+                                       708.0, np.int64)):
+        dtype = np.float32 if ints is np.int32 else np.float64
+        x = np.concatenate([np.linspace(-top, top, 1_000_001),
+                            np.random.default_rng(5).uniform(0.0, 40.0, 1_000_000)]).astype(dtype)
+        a, b = core(x), moderate(x)
+        assert np.array_equal(a.view(ints), b.view(ints)), x[a.view(ints) != b.view(ints)][:5]
+
+
 def test_kmath_in_user_functions_vectorises():
     """A loop over units calling fastsde.kmath compiles without calls into libm and with
     vector instructions (the reason the functions exist)."""

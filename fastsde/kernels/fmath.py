@@ -211,6 +211,17 @@ def _exp_core_f32(x):
     return (m * _pow2_f32(k1)) * _pow2_f32(np.int32(ki - k1))
 
 
+def _exp_core_moderate_f32(x):
+    """:func:`_exp_core_f32` for x in [-87, 87], where 2^k is one normal float32 factor:
+    the same bits with one scaling instead of two (tanh's e^2|x|, 2|x| <= 20)."""
+    shifted = x * F32_LOG2E + F32_ROUND
+    k = shifted - F32_ROUND
+    ki = np.int32(f32_as_i32(shifted) - I32_ROUND_BITS)
+    r = (x - k * F32_LN2_HI) - k * F32_LN2_LO
+    m = F32_ONE + (r + (r * r) * _exp_tail_f32(r))
+    return m * _pow2_f32(ki)
+
+
 def exp_f32(x):
     """e^x for float32 x (1 ulp; subnormal results round twice)."""
     xf = np.float32(x)
@@ -251,7 +262,7 @@ def tanh_f32(x):
     z = ax * ax
     small = ax + (ax * z) * _tanh_odd_f32(z)
     y = select(ax > F32_TANH_CLAMP, F32_TANH_CLAMP, ax)
-    e = _exp_core_f32(y + y)
+    e = _exp_core_moderate_f32(y + y)
     large = F32_ONE - F32_TWO / (e + F32_ONE)
     t = select(ax < F32_TANH_SMALL, small, large)
     # The sum in the series turns -0 into +0; tanh(-0) is -0.
@@ -306,6 +317,21 @@ def _exp_core_f64(x):
     return (m * _pow2_f64(k1)) * _pow2_f64(np.int64(ki - k1))
 
 
+def _exp_core_moderate_f64(x):
+    """:func:`_exp_core_f64` for x in [-708, 708], with one scaling (as
+    :func:`_exp_core_moderate_f32`)."""
+    shifted = x * F64_LOG2E + F64_ROUND
+    k = shifted - F64_ROUND
+    ki = np.int64(f64_as_i64(shifted) - I64_ROUND_BITS)
+    hi = x - k * F64_LN2_HI
+    lo = k * F64_LN2_LO
+    r = hi - lo
+    rr = r * r
+    c = r - rr * _exp_p_f64(rr)
+    m = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    return m * _pow2_f64(ki)
+
+
 def exp_f64(x):
     """e^x for float64 x (1 ulp; subnormal results round twice)."""
     xf = np.float64(x)
@@ -345,7 +371,7 @@ def tanh_f64(x):
     z = ax * ax
     small = ax + (ax * z) * _tanh_odd_f64(z)
     y = select(ax > F64_TANH_CLAMP, F64_TANH_CLAMP, ax)
-    e = _exp_core_f64(y + y)
+    e = _exp_core_moderate_f64(y + y)
     large = 1.0 - 2.0 / (e + 1.0)
     t = select(ax < F64_TANH_SMALL, small, large)
     return select(xf == 0.0, xf, select(xf < 0.0, -t, t))
@@ -530,9 +556,11 @@ def erf_f64(x):
 
 
 #: The functions a target compiles (fastsde.kmath binds the public ones).
-FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64", "_pow2_f32",
-             "_exp_core_f32", "exp_f32", "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32",
-             "_pow2_f64", "_exp_core_f64", "exp_f64", "tanh_f64", "sigmoid_f64", "silu_f64",
-             "gelu_f64", "expm1_f32", "expm1_f64", "_log_series_f32", "_log_series_f64",
-             "log_f32", "log_f64", "log1p_f32", "log1p_f64", "_erf_p_f32", "_erf_q_f32",
-             "_erf_p_f64", "_erf_q_f64", "erf_f32", "erf_f64")
+FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64",
+             "_pow2_f32", "_exp_core_f32", "_exp_core_moderate_f32", "exp_f32",
+             "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32", "_pow2_f64",
+             "_exp_core_f64", "_exp_core_moderate_f64", "exp_f64", "tanh_f64",
+             "sigmoid_f64", "silu_f64", "gelu_f64", "expm1_f32", "expm1_f64",
+             "_log_series_f32", "_log_series_f64", "log_f32", "log_f64", "log1p_f32",
+             "log1p_f64", "_erf_p_f32", "_erf_q_f32", "_erf_p_f64", "_erf_q_f64",
+             "erf_f32", "erf_f64")
