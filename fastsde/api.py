@@ -671,9 +671,10 @@ def compile(model, x0=None, method=None, device="auto", dtype="float64", params=
         x0 = x0[0] if x0.ndim == 2 and x0.shape[0] >= 1 else x0
     if params is not None:
         params = np.asarray(params)
-        # Two rows stand for any number of rows per path (the same kernel).
-        params = params[:2] if params.ndim == 2 and params.shape[0] > 1 else (
-            params[0] if params.ndim == 2 and params.shape[0] == 1 else params)
+        if params.ndim == 2 and params.shape[0] >= 1:
+            # One row: the kernel for shared parameters; two stand for any number of rows
+            # per path (the same kernel).
+            params = params[0] if params.shape[0] == 1 else params[:2]
     # One step of two paths (an even count: antithetic-neutral): the kernel is the one
     # any run with these arguments compiles, and the run itself costs nothing.
     _simulate(model, x0, (float(t0), float(t0) + 1.0), 1, 2, method=method, device=device,

@@ -485,39 +485,45 @@ def compile_user_functions(model, jit, dtype=None, **options):
     from .. import kmath
 
     inline = jit(inline="always", **options)
-    select = bits.unified_select()
-    selects = unroll.two_argument_selects(inline, select)
-    # Loops of constant trip count unrolled, fastsde.kmath's functions as stand-ins that
-    # LLVM inlines before vectorising (kmath.register_cpu) and two-argument max/min as
-    # selects (unroll.py): the step becomes straight-line code without calls, which the
-    # lane loop around it needs; the same operations, the same bits. Python floats take
-    # the run's dtype where the model's math is fastsde's (unroll.python_floats).
-    def prepared(fn):
-        # math.exp, math.log, math.tanh as kmath's where the model asks (model.MATH).
-        replacements = {**kmath.inline_replacements(),
-                        **unroll.math_replacements(model, fn, inline=True)}
-        return unroll.unroll_constant_loops(fn, replacements,
-                                            call_replacements=selects,
-                                            float_type=unroll.python_floats(model, dtype),
-                                            select=select)
 
-    drift = inline(prepared(model.drift))
-    diffusion = inline(prepared(model.diffusion)) if model.diffusion is not None else None
-    if dtype is not None:
-        key = (model.fingerprint, np.dtype(dtype).name, tuple(sorted(options.items())))
-        if key not in _MODEL_FUNCTIONS:
-            # Compiled once (per model, dtype and options), whatever the kernel, and
-            # inlined into each kernel's step by LLVM: inlined at Numba's level instead,
-            # the function's IR was copied at each level of inlining (a mixture flow's
-            # first result: 11.9-13.0 s against 10.1-10.7 s).
-            _MODEL_FUNCTIONS[key] = (
-                _inlined_by_llvm(inline(steps.out_cleared(drift, (model.dim,), dtype)),
-                                 "model_drift", jit, options),
-                None if diffusion is None else _inlined_by_llvm(
-                    inline(steps.out_cleared(diffusion, model.diffusion_shape, dtype)),
-                    "model_diffusion", jit, options))
-        drift, diffusion = _MODEL_FUNCTIONS[key]
-    return drift, diffusion
+    def rewritten():
+        # Loops of constant trip count unrolled, fastsde.kmath's functions as stand-ins
+        # that LLVM inlines before vectorising (kmath.register_cpu) and two-argument
+        # max/min as selects (unroll.py): the step becomes straight-line code without
+        # calls, which the lane loop around it needs; the same operations, the same
+        # bits. Python floats take the run's dtype where the model's math is fastsde's
+        # (unroll.python_floats).
+        select = bits.unified_select()
+        selects = unroll.two_argument_selects(inline, select)
+
+        def prepared(fn):
+            # math's and numpy's exp, log, ... as kmath's where the model asks
+            # (model.MATH, kmath.LOWERED).
+            replacements = {**kmath.inline_replacements(),
+                            **unroll.math_replacements(model, fn, inline=True)}
+            return inline(unroll.unroll_constant_loops(
+                fn, replacements, call_replacements=selects,
+                float_type=unroll.python_floats(model, dtype), select=select))
+
+        return (prepared(model.drift),
+                None if model.diffusion is None else prepared(model.diffusion))
+
+    if dtype is None:
+        return rewritten()
+    key = (model.fingerprint, np.dtype(dtype).name, tuple(sorted(options.items())))
+    if key not in _MODEL_FUNCTIONS:
+        # Rewritten and compiled once (per model, dtype and options), whatever the
+        # kernel, and inlined into each kernel's step by LLVM: inlined at Numba's level
+        # instead, the function's IR was copied at each level of inlining (a mixture
+        # flow's first result: 11.9-13.0 s against 10.1-10.7 s).
+        drift, diffusion = rewritten()
+        _MODEL_FUNCTIONS[key] = (
+            _inlined_by_llvm(inline(steps.out_cleared(drift, (model.dim,), dtype)),
+                             "model_drift", jit, options),
+            None if diffusion is None else _inlined_by_llvm(
+                inline(steps.out_cleared(diffusion, model.diffusion_shape, dtype)),
+                "model_diffusion", jit, options))
+    return _MODEL_FUNCTIONS[key]
 
 
 #: {(model fingerprint, dtype, options): (drift, diffusion)} as kernels call them.

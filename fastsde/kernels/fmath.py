@@ -198,13 +198,20 @@ def _pow2_f32(k):
     return i32_as_f32(np.int32(np.int32(k + I32_127) << I32_23))
 
 
-def _exp_core_f32(x):
-    """e^x for float32 x in [F32_EXP_MIN, F32_EXP_MAX]."""
+def _exp_reduced_f32(x):
+    """(k, e^r - 1) with x = k ln 2 + r, |r| <= ln 2 / 2 (k an int32 read from the bits of
+    a rounded sum), e^r - 1 = r + r^2 P(r): what exp, expm1 and tanh build on."""
     shifted = x * F32_LOG2E + F32_ROUND
     k = shifted - F32_ROUND
     ki = np.int32(f32_as_i32(shifted) - I32_ROUND_BITS)
     r = (x - k * F32_LN2_HI) - k * F32_LN2_LO
-    m = F32_ONE + (r + (r * r) * _exp_tail_f32(r))
+    return ki, r + (r * r) * _exp_tail_f32(r)
+
+
+def _exp_core_f32(x):
+    """e^x for float32 x in [F32_EXP_MIN, F32_EXP_MAX]."""
+    ki, em1 = _exp_reduced_f32(x)
+    m = F32_ONE + em1
     # 2^k as two normal factors (k1 = floor(k / 2)): e^x near the float32 limits needs
     # 2^128 or 2^-150, which have no float32.
     k1 = np.int32(ki >> I32_ONE)
@@ -214,12 +221,8 @@ def _exp_core_f32(x):
 def _exp_core_moderate_f32(x):
     """:func:`_exp_core_f32` for x in [-87, 87], where 2^k is one normal float32 factor:
     the same bits with one scaling instead of two (tanh's e^2|x|, 2|x| <= 20)."""
-    shifted = x * F32_LOG2E + F32_ROUND
-    k = shifted - F32_ROUND
-    ki = np.int32(f32_as_i32(shifted) - I32_ROUND_BITS)
-    r = (x - k * F32_LN2_HI) - k * F32_LN2_LO
-    m = F32_ONE + (r + (r * r) * _exp_tail_f32(r))
-    return m * _pow2_f32(ki)
+    ki, em1 = _exp_reduced_f32(x)
+    return (F32_ONE + em1) * _pow2_f32(ki)
 
 
 def exp_f32(x):
@@ -239,11 +242,7 @@ def expm1_f32(x):
     -1 below -30, inf above the overflow threshold, expm1(-0) = -0."""
     xf = np.float32(x)
     xc = select(xf > F32_EXP_MAX, F32_EXP_MAX, select(xf < F32_EXPM1_MIN, F32_EXPM1_MIN, xf))
-    shifted = xc * F32_LOG2E + F32_ROUND
-    k = shifted - F32_ROUND
-    ki = np.int32(f32_as_i32(shifted) - I32_ROUND_BITS)
-    r = (xc - k * F32_LN2_HI) - k * F32_LN2_LO
-    p = r + (r * r) * _exp_tail_f32(r)
+    ki, p = _exp_reduced_f32(xc)
     # 2^128 (x just below the overflow threshold) has no float32: that last factor of 2
     # is applied after the sum, where the -1 no longer matters.
     kc = select(ki > I32_127, I32_127, ki)
@@ -300,10 +299,10 @@ def _pow2_f64(k):
     return i64_as_f64(np.int64((k + I64_1023) << I64_52))
 
 
-def _exp_core_f64(x):
-    """e^x for float64 x in [F64_EXP_MIN, F64_EXP_MAX] (fdlibm's reduction and rational
-    form; the integer k comes from the bits of the rounded sum: AVX2 has no vector
-    float64-to-int64 conversion)."""
+def _exp_reduced_f64(x):
+    """(k, hi, t) with x = k ln 2 + r, r = hi - lo, and e^r - 1 = hi - t, t = lo - r c / (2 -
+    c) (fdlibm's reduction and rational form; k, an int64, comes from the bits of the
+    rounded sum: AVX2 has no vector float64-to-int64 conversion)."""
     shifted = x * F64_LOG2E + F64_ROUND
     k = shifted - F64_ROUND
     ki = np.int64(f64_as_i64(shifted) - I64_ROUND_BITS)
@@ -312,7 +311,14 @@ def _exp_core_f64(x):
     r = hi - lo
     rr = r * r
     c = r - rr * _exp_p_f64(rr)
-    m = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    return ki, hi, lo - (r * c) / (2.0 - c)
+
+
+def _exp_core_f64(x):
+    """e^x for float64 x in [F64_EXP_MIN, F64_EXP_MAX]: 1 - (t - hi)
+    (:func:`_exp_reduced_f64`) times 2^k as two normal factors."""
+    ki, hi, t = _exp_reduced_f64(x)
+    m = 1.0 - (t - hi)
     k1 = np.int64(ki >> I64_ONE)
     return (m * _pow2_f64(k1)) * _pow2_f64(np.int64(ki - k1))
 
@@ -320,16 +326,8 @@ def _exp_core_f64(x):
 def _exp_core_moderate_f64(x):
     """:func:`_exp_core_f64` for x in [-708, 708], with one scaling (as
     :func:`_exp_core_moderate_f32`)."""
-    shifted = x * F64_LOG2E + F64_ROUND
-    k = shifted - F64_ROUND
-    ki = np.int64(f64_as_i64(shifted) - I64_ROUND_BITS)
-    hi = x - k * F64_LN2_HI
-    lo = k * F64_LN2_LO
-    r = hi - lo
-    rr = r * r
-    c = r - rr * _exp_p_f64(rr)
-    m = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
-    return m * _pow2_f64(ki)
+    ki, hi, t = _exp_reduced_f64(x)
+    return (1.0 - (t - hi)) * _pow2_f64(ki)
 
 
 def exp_f64(x):
@@ -347,15 +345,8 @@ def expm1_f64(x):
     reduction (e^r - 1 = hi - (lo - r c / (2 - c)), fdlibm's form without its final 1)."""
     xf = np.float64(x)
     xc = select(xf > F64_EXP_MAX, F64_EXP_MAX, select(xf < F64_EXPM1_MIN, F64_EXPM1_MIN, xf))
-    shifted = xc * F64_LOG2E + F64_ROUND
-    k = shifted - F64_ROUND
-    ki = np.int64(f64_as_i64(shifted) - I64_ROUND_BITS)
-    hi = xc - k * F64_LN2_HI
-    lo = k * F64_LN2_LO
-    r = hi - lo
-    rr = r * r
-    c = r - rr * _exp_p_f64(rr)
-    p = hi - (lo - (r * c) / (2.0 - c))
+    ki, hi, t = _exp_reduced_f64(xc)
+    p = hi - t
     kc = select(ki > I64_1023, I64_1023, ki)
     scale = _pow2_f64(kc)
     value = ((scale - 1.0) + scale * p) * _pow2_f64(np.int64(ki - kc))
@@ -536,7 +527,7 @@ def erf_f32(x):
     small = ax + ax * _erf_p_f32(ax * ax)
     xc = select(ax > F32_ERF_TOP, F32_ERF_TOP, select(ax < F32_ONE, F32_ONE, ax))
     u = (xc - F32_ERF_K) / (xc + F32_ERF_K)
-    large = F32_ONE - _exp_core_f32(-(xc * xc)) * _erf_q_f32(u)
+    large = F32_ONE - _exp_core_moderate_f32(-(xc * xc)) * _erf_q_f32(u)
     value = select(ax <= F32_ONE, small, large)
     value = select(xf < F32_ZERO, -value, value)
     return select(xf == F32_ZERO, xf, select(xf != xf, xf, value))
@@ -549,7 +540,7 @@ def erf_f64(x):
     small = ax + ax * _erf_p_f64(ax * ax)
     xc = select(ax > F64_ERF_TOP, F64_ERF_TOP, select(ax < 1.0, 1.0, ax))
     u = (xc - F64_ERF_K) / (xc + F64_ERF_K)
-    large = 1.0 - _exp_core_f64(-(xc * xc)) * _erf_q_f64(u)
+    large = 1.0 - _exp_core_moderate_f64(-(xc * xc)) * _erf_q_f64(u)
     value = select(ax <= 1.0, small, large)
     value = select(xf < 0.0, -value, value)
     return select(xf == 0.0, xf, select(xf != xf, xf, value))
@@ -557,10 +548,10 @@ def erf_f64(x):
 
 #: The functions a target compiles (fastsde.kmath binds the public ones).
 FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64",
-             "_pow2_f32", "_exp_core_f32", "_exp_core_moderate_f32", "exp_f32",
-             "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32", "_pow2_f64",
-             "_exp_core_f64", "_exp_core_moderate_f64", "exp_f64", "tanh_f64",
-             "sigmoid_f64", "silu_f64", "gelu_f64", "expm1_f32", "expm1_f64",
-             "_log_series_f32", "_log_series_f64", "log_f32", "log_f64", "log1p_f32",
-             "log1p_f64", "_erf_p_f32", "_erf_q_f32", "_erf_p_f64", "_erf_q_f64",
-             "erf_f32", "erf_f64")
+             "_pow2_f32", "_exp_reduced_f32", "_exp_core_f32", "_exp_core_moderate_f32",
+             "exp_f32", "tanh_f32", "sigmoid_f32", "silu_f32", "gelu_f32", "_pow2_f64",
+             "_exp_reduced_f64", "_exp_core_f64", "_exp_core_moderate_f64", "exp_f64",
+             "tanh_f64", "sigmoid_f64", "silu_f64", "gelu_f64", "expm1_f32",
+             "expm1_f64", "_log_series_f32", "_log_series_f64", "log_f32", "log_f64",
+             "log1p_f32", "log1p_f64", "_erf_p_f32", "_erf_q_f32", "_erf_p_f64",
+             "_erf_q_f64", "erf_f32", "erf_f64")

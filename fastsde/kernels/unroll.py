@@ -290,6 +290,18 @@ def _assigned_names(funcdef):
     return assigned
 
 
+def _resolve(names, node):
+    """The value a loaded name or dotted name refers to, from ``names`` (the function's
+    globals and closure) and attribute access; LookupError for anything else."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+        if node.id not in names:
+            raise LookupError(node.id)
+        return names[node.id]
+    if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+        return getattr(_resolve(names, node.value), node.attr)
+    raise LookupError(type(node).__name__)
+
+
 class _Replacer(ast.NodeTransformer):
     """Names and dotted names that resolve to a key of ``replacements`` become names of
     the new function's closure (``__fastsde_replacement_<i>``)."""
@@ -300,18 +312,9 @@ class _Replacer(ast.NodeTransformer):
         self.call_replacements = call_replacements or {}
         self.used = {}
 
-    def _resolve(self, node):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id not in self.names:
-                raise LookupError(node.id)
-            return self.names[node.id]
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
-            return getattr(self._resolve(node.value), node.attr)
-        raise LookupError(type(node).__name__)
-
     def _replace(self, node, replacements=None):
         try:
-            value = self._resolve(node)
+            value = _resolve(self.names, node)
             replacement = (self.replacements if replacements is None
                            else replacements).get(value)
         except (LookupError, AttributeError, TypeError):
@@ -392,18 +395,9 @@ class _PythonFloats(ast.NodeTransformer):
             ast.Call(func=ast.Name(id=self.float_name, ctx=ast.Load()), args=[node],
                      keywords=[]), node)
 
-    def _value(self, node):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id not in self.names:
-                raise LookupError(node.id)
-            return self.names[node.id]
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
-            return getattr(self._value(node.value), node.attr)
-        raise LookupError(type(node).__name__)
-
     def _is_float(self, node):
         try:
-            return type(self._value(node)) is float
+            return type(_resolve(self.names, node)) is float
         except (LookupError, AttributeError, TypeError):
             return False
 
