@@ -42,6 +42,13 @@ the same formulas as the fastsde model's functions. Rows:
     bistable_erf  dX = (2 erf(X) - X) dt + 0.5 dW (math.erf; scipy.special.erf,
                   torch.erf, jax.scipy.special.erf for the peers), x0 = 0.5,
                   Euler-Maruyama; bistable_erf_libm the same with math="libm"
+    hoop          a bead on a rotating hoop, damped and shaken: dθ = v dt, dv = (sin θ
+                  (w^2 cos θ - g) - γ v) dt + 0.3 dW (math.sin and math.cos of the
+                  state on every path; w^2 = 2, g = 1, γ = 0.5), x0 = (1, 0),
+                  Euler-Maruyama; hoop_libm the same with math="libm"
+    cev           constant elasticity of variance: dS = 0.05 S dt + 0.8 max(S, 0)^0.7 dW
+                  (``**`` with a parameter for exponent: kmath's pow), S0 = 100,
+                  Euler-Maruyama; cev_libm the same with math="libm"
 
 ODE rows start every engine from the same random initial states (x0 per path), so the
 final states must match to float tolerance: |difference| / (1 + |x|) within 1e-3
@@ -163,6 +170,27 @@ def bistable_diffusion(t, x, p, out):
     out[0] = p[1]
 
 
+def cev_drift(t, x, p, out):
+    """p = (mu, sigma, beta)."""
+    out[0] = p[0] * x[0]
+
+
+def cev_diffusion(t, x, p, out):
+    out[0] = p[1] * max(x[0], 0.0) ** p[2]
+
+
+def hoop_drift(t, x, p, out):
+    """p = (w^2, g, gamma, noise): a bead on a hoop turning at w, angle x[0] from the
+    bottom, angular velocity x[1]; stable at cos x = g / w^2 when w^2 > g."""
+    out[0] = x[1]
+    out[1] = math.sin(x[0]) * (p[0] * math.cos(x[0]) - p[1]) - p[2] * x[1]
+
+
+def hoop_diffusion(t, x, p, out):
+    out[0] = 0.0
+    out[1] = p[3]
+
+
 # ---------------------------------------------------------------- the peers' fields
 # Each model's field twice, the same formulas as the fastsde functions: batched, for numpy
 # and torch, on X of shape (dim, n) (drift(B, t, X, C) -> (dim, n); noise(B, t, X, C, dW)
@@ -182,6 +210,7 @@ def ops_numpy():
         return z / (1.0 + np.exp(-z))  # fastsde's formula; overflow to inf gives -0
     return types.SimpleNamespace(
         exp=np.exp, log=np.log, sqrt=np.sqrt, tanh=np.tanh, silu=silu, erf=_scipy_erf,
+        sin=np.sin, cos=np.cos, pow=np.power,
         relu=lambda a: np.maximum(a, 0.0), sum=lambda a, axis: a.sum(axis=axis),
         max=lambda a, axis: a.max(axis=axis), stack=lambda xs: np.stack(xs, 0))
 
@@ -190,6 +219,7 @@ def ops_torch():
     import torch
     return types.SimpleNamespace(
         exp=torch.exp, log=torch.log, sqrt=torch.sqrt, tanh=torch.tanh, erf=torch.erf,
+        sin=torch.sin, cos=torch.cos, pow=torch.pow,
         silu=torch.nn.functional.silu, relu=lambda a: torch.clamp(a, min=0.0),
         sum=lambda a, axis: a.sum(dim=axis), max=lambda a, axis: a.amax(dim=axis),
         stack=lambda xs: torch.stack(xs, 0))
@@ -200,7 +230,7 @@ def ops_jax():
     jnp = jax.numpy
     return types.SimpleNamespace(
         exp=jnp.exp, log=jnp.log, sqrt=jnp.sqrt, tanh=jnp.tanh, silu=jax.nn.silu,
-        erf=jax.scipy.special.erf,
+        erf=jax.scipy.special.erf, sin=jnp.sin, cos=jnp.cos, pow=jnp.power,
         relu=lambda a: jnp.maximum(a, 0.0), sum=lambda a, axis: jnp.sum(a, axis=axis),
         max=lambda a, axis: jnp.max(a, axis=axis), stack=lambda xs: jnp.stack(xs, 0))
 
@@ -311,6 +341,24 @@ def bistable_fields(a, noise_scale):
     return dict(drift=drift, noise=noise, drift1=drift, noise1=noise)
 
 
+def cev_fields(mu, sigma, beta):
+    def drift(B, t, X, C):
+        return mu * X
+
+    def noise(B, t, X, C, dW):
+        return sigma * B.pow(B.relu(X), beta) * dW
+    return dict(drift=drift, noise=noise, drift1=drift, noise1=noise)
+
+
+def hoop_fields(w2, g, gamma, noise_scale):
+    def drift(B, t, X, C):
+        return B.stack([X[1], B.sin(X[0]) * (w2 * B.cos(X[0]) - g) - gamma * X[1]])
+
+    def noise(B, t, X, C, dW):
+        return B.stack([0.0 * dW[0], noise_scale * dW[1]])
+    return dict(drift=drift, noise=noise, drift1=drift, noise1=noise)
+
+
 def lorenz_fields(sigma, rho, beta, noise_scale):
     def drift(B, t, X, C):
         x, y, z = X[0], X[1], X[2]
@@ -413,6 +461,30 @@ def make_rows():
                                      math=math_source),
                         method="euler_maruyama", x0=(0.5,), consts={},
                         **bistable_fields(2.0, 0.5)))
+
+    hoop = (2.0, 1.0, 0.5, 0.3)
+    for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
+        rows.append(Row(name=f"hoop{suffix}",
+                        label="bead on a rotating hoop (sin, cos)"
+                              + (", math='libm'" if suffix else ""),
+                        kind="sde", dim=2, noise_dim=2, t_span=(0.0, 5.0), n_steps=200,
+                        paths=500_000, peer_paths=100_000,
+                        model=fs.SDE(hoop_drift, hoop_diffusion, 2, noise="additive",
+                                     params=hoop, name="hoop" + suffix, math=math_source),
+                        method="euler_maruyama", x0=(1.0, 0.0), consts={},
+                        **hoop_fields(*hoop)))
+
+    cev = (0.05, 0.8, 0.7)
+    for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
+        rows.append(Row(name=f"cev{suffix}",
+                        label="CEV dS = 0.05 S dt + 0.8 max(S, 0)^0.7 dW"
+                              + (", math='libm'" if suffix else ""),
+                        kind="sde", dim=1, noise_dim=1, t_span=(0.0, 1.0), n_steps=250,
+                        paths=1_000_000, peer_paths=100_000,
+                        model=fs.SDE(cev_drift, cev_diffusion, 1, noise="diagonal",
+                                     params=cev, name="cev" + suffix, math=math_source),
+                        method="euler_maruyama", x0=(100.0,), consts={},
+                        **cev_fields(*cev)))
     return rows
 
 

@@ -1,5 +1,5 @@
 """Math for user functions that vectorises: ``exp``, ``expm1``, ``log``, ``log1p``, ``tanh``,
-``erf``, ``sigmoid``, ``silu`` and ``gelu`` as fastsde's own branch-free implementations
+``erf``, ``sin``, ``cos``, ``pow``, ``sigmoid``, ``silu`` and ``gelu`` as fastsde's own branch-free implementations
 (:mod:`fastsde.kernels.fmath`).
 
 ``math.exp`` and ``math.tanh`` in a function compiled into a kernel are calls into libm
@@ -29,14 +29,28 @@ from .kernels import fmath as _fmath
 NAMES = {"exp": ("exp_f32", "exp_f64"), "expm1": ("expm1_f32", "expm1_f64"),
          "log": ("log_f32", "log_f64"), "log1p": ("log1p_f32", "log1p_f64"),
          "tanh": ("tanh_f32", "tanh_f64"), "erf": ("erf_f32", "erf_f64"),
+         "sin": ("sin_f32", "sin_f64"), "cos": ("cos_f32", "cos_f64"),
          "sigmoid": ("sigmoid_f32", "sigmoid_f64"), "silu": ("silu_f32", "silu_f64"),
          "gelu": ("gelu_f32", "gelu_f64")}
 
 
+def _is_float32(x):
+    return isinstance(x, np.float32) or (isinstance(x, np.ndarray) and x.dtype == np.float32)
+
+
 def _plain(x, f32, f64):
-    if isinstance(x, np.float32) or (isinstance(x, np.ndarray) and x.dtype == np.float32):
+    if _is_float32(x):
         return getattr(_fmath, f32)(x)
     return getattr(_fmath, f64)(x)
+
+
+def _plain_pow(x, y):
+    # An integer exponent keeps Python's / numpy's own power (as compiled: Numba's).
+    if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+        return x ** y
+    if _is_float32(x) and _is_float32(y):
+        return _fmath.pow_f32(x, y)
+    return _fmath.pow_f64(x, y)
 
 
 def exp(x):
@@ -70,6 +84,23 @@ def erf(x):
     return _plain(x, *NAMES["erf"])
 
 
+def sin(x):
+    """sin x (float32 for a float32 argument, else float64), every argument reduced
+    exactly: no loss of accuracy for large x; nan at +-inf."""
+    return _plain(x, *NAMES["sin"])
+
+
+def cos(x):
+    """cos x, as :func:`sin`."""
+    return _plain(x, *NAMES["cos"])
+
+
+def pow(x, y):  # noqa: A001 - the name users know, as math.pow
+    """x^y with C99's special cases (float32 when both are float32, else float64); an
+    integer y keeps the language's own power. Within 1 ulp."""
+    return _plain_pow(x, y)
+
+
 def sigmoid(x):
     """1 / (1 + e^-x), without overflow for any x."""
     return _plain(x, *NAMES["sigmoid"])
@@ -87,8 +118,12 @@ def gelu(x):
 
 
 def _stand_in(name, role, doc):
-    def stand_in(x):
-        return _plain(x, *NAMES[name])
+    if name == "pow":
+        def stand_in(x, y):
+            return _plain_pow(x, y)
+    else:
+        def stand_in(x):
+            return _plain(x, *NAMES[name])
     stand_in.__name__ = stand_in.__qualname__ = f"{role}_{name}"
     stand_in.__doc__ = f":func:`{name}`, {doc}"
     return stand_in
@@ -98,7 +133,7 @@ def _stand_in(name, role, doc):
 #: into users' functions in their place (kernels.unroll), inlined by LLVM before the
 #: kernel's loops are vectorised (register_cpu); the same operations.
 INLINE = {name: _stand_in(name, "inline", "inlined into CPU kernels before vectorising.")
-          for name in NAMES}
+          for name in (*NAMES, "pow")}
 #: {name: function}: the same for MLPField's layer loops, which vectorise across the
 #: units: calls that LLVM inlines when it optimises the kernel, as the public names are
 #: outside users' functions. Names of their own keep the kernel's rewrite from swapping
@@ -111,13 +146,15 @@ UNITS = {name: _stand_in(name, "units", "for MLPField's layer loops.")
 
 def inline_replacements():
     """{public function: its :data:`INLINE` stand-in}, for ``kernels.unroll``."""
-    return {globals()[name]: INLINE[name] for name in NAMES}
+    return {globals()[name]: INLINE[name] for name in (*NAMES, "pow")}
 
 
 #: The functions a model with ``math="fastsde"`` gets from here instead, in both
 #: spellings: ``math.exp`` and ``numpy.exp`` (on a number; ``numpy.exp`` of an array is
-#: numpy's); numpy has no erf.
-LOWERED = ("exp", "expm1", "log", "log1p", "tanh", "erf")
+#: numpy's); numpy has no erf, and spells pow ``power``. ``x ** y`` is rewritten as
+#: ``pow(x, y)`` too unless y is an integer literal (kernels.unroll).
+LOWERED = ("exp", "expm1", "log", "log1p", "tanh", "erf", "sin", "cos", "pow")
+_NUMPY_SPELLING = {"pow": "power"}
 
 
 def lowering(inline):
@@ -129,8 +166,9 @@ def lowering(inline):
     for name in LOWERED:
         replacement = INLINE[name] if inline else globals()[name]
         replacements[getattr(math, name)] = replacement
-        if hasattr(np, name):
-            replacements[getattr(np, name)] = replacement
+        numpy_name = _NUMPY_SPELLING.get(name, name)
+        if hasattr(np, numpy_name):
+            replacements[getattr(np, numpy_name)] = replacement
     return replacements
 
 
@@ -152,6 +190,23 @@ def _overload_with(overload, public, compiled_f32, compiled_f64, float32, number
     return _typer
 
 
+def _overload_pow(overload, public, compiled_f32, compiled_f64, float32, types,
+                  ufunc=None, **options):
+    @overload(public, jit_options={"error_model": "numpy"}, **options)
+    def _typer(x, y):
+        numbers = (types.Float, types.Integer)
+        if isinstance(y, types.Integer) and isinstance(x, numbers):
+            # An integer exponent: the language's own power (repeated products).
+            return lambda x, y: x ** y
+        if x == float32 and y == float32:
+            return lambda x, y: compiled_f32(x, y)
+        if isinstance(x, numbers) and isinstance(y, numbers):
+            return lambda x, y: compiled_f64(x, y)
+        if ufunc is not None and (isinstance(x, types.Array) or isinstance(y, types.Array)):
+            return lambda x, y: ufunc(x, y)
+    return _typer
+
+
 def register_cpu():
     """Let Numba's CPU target compile these names (once per process)."""
     if "cpu" in _REGISTERED:
@@ -167,6 +222,7 @@ def register_cpu():
     for public, (f32, f64) in NAMES.items():
         _overload_with(overload, globals()[public], getattr(calls, f32),
                        getattr(calls, f64), types.float32, (types.Float, types.Integer))
+    _overload_pow(overload, pow, calls.pow_f32, calls.pow_f64, types.float32, types)
     # INLINE's stand-ins, which the CPU kernel puts in place of the public names in users'
     # functions (kernels.unroll), call a version of each function that is compiled once
     # (its helpers inlined at Numba's level) and marked for LLVM to inline into its
@@ -196,6 +252,16 @@ def register_cpu():
                        marked(getattr(inline, f64)), types.float32,
                        (types.Float, types.Integer), types.Array,
                        getattr(np, public, None), inline="always")
+
+    def marked_pow(body):
+        def inlined_by_llvm(x, y):
+            _inline_into_callers()
+            return body(x, y)
+        return njit(error_model="numpy")(inlined_by_llvm)
+
+    _overload_pow(overload, INLINE["pow"], marked_pow(inline.pow_f32),
+                  marked_pow(inline.pow_f64), types.float32, types, np.power,
+                  inline="always")
     for name, stand_in in UNITS.items():
         f32, f64 = NAMES[name]
         _overload_with(overload, stand_in, getattr(calls, f32), getattr(calls, f64),
@@ -226,6 +292,7 @@ def register_cuda():
     for public, (f32, f64) in NAMES.items():
         _overload_with(cuda_overload, globals()[public], getattr(ns, f32), getattr(ns, f64),
                        ctypes.float32, (ctypes.Float, ctypes.Integer))
+    _overload_pow(cuda_overload, pow, ns.pow_f32, ns.pow_f64, ctypes.float32, ctypes)
     for name, stand_in in UNITS.items():
         f32, f64 = NAMES[name]
         _overload_with(cuda_overload, stand_in, getattr(ns, f32), getattr(ns, f64),

@@ -3,7 +3,7 @@ accuracy in ulps against correctly rounded references, the special values, the s
 compiled and in plain Python, and that the accuracy check fails on a wrong function.
 
 The suite measures 10^7 arguments per function and dtype; ``python tools/fmath_accuracy.py``
-runs the same measurement on 10^8 (and every float32 for the float32 functions), the
+runs the same measurement on 10^8 (and, with --every-float32, on every float32), the
 figures in docs/performance.md.
 """
 
@@ -16,7 +16,8 @@ from fastsde.kernels import bits, fmath
 from fastsde.kernels.target import compile_functions
 
 N_ARGS = 10_000_000
-FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "silu", "gelu", "erf")
+FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "silu", "gelu", "erf", "sin",
+             "cos")
 DTYPES = (np.float32, np.float64)
 
 ld = np.longdouble
@@ -65,10 +66,11 @@ def erf_reference(x):
     return out
 
 
-def reference(name, x):
-    """The exact value in long double (float64 for float32 arguments would do as well;
-    x86's 64-bit mantissa leaves ~2^-11 ulp of a float64 result)."""
-    x = np.asarray(x).astype(ld)
+def reference(name, x, precision=ld):
+    """The exact value in long double (x86's 64-bit mantissa leaves ~2^-11 ulp of a
+    float64 result), or in ``precision``: float64 serves float32 results (within 2^-29
+    of their ulp) and is faster, for every float32 in tools/fmath_accuracy.py."""
+    x = np.asarray(x).astype(ld if name == "erf" else precision)
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         if name == "exp":
             return np.exp(x)
@@ -82,6 +84,11 @@ def reference(name, x):
             return erf_reference(x)
         if name == "tanh":
             return np.tanh(x)
+        # glibc's sinl and cosl reduce every argument exactly (Payne and Hanek).
+        if name == "sin":
+            return np.sin(x)
+        if name == "cos":
+            return np.cos(x)
         # sigmoid by the form that cannot overflow: e^-|x| is at most 1.
         e = np.exp(-np.abs(x))
         sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -121,11 +128,16 @@ def make_runner():
     def runner(name):
         if name not in runners:
             fn = getattr(ns, name)
-
-            @njit(parallel=True, error_model="numpy")
-            def run(x, out):
-                for i in prange(x.size):
-                    out[i] = fn(x[i])
+            if name.startswith("pow_"):
+                @njit(parallel=True, error_model="numpy")
+                def run(x, y, out):
+                    for i in prange(x.size):
+                        out[i] = fn(x[i], y[i])
+            else:
+                @njit(parallel=True, error_model="numpy")
+                def run(x, out):
+                    for i in prange(x.size):
+                        out[i] = fn(x[i])
 
             runners[name] = run
         return runners[name]
@@ -163,6 +175,21 @@ def arguments(name, dtype, n, seed):
                  -1.0 + np.exp(rng.uniform(np.log(float(info.eps)), np.log(1e-3),
                                            n - 4 * q))]
         return np.concatenate(parts).astype(dtype)
+    if name in ("sin", "cos"):
+        # Uniform over a few periods, next to multiples of pi/2 up to 2^20 (where the
+        # reduction cancels: the multiple rounded to the dtype and up to 2 floats either
+        # side), and log-uniform magnitudes over the whole range, both signs.
+        info = np.finfo(dtype)
+        lo, hi = np.log(float(info.smallest_subnormal)), np.log(float(info.max))
+        q = n // 4
+        multiples = (rng.integers(1, 2**20, q) * (np.pi / 2)).astype(dtype)
+        steps = rng.integers(-2, 3, q)
+        near = np.nextafter(multiples, np.where(steps < 0, -np.inf, np.inf).astype(dtype))
+        near = np.where(steps == 0, multiples, near)
+        signs = rng.choice([-1.0, 1.0], n - 2 * q)
+        parts = [rng.uniform(-50.0, 50.0, q).astype(dtype), near,
+                 (np.exp(rng.uniform(lo, hi, n - 2 * q)) * signs).astype(dtype)]
+        return np.concatenate(parts).astype(dtype)
     big = {"exp": (-110.0, 90.0) if dtype == np.float32 else (-750.0, 712.0),
            "expm1": (-40.0, 90.0) if dtype == np.float32 else (-50.0, 712.0),
            "erf": (-4.5, 4.5) if dtype == np.float32 else (-6.5, 6.5),
@@ -177,6 +204,34 @@ def arguments(name, dtype, n, seed):
     return np.concatenate(parts).astype(dtype)
 
 
+def pow_arguments(dtype, n, seed):
+    """(x, y) for pow: positive x log-uniform over the whole range with y so that x^y
+    spans the finite results (x^y log-uniform from the smallest subnormal to the largest
+    float); x near 1 with large |y|; negative x with integer y; x and y of moderate size
+    (both log-uniform / uniform)."""
+    rng = np.random.default_rng(seed)
+    info = np.finfo(dtype)
+    q = n // 4
+    lo, hi = np.log(float(info.smallest_subnormal)), np.log(float(info.max))
+    x = np.exp(rng.uniform(lo, hi, q))
+    log_x = np.log(x)
+    target = rng.uniform(lo, hi, q)
+    y = np.where(np.abs(log_x) > 1e-3, target / np.where(log_x == 0, 1.0, log_x), 0.5)
+    near_one = 1.0 + rng.uniform(-1e-3, 1e-3, q)
+    big_y = rng.uniform(-1e5, 1e5, q) if dtype == np.float64 else rng.uniform(-5e4, 5e4, q)
+    negative = -np.exp(rng.uniform(-5.0, 5.0, q))
+    integer_y = rng.integers(-60, 61, q).astype(np.float64)
+    rest = n - 3 * q
+    xs = np.concatenate([x, near_one, negative, np.exp(rng.uniform(-20.0, 20.0, rest))])
+    ys = np.concatenate([y, big_y, integer_y, rng.uniform(-20.0, 20.0, rest)])
+    return xs.astype(dtype), ys.astype(dtype)
+
+
+#: x and y values whose pairs test pow's special cases (every pair of them).
+POW_SPECIALS = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 1.5, -1.5, np.inf,
+                -np.inf, np.nan, 0.999, 1.001, 1e30, -1e30, 1e-30, -1e-30, 7.0, -7.0, 2.5)
+
+
 def special_values(dtype):
     info = np.finfo(dtype)
     values = [0.0, -0.0, np.inf, -np.inf, np.nan, float(info.smallest_subnormal),
@@ -188,6 +243,16 @@ def special_values(dtype):
     # erf's pieces meet at 1 and (float64) 2; it rounds to 1 at 3.92 / 5.93.
     values += [0.34657359027997264, -0.34657359027997264, -2.0, 1.5, 2.0, 3.92, 4.0, 5.93,
                6.0, -6.0]
+    # sin and cos: pi/2, pi and 2 pi rounded, pi/4 (where the quadrants meet), and the
+    # arguments nearest a multiple of pi/2 relative to their size, where the reduction
+    # cancels most (float32: 7.729179e28 leaves 2^-29.2, found by scanning every float32
+    # from pi/4 up; float64: 6381956970095103 2^797 leaves 2^-61, Muller's worst case).
+    values += [1.5707963267948966, 3.141592653589793, 6.283185307179586, 0.7853981633974483,
+               -0.7853981633974483, 2.0 ** -27, 2.0 ** 23, 1e22]
+    if dtype == np.float32:
+        values += [7.729179e28, 21999384576.0, 252.89821, 4.6381834e25, 1522788990976.0]
+    else:
+        values += [6381956970095103 * 2.0 ** 797, -6381956970095103 * 2.0 ** 797]
     if dtype == np.float32:
         values += [88.72283172607422, 88.72283935546875, -103.97207641601562,
                    -103.97208404541016, -87.33654022216797, 9.01, 10.0, 10.5, -17.4, -30.0,
@@ -239,7 +304,9 @@ def test_special_values(compiled, dtype):
               "gelu": [0.0, -0.0, np.inf, -0.0, np.nan],
               "expm1": [0.0, -0.0, np.inf, -1.0, np.nan],
               "log1p": [0.0, -0.0, np.inf, np.nan, np.nan],
-              "erf": [0.0, -0.0, 1.0, -1.0, np.nan]}
+              "erf": [0.0, -0.0, 1.0, -1.0, np.nan],
+              "sin": [0.0, -0.0, np.nan, np.nan, np.nan],
+              "cos": [1.0, 1.0, np.nan, np.nan, np.nan]}
     for name, values in expect.items():
         out = np.empty_like(x)
         compiled(f"{name}_{suffix}")(x, out)
@@ -311,6 +378,81 @@ def test_plain_python_gives_the_compiled_bits(compiled, dtype):
                                   f"{x[differ[:5]]}: {plain[differ[:5]]} vs {out[differ[:5]]}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_pow_accuracy_within_max_ulp(compiled, dtype):
+    """pow within fmath.MAX_ULP on N_ARGS (x, y) pairs, against long double's powl."""
+    suffix = "f32" if dtype == np.float32 else "f64"
+    run = compiled(f"pow_{suffix}")
+    worst, where = 0.0, None
+    for i, chunk in enumerate(range(0, N_ARGS, 2_000_000)):
+        x, y = pow_arguments(dtype, min(2_000_000, N_ARGS - chunk), seed=200 + i)
+        out = np.empty_like(x)
+        run(x, y, out)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            exact = np.power(x.astype(ld), y.astype(ld))
+        err = ulp_errors(out, exact, dtype)
+        j = int(np.argmax(err))
+        if err[j] > worst:
+            worst, where = float(err[j]), (x[j], y[j], out[j], exact[j])
+    assert worst <= fmath.MAX_ULP[f"pow_{suffix}"], (
+        f"pow_{suffix}: {worst:.3f} ulp at x, y = {where[0]!r}, {where[1]!r} (got "
+        f"{where[2]!r}, exact {where[3]!r}) over {N_ARGS} pairs")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_pow_special_values(compiled, dtype):
+    """Every pair of POW_SPECIALS (and the two smallest subnormals and the largest float):
+    C99's special cases bit for bit against numpy's power (libm's pow / powf): 1, 0, inf
+    and nan results with their signs; the ordinary results within the ulp bound."""
+    suffix = "f32" if dtype == np.float32 else "f64"
+    info = np.finfo(dtype)
+    values = np.array(POW_SPECIALS + (float(info.smallest_subnormal),
+                                      -float(info.smallest_subnormal), float(info.max)),
+                      dtype)
+    x, y = (a.ravel() for a in np.meshgrid(values, values))
+    out = np.empty_like(x)
+    compiled(f"pow_{suffix}")(x, y, out)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        want = np.power(x, y)
+        exact = np.power(x.astype(ld), y.astype(ld))
+    exceptional = (np.isnan(want) | np.isinf(want) | (want == 0) | (np.abs(want) == 1)
+                   | np.isnan(out) | np.isinf(out) | (out == 0))
+    same = (np.isnan(out) & np.isnan(want)) | ((out == want)
+                                                & (np.signbit(out) == np.signbit(want)))
+    wrong = np.flatnonzero(exceptional & ~same)
+    assert wrong.size == 0, [(x[j], y[j], out[j], want[j]) for j in wrong[:8]]
+    err = ulp_errors(out[~exceptional], exact[~exceptional], dtype)
+    assert err.max() <= fmath.MAX_ULP[f"pow_{suffix}"], err.max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_pow_plain_python_gives_the_compiled_bits(compiled, dtype):
+    suffix = "f32" if dtype == np.float32 else "f64"
+    ints = np.int32 if dtype == np.float32 else np.int64
+    x, y = pow_arguments(dtype, 4000, seed=9)
+    out = np.empty_like(x)
+    compiled(f"pow_{suffix}")(x, y, out)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        plain = np.array([kmath.pow(a, b) for a, b in zip(x, y)], dtype)
+    assert plain.dtype == dtype
+    differ = np.flatnonzero((plain.view(ints) != out.view(ints))
+                            & ~(np.isnan(plain) & np.isnan(out)))
+    assert differ.size == 0, (x[differ[:5]], y[differ[:5]], plain[differ[:5]], out[differ[:5]])
+
+
+def test_pow_accuracy_check_fails_without_the_log_tail(monkeypatch):
+    """The pow measurement catches a float64 pow that drops the low part of log2 x
+    (t2, about 2^-29 of t1): y log2 x then loses accuracy in proportion to |y log x|."""
+    x, y = pow_arguments(np.float64, 20_000, seed=5)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        exact = np.power(x.astype(ld), y.astype(ld))
+        good = ulp_errors(fmath.pow_f64(x, y), exact, np.float64).max()
+        pair = fmath._log2_pair_f64
+        monkeypatch.setattr(fmath, "_log2_pair_f64", lambda a: (pair(a)[0], 0.0 * a))
+        bad = ulp_errors(fmath.pow_f64(x, y), exact, np.float64).max()
+    assert good <= fmath.MAX_ULP["pow_f64"] < bad, (good, bad)
+
+
 def test_one_scaling_exp_core_gives_the_two_scaling_bits():
     """tanh's e^2|x| uses the exponential with one 2^k factor (k fits a normal float):
     the same bits as the general core's two factors over the whole domain it is used
@@ -357,11 +499,29 @@ def test_accuracy_check_fails_on_a_wrong_function(monkeypatch):
     assert worst > fmath.MAX_ULP["tanh_f32"], worst
 
 
+def test_accuracy_check_fails_on_a_short_reduction(monkeypatch):
+    """The worst case among the special values catches a reduction that keeps too few
+    bits of 2/pi: with float64's last chunk of 26 bits dropped, cos at 6381956970095103
+    2^797 (x within 2^-61 of an odd multiple of pi/2, cos x = -4.7e-19) is off by
+    thousands of ulps, while 10^4 arguments up to 10^6 stay within 1 ulp."""
+    x = np.array([6381956970095103 * 2.0 ** 797])
+    exact = reference("cos", x)
+    assert ulp_errors(np.array([fmath.cos_f64(x[0])]), exact, np.float64)[0] <= 1.0
+    table = fmath.F64_TRIG_TABLE.copy()
+    table[fmath.F64_TRIG_CHUNKS - 1::fmath.F64_TRIG_CHUNKS] = 0.0
+    monkeypatch.setattr(fmath, "F64_TRIG_TABLE", table)
+    worst = ulp_errors(np.array([fmath.cos_f64(x[0])]), exact, np.float64)[0]
+    assert worst > 100, worst
+    moderate = np.random.default_rng(4).uniform(-1e6, 1e6, 10_000)
+    err = ulp_errors(fmath.cos_f64(moderate), reference("cos", moderate), np.float64)
+    assert err.max() <= 1.0, err.max()
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_kmath_compiles_for_cuda_without_libdevice(dtype):
     """Every kmath function compiles as CUDA device code for sm_90, as its own operations:
-    no libdevice exp, expm1, log, log1p, tanh or erf in the PTX."""
+    no libdevice exp, expm1, log, log1p, tanh, erf, sin, cos or pow in the PTX."""
     try:
         from numba import cuda
 
@@ -382,11 +542,15 @@ def test_kmath_compiles_for_cuda_without_libdevice(dtype):
         out[6] = kmath.expm1(x[6])
         out[7] = kmath.log1p(x[7])
         out[8] = kmath.erf(x[8])
+        out[9] = kmath.sin(x[9])
+        out[10] = kmath.cos(x[10])
+        out[11] = kmath.pow(x[11], x[12])
 
     with _as_if_device((9, 0)):
         ptx, _ = cuda.compile_ptx(every_function, f"void({dtype}[::1], {dtype}[::1])",
                                   device=True, cc=(9, 0))
     assert ".func" in ptx
     for name in ("__nv_exp", "__nv_log", "__nv_tanh", "__nv_expf", "__nv_logf", "__nv_tanhf",
-                 "__nv_expm1", "__nv_log1p", "__nv_erf", "__nv_erff"):
+                 "__nv_expm1", "__nv_log1p", "__nv_erf", "__nv_erff", "__nv_sin", "__nv_cos",
+                 "__nv_sinf", "__nv_cosf", "__nv_pow", "__nv_powf"):
         assert name not in ptx, name

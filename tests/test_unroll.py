@@ -137,20 +137,24 @@ def test_kernel_gives_the_bits_of_the_loop_as_written(monkeypatch):
 def transcendental_as_written(t, x, p, out):
     out[0] = (math.exp(-x[0]) - math.tanh(x[0]) + math.log(1.0 + x[0] * x[0])
               + math.expm1(-0.1 * x[0] * x[0]) - math.log1p(0.5 * x[0] * x[0])
-              + math.erf(0.7 * x[0]))
+              + math.erf(0.7 * x[0]) + math.sin(3.0 * x[0]) * math.cos(x[0])
+              + (1.0 + x[0] * x[0]) ** 0.25 - math.pow(2.0, -0.3 * x[0] * x[0]))
 
 
 def transcendental_numpy(t, x, p, out):
-    # np.tanh of an array stays numpy's (of a number it is kmath's).
+    # np.tanh and np.sin of an array stay numpy's (of a number they are kmath's).
     out[0] = (np.exp(-x[0]) - np.tanh(x[0]) + np.log(1.0 + x[0] * x[0])
               + np.expm1(-0.1 * x[0] * x[0]) - np.log1p(0.5 * x[0] * x[0])
-              + math.erf(0.7 * x[0]) + 0.0 * np.tanh(x)[0])
+              + math.erf(0.7 * x[0]) + np.sin(3.0 * x[0]) * np.cos(x[0])
+              + np.power(1.0 + x[0] * x[0], 0.25) - np.power(2.0, -0.3 * x[0] * x[0])
+              + 0.0 * np.tanh(x)[0] + 0.0 * np.sin(x)[0])
 
 
 def transcendental_kmath(t, x, p, out):
     out[0] = (kmath.exp(-x[0]) - kmath.tanh(x[0]) + kmath.log(1.0 + x[0] * x[0])
               + kmath.expm1(-0.1 * x[0] * x[0]) - kmath.log1p(0.5 * x[0] * x[0])
-              + kmath.erf(0.7 * x[0]))
+              + kmath.erf(0.7 * x[0]) + kmath.sin(3.0 * x[0]) * kmath.cos(x[0])
+              + kmath.pow(1.0 + x[0] * x[0], 0.25) - kmath.pow(2.0, -0.3 * x[0] * x[0]))
 
 
 def _final(drift, math_source, dtype="float64"):
@@ -160,9 +164,10 @@ def _final(drift, math_source, dtype="float64"):
 
 
 def test_math_functions_are_compiled_as_kmath_unless_libm_is_asked_for():
-    """math.exp, expm1, log, log1p, tanh and erf, and numpy's spellings, in a model with
-    math="fastsde" (the default) give the bits of the same model written with
-    fastsde.kmath; math="libm" keeps libm's, which differ from them in some paths."""
+    """math.exp, expm1, log, log1p, tanh, erf, sin, cos and pow, ``**`` and numpy's
+    spellings, in a model with math="fastsde" (the default) give the bits of the same
+    model written with fastsde.kmath; math="libm" keeps libm's, which differ from them in
+    some paths."""
     lowered = _final(transcendental_as_written, "fastsde")
     assert np.array_equal(lowered, _final(transcendental_kmath, "fastsde"))
     assert np.array_equal(lowered, _final(transcendental_numpy, "fastsde"))
@@ -170,6 +175,42 @@ def test_math_functions_are_compiled_as_kmath_unless_libm_is_asked_for():
     assert np.all(np.isfinite(libm))
     assert np.any(libm != lowered), "math='libm' gave kmath's bits on every path"
     np.testing.assert_allclose(libm, lowered, rtol=1e-13)
+
+
+HALF_POWER = 2
+HALF_NON_INTEGER = 0.5
+
+
+def powers_kept(t, x, p, out):
+    out[0] = x[0] ** 2 + x[0] ** -1 + x[0] ** 2.0 + x[0] ** HALF_POWER + 2 ** 3
+
+
+def powers_rewritten(t, x, p, out):
+    out[0] = x[0] ** 0.5 + x[0] ** p[0] + 2.0 ** x[0] + x[0] ** HALF_NON_INTEGER
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_powers_become_kmath_pow_unless_the_exponent_is_an_integer(dtype):
+    """``x ** y`` is rewritten as fastsde.kmath.pow unless y is an integer (literal,
+    negated literal, integral float or a module constant that is one), which Numba
+    computes by products; the rewritten model gives kmath.pow's bits."""
+    from fastsde.kernels import unroll
+
+    lowering = kmath.lowering(False)
+    assert unroll.unroll_constant_loops(powers_kept, lowering, max_trip=0) is powers_kept
+    rewritten = unroll.unroll_constant_loops(powers_rewritten, lowering, max_trip=0)
+    assert unroll.POW_NAME in rewritten.__code__.co_freevars
+
+    def by_hand(t, x, p, out):
+        out[0] = (kmath.pow(x[0], 0.5) + kmath.pow(x[0], p[0]) + kmath.pow(2.0, x[0])
+                  + kmath.pow(x[0], HALF_NON_INTEGER))
+
+    model = fs.ODE(powers_rewritten, 1, params=(1.5,))
+    same = fs.ODE(by_hand, 1, params=(1.5,))
+    start = fs.Normal(2.0, 0.1)
+    a = fs.simulate(model, start, (0.0, 0.1), 4, 64, method="euler", dtype=dtype, seed=2).x
+    b = fs.simulate(same, start, (0.0, 0.1), 4, 64, method="euler", dtype=dtype, seed=2).x
+    assert np.all(np.isfinite(a)) and np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("value", ["fast", None, 1])

@@ -36,7 +36,8 @@ from .philox import F32_LN2_HI, F32_LN2_LO, F64_LN2_HI, F64_LN2_LO
 #: by |2u|, the condition number of the exponential (as in any working-precision GELU).
 MAX_ULP = {"exp_f32": 1.0, "log_f32": 1.0, "log_f64": 1.0, "tanh_f32": 2.0,
            "expm1_f32": 2.0, "expm1_f64": 2.0, "log1p_f32": 1.0, "log1p_f64": 1.0,
-           "erf_f32": 2.0, "erf_f64": 2.0,
+           "erf_f32": 2.0, "erf_f64": 2.0, "sin_f32": 1.0, "cos_f32": 1.0,
+           "sin_f64": 1.0, "cos_f64": 1.0, "pow_f32": 1.0, "pow_f64": 1.0,
            "sigmoid_f32": 2.5, "silu_f32": 3.5,
            "gelu_f32": 3.0, "exp_f64": 1.0, "tanh_f64": 2.0, "sigmoid_f64": 2.5,
            "silu_f64": 3.5, "gelu_f64": 3.0}
@@ -546,6 +547,505 @@ def erf_f64(x):
     return select(xf == 0.0, xf, select(xf != xf, xf, value))
 
 
+# --- sin and cos: Payne and Hanek's reduction for every argument, as products by a table -
+# x (2/pi) = n + f, |f| <= 1/2, then sin x and cos x from sin and cos of r = f pi/2 by n mod
+# 4. The bits of 2/pi that x meets are read from a table row chosen by x's exponent, in
+# chunks short enough that x (or each half of a float64 x) times a chunk is exact: the
+# bits above the row's first make multiples of 4 of x (2/pi), which change nothing; the
+# chunks after the last are below the precision the worst case needs (f as small as
+# 2^-61 for float64, x = 6381956970095103 2^797). No branch on the size of x: the same
+# operations for x = 1 and x = 1e300, so a loop that calls them vectorises (libm's sin is
+# a call with a slow path inside).
+
+
+def _two_over_pi_bits(n):
+    """floor(2^n 2/pi) as a Python int: pi by Machin's formula in integer arithmetic, with
+    64 guard bits."""
+    scale = 1 << (n + 66)
+
+    def arctan_of_inverse(k):
+        total, term, i, sign = 0, scale // k, 1, 1
+        while term:
+            total += sign * (term // i)
+            term //= k * k
+            i += 2
+            sign = -sign
+        return total
+
+    pi_scaled = 4 * (4 * arctan_of_inverse(5) - arctan_of_inverse(239))
+    return ((1 << (2 * n + 133)) // pi_scaled) >> 66
+
+
+TWO_OVER_PI_BITS = 1280
+_TWO_OVER_PI = _two_over_pi_bits(TWO_OVER_PI_BITS)
+
+
+def _two_over_pi_chunk(first, width, scale=0):
+    """The bits first .. first + width - 1 of 2/pi (bit j weighs 2^-j; those at j <= 0 are
+    0), times 2^scale, as an exact float."""
+    last = first + width - 1
+    if last < 1:
+        return 0.0
+    value = (_TWO_OVER_PI >> (TWO_OVER_PI_BITS - last)) & ((1 << width) - 1)
+    return float(value) * 2.0 ** (scale - last)
+
+
+# float32: x = m 2^q (m < 2^24) in float64; chunks of 29 bits (24 + 29 <= 53), four of
+# them from bit q - 1 (the row, by the biased exponent; rows below 0 all start at bit 1).
+F32_TRIG_CHUNK_BITS = 29
+F32_TRIG_CHUNKS = 4
+F32_TRIG_ROWS = 104
+F32_TRIG_TABLE = np.array([_two_over_pi_chunk(row + 1 + F32_TRIG_CHUNK_BITS * c,
+                                              F32_TRIG_CHUNK_BITS)
+                           for row in range(F32_TRIG_ROWS) for c in range(F32_TRIG_CHUNKS)])
+I32_EXPONENT = np.int32(0xFF)
+I32_TRIG_ROW_OFFSET = np.int32(152)  # the row of biased exponent E: E - 152
+I32_ZERO = np.int32(0)
+I32_TRIG_LAST_ROW = np.int32(F32_TRIG_ROWS - 1)
+I32_TRIG_CHUNKS = np.int32(F32_TRIG_CHUNKS)
+# pi/2 as a float64 pair (hi + lo), hi also split in 26 + 27 bits for Dekker's product.
+F64_PIO2_HI = 1.5707963267948966
+F64_PIO2_LO = 6.123233995736766e-17
+# musl's __sindf and __cosdf: float64 polynomials on [-pi/4, pi/4] good to 2^-37.5 and
+# 2^-34.1, for float32 results.
+F32_SIN_D = (-0.166666666416265235595, 0.0083333293858894631756,
+             -0.000198393348360966317347, 0.0000027183114939898219064)
+F32_COS_D = (-0.499999997251031003120, 0.0416666233237390631894,
+             -0.00138867637746099294692, 0.0000243904487962774090654)
+F32_SIN_D1, F32_SIN_D2, F32_SIN_D3, F32_SIN_D4 = F32_SIN_D
+F32_COS_D0, F32_COS_D1, F32_COS_D2, F32_COS_D3 = F32_COS_D
+
+# float64: x = xh + xl, xh the top 26 bits of the significand and xl the 27 below, each
+# times chunks of 26 bits (exact); six chunks per half from their rows (j0 = q - 1 for
+# xl, q + 26 for xh, with x = m 2^q), rows from bit -80 (x >= 2^-27) to 997 (the largest
+# float64). Rows from bit 600 on are stored times 2^600 and x's half is scaled by 2^-600,
+# since the far chunks would underflow.
+F64_TRIG_CHUNK_BITS = 26
+F64_TRIG_CHUNKS = 6
+F64_TRIG_FIRST_BIT = -80
+F64_TRIG_ROWS = 997 - F64_TRIG_FIRST_BIT + 1
+F64_TRIG_SCALED_FROM = 600
+F64_TRIG_TABLE = np.array([
+    _two_over_pi_chunk(F64_TRIG_FIRST_BIT + row + F64_TRIG_CHUNK_BITS * c,
+                       F64_TRIG_CHUNK_BITS,
+                       F64_TRIG_SCALED_FROM if F64_TRIG_FIRST_BIT + row >= F64_TRIG_SCALED_FROM
+                       else 0)
+    for row in range(F64_TRIG_ROWS) for c in range(F64_TRIG_CHUNKS)])
+I64_TRIG_LOW_OFFSET = np.int64(1076 + F64_TRIG_FIRST_BIT)   # xl's row: E - 1076 - first
+I64_TRIG_HIGH_OFFSET = np.int64(1049 + F64_TRIG_FIRST_BIT)  # xh's row: E - 1049 - first
+I64_TRIG_SCALED_ROW = np.int64(F64_TRIG_CHUNKS * (F64_TRIG_SCALED_FROM - F64_TRIG_FIRST_BIT))
+I64_TRIG_LAST_ROW = np.int64(F64_TRIG_ROWS - 1)
+I64_TRIG_CHUNKS = np.int64(F64_TRIG_CHUNKS)
+I64_ZERO = np.int64(0)
+I64_LOW_27_CLEARED = np.int64(~((1 << 27) - 1))
+F64_TRIG_DOWN = 2.0 ** -F64_TRIG_SCALED_FROM
+F64_PIO2_HI_HEAD = float(np.int64(np.array(F64_PIO2_HI).view(np.int64) & ~((1 << 27) - 1))
+                         .view(np.float64))
+F64_PIO2_HI_TAIL = F64_PIO2_HI - F64_PIO2_HI_HEAD
+# Below 2^-27, sin x rounds to x and cos x to 1 (x^2/6 and x^2/2 are under half an ulp).
+F64_TRIG_TINY = 2.0 ** -27
+# fdlibm's __kernel_sin and __kernel_cos (FreeBSD's k_sin.c, k_cos.c): < 1 ulp on
+# [-pi/4, pi/4] from the reduced argument as a pair.
+F64_SIN_K = (-1.66666666666666324348e-01, 8.33333333332248946124e-03,
+             -1.98412698298579493134e-04, 2.75573137070700676789e-06,
+             -2.50507602534068634195e-08, 1.58969099521155010221e-10)
+F64_COS_K = (4.16666666666666019037e-02, -1.38888888888741095749e-03,
+             2.48015872894767294178e-05, -2.75573143513906633035e-07,
+             2.08757232129817482790e-09, -1.13596475577881948265e-11)
+F64_SIN_K1, F64_SIN_K2, F64_SIN_K3, F64_SIN_K4, F64_SIN_K5, F64_SIN_K6 = F64_SIN_K
+F64_COS_K1, F64_COS_K2, F64_COS_K3, F64_COS_K4, F64_COS_K5, F64_COS_K6 = F64_COS_K
+
+
+def _rint_f64(v):
+    """v rounded to the nearest integer (ties to even), |v| < 2^51."""
+    return (v + F64_ROUND) - F64_ROUND
+
+
+def _quadrant_f64(n):
+    """n mod 4 in {0, 1, 2, 3} for an integral float64 n, |n| < 2^50 (n/4 - 3/8 is never
+    a tie, so it rounds to floor(n/4))."""
+    return n - 4.0 * _rint_f64(n * 0.25 - 0.375)
+
+
+def _sin_poly_f32(r):
+    """sin r for float64 r in [-pi/4, pi/4], to 2^-37.5 relative (musl's __sindf)."""
+    z = r * r
+    w = z * z
+    s = z * r
+    return (r + s * (F32_SIN_D1 + z * F32_SIN_D2)) + s * w * (F32_SIN_D3 + z * F32_SIN_D4)
+
+
+def _cos_poly_f32(r):
+    """cos r for float64 r in [-pi/4, pi/4], to 2^-34.1 (musl's __cosdf)."""
+    z = r * r
+    w = z * z
+    return ((1.0 + z * F32_COS_D0) + w * F32_COS_D1) + (w * z) * (F32_COS_D2 + z * F32_COS_D3)
+
+
+def _reduce_pio2_f32(xf):
+    """(n mod 4, r) with |x| (2/pi) = n + r / (pi/2), |r| <= pi/4 (a little more when the
+    rounding of n is off by one: harmless), for float32 x, computed in float64: 2^-34
+    relative or better, which float32 results do not see."""
+    ax = np.float64(select(xf < F32_ZERO, -xf, xf))
+    exponent = np.int32(np.int32(f32_as_i32(xf) >> I32_23) & I32_EXPONENT)
+    row = np.int32(exponent - I32_TRIG_ROW_OFFSET)
+    row = select(row < I32_ZERO, I32_ZERO, select(row > I32_TRIG_LAST_ROW, I32_TRIG_LAST_ROW,
+                                                  row))
+    at = np.int32(row * I32_TRIG_CHUNKS)
+    p0 = ax * F32_TRIG_TABLE[at]
+    p1 = ax * F32_TRIG_TABLE[at + 1]
+    p2 = ax * F32_TRIG_TABLE[at + 2]
+    p3 = ax * F32_TRIG_TABLE[at + 3]
+    # p0 - n is exact (both on p0's grid, 2^-27 at most), so the cancellation near a
+    # multiple of pi/2 costs no accuracy.
+    n = _rint_f64(p0 + p1)
+    f = ((p0 - n) + p1) + (p2 + p3)
+    return _quadrant_f64(n), f * F64_PIO2_HI
+
+
+def sin_f32(x):
+    """sin x for float32 x, every argument reduced exactly (0.501 ulp measured); sin(-0) =
+    -0, nan at +-inf."""
+    xf = np.float32(x)
+    quadrant, r = _reduce_pio2_f32(xf)
+    s = _sin_poly_f32(r)
+    c = _cos_poly_f32(r)
+    value = select(quadrant == 0.0, s, select(quadrant == 1.0, c,
+                                               select(quadrant == 2.0, -s, -c)))
+    value = select(f32_as_i32(xf) < I32_ZERO, -value, value)
+    return np.float32(value)
+
+
+def cos_f32(x):
+    """cos x for float32 x, as :func:`sin_f32`."""
+    xf = np.float32(x)
+    quadrant, r = _reduce_pio2_f32(xf)
+    s = _sin_poly_f32(r)
+    c = _cos_poly_f32(r)
+    value = select(quadrant == 0.0, c, select(quadrant == 1.0, -s,
+                                               select(quadrant == 2.0, -c, s)))
+    return np.float32(value)
+
+
+def _two_sum_f64(a, b):
+    """(s, e) with s = a + b rounded and s + e = a + b exactly (Knuth's TwoSum)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _trig_row_f64(exponent, offset):
+    """The first table index of the row for a half of x whose row is exponent - offset."""
+    row = np.int64(exponent - offset)
+    row = select(row < I64_ZERO, I64_ZERO, select(row > I64_TRIG_LAST_ROW, I64_TRIG_LAST_ROW,
+                                                  row))
+    return np.int64(row * I64_TRIG_CHUNKS)
+
+
+def _head_f64(v):
+    """v with the low 27 bits of its significand cleared (26 significant bits left)."""
+    return i64_as_f64(np.int64(f64_as_i64(v) & I64_LOW_27_CLEARED))
+
+
+def _reduce_pio2_f64(ax):
+    """(n mod 4, r_hi, r_lo) with ax (2/pi) = n + r / (pi/2), r = r_hi + r_lo to about
+    2^-100 relative, for float64 ax >= 2^-27.
+
+    The products of a chunk level c have the grid 2^(-24 - 26c) and are below 2^(29 -
+    26c): levels 0 and 1 are split exactly into integers (summed into n) and fractions,
+    whose sum is exact; the smaller levels are added with TwoSum, so when x is near a
+    multiple of pi/2 the cancellation is exact and what is left has full precision."""
+    exponent = np.int64(f64_as_i64(ax) >> I64_52)
+    xh = _head_f64(ax)
+    xl = ax - xh
+    low = _trig_row_f64(exponent, I64_TRIG_LOW_OFFSET)
+    high = _trig_row_f64(exponent, I64_TRIG_HIGH_OFFSET)
+    xl = select(low >= I64_TRIG_SCALED_ROW, xl * F64_TRIG_DOWN, xl)
+    xh = select(high >= I64_TRIG_SCALED_ROW, xh * F64_TRIG_DOWN, xh)
+    p0h = xh * F64_TRIG_TABLE[high]
+    p0l = xl * F64_TRIG_TABLE[low]
+    p1h = xh * F64_TRIG_TABLE[high + 1]
+    p1l = xl * F64_TRIG_TABLE[low + 1]
+    n0h = _rint_f64(p0h)
+    n0l = _rint_f64(p0l)
+    n1h = _rint_f64(p1h)
+    n1l = _rint_f64(p1l)
+    f = (((p0h - n0h) + (p0l - n0l)) + (p1h - n1h)) + (p1l - n1l)
+    n2 = _rint_f64(f)
+    f = f - n2
+    hi, lo = _two_sum_f64(f, xh * F64_TRIG_TABLE[high + 2])
+    hi, e1 = _two_sum_f64(hi, xl * F64_TRIG_TABLE[low + 2])
+    hi, e2 = _two_sum_f64(hi, xh * F64_TRIG_TABLE[high + 3])
+    hi, e3 = _two_sum_f64(hi, xl * F64_TRIG_TABLE[low + 3])
+    far = ((xh * F64_TRIG_TABLE[high + 4] + xl * F64_TRIG_TABLE[low + 4])
+           + (xh * F64_TRIG_TABLE[high + 5] + xl * F64_TRIG_TABLE[low + 5]))
+    lo = (lo + e1) + ((e2 + e3) + far)
+    # r = (hi + lo) pi/2: hi pi/2 exactly as a pair by Dekker's product (no FMA: the CPU
+    # and CUDA kernels keep contraction off), the rest rounded.
+    hh = _head_f64(hi)
+    hl = hi - hh
+    product = hi * F64_PIO2_HI
+    error = (((hh * F64_PIO2_HI_HEAD - product) + hh * F64_PIO2_HI_TAIL)
+             + hl * F64_PIO2_HI_HEAD) + hl * F64_PIO2_HI_TAIL
+    tail = error + (hi * F64_PIO2_LO + lo * F64_PIO2_HI)
+    r = product + tail
+    n = ((n0h + n0l) + (n1h + n1l)) + n2
+    return _quadrant_f64(n), r, tail - (r - product)
+
+
+def _sin_kernel_f64(x, y):
+    """sin(x + y) for |x + y| <= pi/4 (a little more is fine), y below x's ulp."""
+    z = x * x
+    w = z * z
+    r = F64_SIN_K2 + z * (F64_SIN_K3 + z * F64_SIN_K4) + z * w * (F64_SIN_K5 + z * F64_SIN_K6)
+    v = z * x
+    return x - ((z * (0.5 * y - v * r) - y) - v * F64_SIN_K1)
+
+
+def _cos_kernel_f64(x, y):
+    """cos(x + y) on the same range."""
+    z = x * x
+    w = z * z
+    r = (z * (F64_COS_K1 + z * (F64_COS_K2 + z * F64_COS_K3))
+         + w * w * (F64_COS_K4 + z * (F64_COS_K5 + z * F64_COS_K6)))
+    hz = 0.5 * z
+    w = 1.0 - hz
+    return w + (((1.0 - w) - hz) + (z * r - x * y))
+
+
+def sin_f64(x):
+    """sin x for float64 x, every argument reduced exactly (0.78 ulp measured); x itself
+    below 2^-27, nan at +-inf."""
+    xf = np.float64(x)
+    ax = select(xf < 0.0, -xf, xf)
+    quadrant, r, r_lo = _reduce_pio2_f64(ax)
+    s = _sin_kernel_f64(r, r_lo)
+    c = _cos_kernel_f64(r, r_lo)
+    value = select(quadrant == 0.0, s, select(quadrant == 1.0, c,
+                                               select(quadrant == 2.0, -s, -c)))
+    value = select(xf < 0.0, -value, value)
+    return select(ax < F64_TRIG_TINY, xf, value)
+
+
+def cos_f64(x):
+    """cos x for float64 x, as :func:`sin_f64`; 1 below 2^-27."""
+    xf = np.float64(x)
+    ax = select(xf < 0.0, -xf, xf)
+    quadrant, r, r_lo = _reduce_pio2_f64(ax)
+    s = _sin_kernel_f64(r, r_lo)
+    c = _cos_kernel_f64(r, r_lo)
+    value = select(quadrant == 0.0, c, select(quadrant == 1.0, -s,
+                                               select(quadrant == 2.0, -c, s)))
+    return select(ax < F64_TRIG_TINY, 1.0, value)
+
+
+# --- pow: fdlibm's method (e_pow.c), its branches as selects ----------------------------
+# log2|x| = t1 + t2 to about 2^-64 (t1 with its low 32 bits zero), y log2|x| = p_h + p_l
+# with p_h = y1 t1 exact (y1: y's high 32 bits), then 2^(p_h + p_l) as 2^n 2^(z) with |z|
+# <= 1/2. float32 is the float64 function rounded once more (its error is 2^-29 of a
+# float32 ulp), which also gives it every special case.
+F64_POW_DP_H = 5.84962487220764160156e-01  # log2(1.5), high part
+F64_POW_DP_L = 1.35003920212974897128e-08
+F64_POW_L = (5.99999999999994648725e-01, 4.28571428578550184252e-01,
+             3.33333329818377432918e-01, 2.72728123808534006489e-01,
+             2.30660745775561754067e-01, 2.06975017800338417784e-01)
+F64_POW_L1, F64_POW_L2, F64_POW_L3, F64_POW_L4, F64_POW_L5, F64_POW_L6 = F64_POW_L
+F64_POW_P = (1.66666666666666019037e-01, -2.77777777770155933842e-03,
+             6.61375632143793436117e-05, -1.65339022054652515390e-06,
+             4.13813679705723846039e-08)
+F64_POW_P1, F64_POW_P2, F64_POW_P3, F64_POW_P4, F64_POW_P5 = F64_POW_P
+F64_POW_LG2 = 6.93147180559945286227e-01
+F64_POW_LG2_H = 6.93147182464599609375e-01
+F64_POW_LG2_L = -1.90465429995776804525e-09
+F64_POW_OVT = 8.0085662595372944372e-17  # -(1024 - log2(the largest float + 1/2 ulp))
+F64_POW_CP = 9.61796693925975554329e-01    # 2 / (3 ln 2)
+F64_POW_CP_H = 9.61796700954437255859e-01
+F64_POW_CP_L = -7.02846165095275826516e-09
+F64_POW_IVLN2 = 1.44269504088896338700e+00
+F64_POW_IVLN2_H = 1.44269502162933349609e+00
+F64_POW_IVLN2_L = 1.92596299112661746887e-08
+F64_TWO53 = 9007199254740992.0
+I64_HIGH_WORD = np.int64(-(1 << 32))  # the high 32 bits of a float64
+I64_ONE_BITS = np.int64(0x3FF0000000000000)
+I64_IMPLICIT_BIT = np.int64(1 << 52)
+I64_53 = np.int64(53)
+I64_0x7FF = np.int64(0x7FF)
+I64_POW_SQRT_3_2 = np.int64(0x3988E)   # the high 20 mantissa bits of sqrt(3/2)
+I64_POW_SQRT_3 = np.int64(0xBB67A)     # ... and of sqrt(3) / 2
+I64_32 = np.int64(32)
+# |y| above 2^31 with |x| within about 2^-20 of 1: log2 x from its series in x - 1.
+F64_POW_HUGE_Y = 2147483648.0
+F64_POW_NEAR_ONE_LO = 0.99999904632568359375  # high word 0x3FEFFFFF
+F64_POW_NEAR_ONE_HI = 1.00000095367431640625  # high word 0x3FF00001 (exclusive)
+F64_POW_CLAMP = 1100.0
+
+
+def _high_word_f64(v):
+    """v with the low 32 bits of its significand cleared."""
+    return i64_as_f64(np.int64(f64_as_i64(v) & I64_HIGH_WORD))
+
+
+def _log2_pair_f64(ax):
+    """(t1, t2): log2 ax = t1 + t2 to about 2^-64 relative, t1 with its low 32 bits zero,
+    for finite ax > 0. ax = 2^n m with m in [1, sqrt(3/2)) (against 1), [sqrt(3/2),
+    sqrt(3)) (against 1.5) or [sqrt(3)/2, 1) (against 1, n one higher); s = (m - b) / (m
+    + b) as s_h + s_l; log2 m = log2 b + (2 / (3 ln 2)) (3 s + s^3 + R(s^2)) carried in
+    pieces whose products are exact."""
+    tiny = ax < F64_MIN_NORMAL
+    a = select(tiny, ax * F64_TWO53, ax)
+    bits = f64_as_i64(a)
+    n = np.int64(np.int64(bits >> I64_52) - I64_1023)
+    n = select(tiny, np.int64(n - I64_53), n)
+    mantissa = np.int64(bits & I64_MANTISSA)
+    top = np.int64(mantissa >> I64_32)
+    against_1_5 = (top > I64_POW_SQRT_3_2) & (top < I64_POW_SQRT_3)
+    above = top >= I64_POW_SQRT_3
+    m = i64_as_f64(np.int64(mantissa | I64_ONE_BITS))
+    m = select(above, m * 0.5, m)
+    n = select(above, np.int64(n + I64_ONE), n)
+    b = select(against_1_5, 1.5, 1.0)
+    dp_h = select(against_1_5, F64_POW_DP_H, 0.0)
+    dp_l = select(against_1_5, F64_POW_DP_L, 0.0)
+    u = m - b
+    v = 1.0 / (m + b)
+    ss = u * v
+    s_h = _high_word_f64(ss)
+    # m + b = t_h + t_l exactly, t_h short enough that s_h t_h is exact.
+    m_h = _high_word_f64(m)
+    t_h = m_h + b
+    t_l = m - m_h
+    s_l = v * ((u - s_h * t_h) - s_h * t_l)
+    s2 = ss * ss
+    r = s2 * s2 * (F64_POW_L1 + s2 * (F64_POW_L2 + s2 * (F64_POW_L3 + s2 * (
+        F64_POW_L4 + s2 * (F64_POW_L5 + s2 * F64_POW_L6)))))
+    r = r + s_l * (s_h + ss)
+    s2 = s_h * s_h
+    t_h = _high_word_f64((3.0 + s2) + r)
+    t_l = r - ((t_h - 3.0) - s2)
+    u = s_h * t_h
+    v = s_l * t_h + t_l * ss
+    p_h = _high_word_f64(u + v)
+    p_l = v - (p_h - u)
+    z_h = F64_POW_CP_H * p_h
+    z_l = (F64_POW_CP_L * p_h + p_l * F64_POW_CP) + dp_l
+    t = np.float64(np.int32(n))
+    t1 = _high_word_f64(((z_h + z_l) + dp_h) + t)
+    t2 = z_l - (((t1 - t) - dp_h) - z_h)
+    return t1, t2
+
+
+def _log2_near_one_f64(ax):
+    """log2 ax as (t1, t2) from x - 1 - (x - 1)^2 / 2 + ..., for |ax - 1| < 2^-20."""
+    t = ax - 1.0
+    w = (t * t) * (0.5 - t * (0.3333333333333333333333 - t * 0.25))
+    u = F64_POW_IVLN2_H * t
+    v = t * F64_POW_IVLN2_L - w * F64_POW_IVLN2
+    t1 = _high_word_f64(u + v)
+    return t1, v - (t1 - u)
+
+
+def _exp2_pair_f64(p_h, p_l):
+    """2^(p_h + p_l) for |p_h + p_l| <= 1100 (p_h with its low 32 bits zero times y's
+    high part, as _log2_pair_f64 leaves it)."""
+    n = _rint_f64(p_h + p_l)
+    p_h = p_h - n
+    t = _high_word_f64(p_l + p_h)
+    u = t * F64_POW_LG2_H
+    v = (p_l - (t - p_h)) * F64_POW_LG2 + t * F64_POW_LG2_L
+    z = u + v
+    w = v - (z - u)
+    t = z * z
+    t1 = z - t * (F64_POW_P1 + t * (F64_POW_P2 + t * (F64_POW_P3 + t * (
+        F64_POW_P4 + t * F64_POW_P5))))
+    r = (z * t1) / (t1 - 2.0) - (w + z * w)
+    z = 1.0 - (r - z)
+    ni = np.int64(np.int32(n))
+    k1 = np.int64(ni >> I64_ONE)
+    # 2^n as two normal factors, as exp: results near the float64 limits need 2^1024 or
+    # 2^-1074 (subnormal results round twice).
+    return (z * _pow2_f64(k1)) * _pow2_f64(np.int64(ni - k1))
+
+
+def _pow_special_f64(xf, yf, value):
+    """C99 pow's result for x and y (float64) given ``value``, |x|^y for finite nonzero
+    x where it neither overflows nor underflows (the lanes where it is not that are
+    replaced): x^0 = 1 and 1^y = 1 even for nan; a negative x to an odd integer power
+    has the sign of x, to a non-integer power nan; the signs of 0 and inf by y's parity;
+    (-1)^(+-inf) = 1."""
+    ax = select(xf < 0.0, -xf, xf)
+    ay = select(yf < 0.0, -yf, yf)
+    # y's integer part: whole above 2^52; odd when the units bit of its significand is 1.
+    ybits = f64_as_i64(yf)
+    ey = np.int64(np.int64(np.int64(ybits >> I64_52) & I64_0x7FF) - I64_1023)
+    shift = np.int64(I64_52 - ey)
+    shift = select(shift < I64_ZERO, I64_ZERO, select(shift > I64_53, I64_53, shift))
+    significand = np.int64(np.int64(ybits & I64_MANTISSA) | I64_IMPLICIT_BIT)
+    fraction = np.int64(significand & np.int64(np.int64(I64_ONE << shift) - I64_ONE))
+    y_fractional = (ey < I64_52) & (fraction != I64_ZERO)
+    y_odd = ((ey <= I64_52) & (fraction == I64_ZERO)
+             & (np.int64(np.int64(significand >> shift) & I64_ONE) == I64_ONE))
+    # x = +-0 and +-inf: 0 or inf by the sign of y.
+    value = select(ax == 0.0, select(yf < 0.0, F64_INF, 0.0), value)
+    value = select(ax == F64_INF, select(yf < 0.0, 0.0, F64_INF), value)
+    negative = f64_as_i64(xf) < I64_ZERO
+    value = select(negative & y_odd, -value, value)
+    value = select(negative & y_fractional & (ax > 0.0) & (ax < F64_INF), F64_NAN, value)
+    # y = +-inf: 1 at |x| = 1, else inf or 0 as |x| and y are on the same side of 1 and 0.
+    value = select(ay == F64_INF, select(ax == 1.0, 1.0,
+                                         select((ax > 1.0) == (yf > 0.0), F64_INF, 0.0)),
+                   value)
+    value = select((xf != xf) | (yf != yf), xf + yf, value)
+    return select((xf == 1.0) | (yf == 0.0), 1.0, value)
+
+
+def _finite_magnitude_f64(xf):
+    """|x| where it is finite and nonzero, else 1 (a harmless argument for the lanes that
+    :func:`_pow_special_f64` replaces)."""
+    ax = select(xf < 0.0, -xf, xf)
+    return select((ax > 0.0) & (ax < F64_INF), ax, 1.0)
+
+
+def pow_f64(x, y):
+    """x^y for float64 x and y, C99's special cases included (:func:`_pow_special_f64`)."""
+    xf = np.float64(x)
+    yf = np.float64(y)
+    ax = _finite_magnitude_f64(xf)
+    ay = select(yf < 0.0, -yf, yf)
+    t1, t2 = _log2_pair_f64(ax)
+    near = (ay > F64_POW_HUGE_Y) & (ax >= F64_POW_NEAR_ONE_LO) & (ax < F64_POW_NEAR_ONE_HI)
+    n1, n2 = _log2_near_one_f64(ax)
+    t1 = select(near, n1, t1)
+    t2 = select(near, n2, t2)
+    y1 = _high_word_f64(yf)
+    p_l = (yf - y1) * t1 + yf * t2
+    p_h = y1 * t1
+    z = p_l + p_h
+    over = (z > 1024.0) | ((z == 1024.0) & (p_l + F64_POW_OVT > z - p_h))
+    under = (z < -1075.0) | ((z == -1075.0) & (p_l <= z - p_h))
+    inside = (z >= -F64_POW_CLAMP) & (z <= F64_POW_CLAMP)
+    value = _exp2_pair_f64(select(inside, p_h, 0.0), select(inside, p_l, 0.0))
+    value = select(over, F64_INF, select(under, 0.0, value))
+    # fdlibm's exact cases: y = 1, -1, 2.
+    value = select(yf == 1.0, ax, select(yf == -1.0, 1.0 / ax, select(yf == 2.0, ax * ax,
+                                                                          value)))
+    return _pow_special_f64(xf, yf, value)
+
+
+def pow_f32(x, y):
+    """x^y for float32 x and y: e^(y ln|x|) in float64 (|y ln x| <= 104 where the float32
+    result is finite and nonzero, so float64's log and exp leave 2^-45 relative, far below
+    a float32 ulp), then rounded to float32; the special cases as :func:`pow_f64`'s."""
+    xf = np.float64(np.float32(x))
+    yf = np.float64(np.float32(y))
+    product = yf * log_f64(_finite_magnitude_f64(xf))
+    # Clamped to where float32's results overflow or vanish (exp_f64 then overflows
+    # neither, and the conversion gives inf or 0).
+    product = select(product > 100.0, 100.0, select(product < -120.0, -120.0, product))
+    value = exp_f64(product)
+    value = select(product == 100.0, F64_INF, select(product == -120.0, 0.0, value))
+    return np.float32(_pow_special_f64(xf, yf, value))
+
+
 #: The functions a target compiles (fastsde.kmath binds the public ones).
 FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64",
              "_pow2_f32", "_exp_reduced_f32", "_exp_core_f32", "_exp_core_moderate_f32",
@@ -554,4 +1054,9 @@ FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_p_f64", "_tanh_odd_f64",
              "tanh_f64", "sigmoid_f64", "silu_f64", "gelu_f64", "expm1_f32",
              "expm1_f64", "_log_series_f32", "_log_series_f64", "log_f32", "log_f64",
              "log1p_f32", "log1p_f64", "_erf_p_f32", "_erf_q_f32", "_erf_p_f64",
-             "_erf_q_f64", "erf_f32", "erf_f64")
+             "_erf_q_f64", "erf_f32", "erf_f64", "_rint_f64", "_quadrant_f64",
+             "_sin_poly_f32", "_cos_poly_f32", "_reduce_pio2_f32", "sin_f32", "cos_f32",
+             "_two_sum_f64", "_trig_row_f64", "_head_f64", "_reduce_pio2_f64",
+             "_sin_kernel_f64", "_cos_kernel_f64", "sin_f64", "cos_f64", "_high_word_f64",
+             "_log2_pair_f64", "_log2_near_one_f64", "_exp2_pair_f64", "_pow_special_f64",
+             "_finite_magnitude_f64", "pow_f64", "pow_f32")

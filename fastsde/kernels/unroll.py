@@ -24,15 +24,17 @@ function stays within :data:`MAX_STATEMENTS` statements; other loops stay. A fun
 whose source cannot be read (a lambda, code built at run time) is compiled as written.
 
 The same pass makes the kernel's other rewrites of users' functions, with or without
-unrolling: fastsde.kmath's names as stand-ins inlined into the kernel, two-argument
-``max``/``min`` as selects (:func:`two_argument_selects`), and in float32 kernels
-Python floats as float32 (:func:`python_floats`).
+unrolling: fastsde.kmath's names as stand-ins inlined into the kernel (and ``x ** y`` as
+its ``pow`` unless y is an integer literal), two-argument ``max``/``min`` as selects
+(:func:`two_argument_selects`), and in float32 kernels Python floats as float32
+(:func:`python_floats`).
 """
 
 import ast
 import builtins
 import copy
 import inspect
+import math
 import textwrap
 
 #: Loops of more iterations are kept: their bodies are what LLVM vectorises itself.
@@ -115,8 +117,8 @@ def unroll_constant_loops(fn, replacements=None, max_trip=None, call_replacement
 
 
 def lowers_math(fn):
-    """Whether a model with ``math="fastsde"`` gets ``exp``, ``expm1``, ``log``, ``log1p``
-    and ``tanh`` (:data:`fastsde.kmath.LOWERED`, math's and numpy's) from
+    """Whether a model with ``math="fastsde"`` gets the functions of
+    :data:`fastsde.kmath.LOWERED` (math's and numpy's spellings, and ``**``) from
     :mod:`fastsde.kmath` in ``fn``: when no loop is left in it once its
     constant loops are unrolled, so that the step is straight-line code. In a loop that
     stays, an inlined branch-free exp ran slower than libm's call (the Gaussian-mixture
@@ -223,6 +225,12 @@ def _unrolled(fn, replacements, max_trip, call_replacements, float_type=None,
         funcdef = selects.visit(funcdef)
         if selects.changed:
             replacer.used[SELECT_NAME] = select
+    pow_replacement = replacements.get(math.pow)
+    if pow_replacement is not None:
+        powers = _Powers(names, POW_NAME)
+        funcdef = powers.visit(funcdef)
+        if powers.changed:
+            replacer.used[POW_NAME] = pow_replacement
     if float_type is not None:
         weak = _PythonFloats(names, FLOAT_NAME)
         funcdef = weak.visit(funcdef)
@@ -378,6 +386,44 @@ class _Selects(ast.NodeTransformer):
         return ast.copy_location(
             ast.Call(func=ast.Name(id=self.select_name, ctx=ast.Load()),
                      args=[node.test, node.body, node.orelse], keywords=[]), node)
+
+
+#: The closure name of the pow that ``x ** y`` becomes where ``math.pow`` is replaced.
+POW_NAME = "__fastsde_pow"
+
+
+class _Powers(ast.NodeTransformer):
+    """``x ** y`` -> ``pow_name(x, y)`` unless y is an integer (an int, or a float with
+    an integer value: a literal, possibly negated, or a name that resolves to one), whose
+    power Numba computes by products and LLVM simplifies."""
+
+    def __init__(self, names, pow_name):
+        self.names = names
+        self.pow_name = pow_name
+        self.changed = False
+
+    def _integral(self, node):
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            node = node.operand
+        if isinstance(node, ast.Constant):
+            value = node.value
+        else:
+            try:
+                value = _resolve(self.names, node)
+            except (LookupError, AttributeError, TypeError):
+                return False
+        if isinstance(value, bool):
+            return False
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+    def visit_BinOp(self, node):
+        node = self.generic_visit(node)
+        if not isinstance(node.op, ast.Pow) or self._integral(node.right):
+            return node
+        self.changed = True
+        return ast.copy_location(
+            ast.Call(func=ast.Name(id=self.pow_name, ctx=ast.Load()),
+                     args=[node.left, node.right], keywords=[]), node)
 
 
 class _PythonFloats(ast.NodeTransformer):
