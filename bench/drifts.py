@@ -450,41 +450,26 @@ def make_rows():
                     method="euler_maruyama", x0=(1.0, 1.0, 1.0), consts={},
                     **lorenz_fields(l_sigma, l_rho, l_beta, l_noise)))
 
-    for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
-        rows.append(Row(name=f"bistable_erf{suffix}",
-                        label="bistable dX = (2 erf(X) - X) dt + 0.5 dW"
-                              + (", math='libm'" if suffix else ""),
-                        kind="sde", dim=1, noise_dim=1, t_span=(0.0, 1.0), n_steps=200,
-                        paths=1_000_000, peer_paths=100_000,
-                        model=fs.SDE(bistable_drift, bistable_diffusion, 1, noise="additive",
-                                     params=(2.0, 0.5), name="bistable erf" + suffix,
-                                     math=math_source),
-                        method="euler_maruyama", x0=(0.5,), consts={},
-                        **bistable_fields(2.0, 0.5)))
-
-    hoop = (2.0, 1.0, 0.5, 0.3)
-    for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
-        rows.append(Row(name=f"hoop{suffix}",
-                        label="bead on a rotating hoop (sin, cos)"
-                              + (", math='libm'" if suffix else ""),
-                        kind="sde", dim=2, noise_dim=2, t_span=(0.0, 5.0), n_steps=200,
-                        paths=500_000, peer_paths=100_000,
-                        model=fs.SDE(hoop_drift, hoop_diffusion, 2, noise="additive",
-                                     params=hoop, name="hoop" + suffix, math=math_source),
-                        method="euler_maruyama", x0=(1.0, 0.0), consts={},
-                        **hoop_fields(*hoop)))
-
-    cev = (0.05, 0.8, 0.7)
-    for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
-        rows.append(Row(name=f"cev{suffix}",
-                        label="CEV dS = 0.05 S dt + 0.8 max(S, 0)^0.7 dW"
-                              + (", math='libm'" if suffix else ""),
-                        kind="sde", dim=1, noise_dim=1, t_span=(0.0, 1.0), n_steps=250,
-                        paths=1_000_000, peer_paths=100_000,
-                        model=fs.SDE(cev_drift, cev_diffusion, 1, noise="diagonal",
-                                     params=cev, name="cev" + suffix, math=math_source),
-                        method="euler_maruyama", x0=(100.0,), consts={},
-                        **cev_fields(*cev)))
+    # Models written with a function kmath replaces, each also with math="libm".
+    for name, label, dim, noise, t_span, n_steps, paths, drift, diffusion, params, x0, \
+            fields in (
+            ("bistable_erf", "bistable dX = (2 erf(X) - X) dt + 0.5 dW", 1, "additive",
+             (0.0, 1.0), 200, 1_000_000, bistable_drift, bistable_diffusion, (2.0, 0.5),
+             (0.5,), bistable_fields(2.0, 0.5)),
+            ("hoop", "bead on a rotating hoop (sin, cos)", 2, "additive", (0.0, 5.0), 200,
+             500_000, hoop_drift, hoop_diffusion, (2.0, 1.0, 0.5, 0.3), (1.0, 0.0),
+             hoop_fields(2.0, 1.0, 0.5, 0.3)),
+            ("cev", "CEV dS = 0.05 S dt + 0.8 max(S, 0)^0.7 dW", 1, "diagonal", (0.0, 1.0),
+             250, 1_000_000, cev_drift, cev_diffusion, (0.05, 0.8, 0.7), (100.0,),
+             cev_fields(0.05, 0.8, 0.7))):
+        for suffix, math_source in (("", "fastsde"), ("_libm", "libm")):
+            rows.append(Row(name=name + suffix,
+                            label=label + (", math='libm'" if suffix else ""), kind="sde",
+                            dim=dim, noise_dim=dim, t_span=t_span, n_steps=n_steps,
+                            paths=paths, peer_paths=100_000,
+                            model=fs.SDE(drift, diffusion, dim, noise=noise, params=params,
+                                         name=name + suffix, math=math_source),
+                            method="euler_maruyama", x0=x0, consts={}, **fields))
     return rows
 
 

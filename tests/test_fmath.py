@@ -499,6 +499,16 @@ def test_accuracy_check_fails_on_a_wrong_function(monkeypatch):
     assert worst > fmath.MAX_ULP["tanh_f32"], worst
 
 
+def test_two_over_pi_bits_are_known():
+    """The bits of 2/pi that sin and cos reduce with (Machin's formula at import) start
+    as fdlibm's ipio2 table does (0xA2F983 6E4E44 1529FC 2757D1 F534DD C0DB62 ...), and
+    the table's chunks are those bits."""
+    bits = fmath._TWO_OVER_PI >> (fmath.TWO_OVER_PI_BITS - 144)
+    assert bits == 0xA2F9836E4E441529FC2757D1F534DDC0DB62, hex(bits)
+    first = int(fmath.F32_TRIG_TABLE[0] * 2.0 ** 29)
+    assert first == 0xA2F9836E4E441529FC2757D1F534DDC0DB62 >> (144 - 29), hex(first)
+
+
 def test_accuracy_check_fails_on_a_short_reduction(monkeypatch):
     """The worst case among the special values catches a reduction that keeps too few
     bits of 2/pi: with float64's last chunk of 26 bits dropped, cos at 6381956970095103
