@@ -14,8 +14,9 @@ fastsde rows also give the share of the time that Numba spends compiling (its
 optimisation and machine code); the rest is Numba's front end (typing, lowering).
 
 Variants that compile a new kernel (float32, the stochastic Heun method (the same model
-declared with additive noise, which it has), observables with statistics, ``stop_when``)
-are each timed as a first result in a fresh process with an empty cache. The "next model"
+declared with additive noise, which it has), observables with statistics, ``stop_when``,
+and the oscillator made a pendulum, ``-sin(x)`` for ``-x``, with math="fastsde" (kmath's
+sin inlined) and math="libm") are each timed as a first result in a fresh process with an empty cache. The "next model"
 row is the user's usual case: another model (the oscillator with a cubic drift term) run
 in a fresh process after the first model ran with the same cache, so that what every
 kernel shares (the RNG's lane loops, the launcher, the save point) comes from the cache
@@ -113,6 +114,16 @@ elif VARIANT == "stop_when":
     def far(t, x, p):
         return abs(x[0]) - 3.0
     kw["stop_when"] = far
+elif VARIANT in ("pendulum", "pendulum_libm"):
+    # The oscillator made a pendulum: math.sin in the drift, compiled as fastsde.kmath's
+    # sin (the default math="fastsde") or as libm's call.
+    import math
+
+    def pendulum(t, x, p, out):
+        out[0] = x[1]
+        out[1] = -p[0] * math.sin(x[0]) - p[1] * x[1]
+    osc = fs.SDE(pendulum, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
+                 name="pendulum", math="libm" if VARIANT == "pendulum_libm" else "fastsde")
 elif VARIANT == "new_model":
     # The user's next model: the oscillator made a Duffing oscillator. Run after "base"
     # in the same cache folder, so what fastsde shares between models is cached.
@@ -163,10 +174,13 @@ print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=0.0,
                       compile_s=_compile.total, llvm_s=_llvm.total)))
 """
 
-VARIANTS = ("base", "float32", "heun", "observables", "stop_when", "new_model")
+VARIANTS = ("base", "float32", "heun", "observables", "stop_when", "pendulum",
+            "pendulum_libm", "new_model")
 #: Rows measured in a cache folder that "base" filled first (their own run is timed).
 AFTER_BASE = ("new_model",)
-ROW_NAMES = {"new_model": "fastsde, the next model (cache holds the first's)"}
+ROW_NAMES = {"new_model": "fastsde, the next model (cache holds the first's)",
+             "pendulum": "fastsde, a pendulum (math.sin as kmath's sin)",
+             "pendulum_libm": "fastsde, the pendulum with math=\"libm\""}
 
 
 def parse_args(argv=None):
