@@ -997,6 +997,41 @@ def test_every_kernel_compiles_to_ptx_for_sm90(case, dtype):
             assert "fma.rn.f32" in ptx["path"]
 
 
+def _trig_pow_drift(t, x, p, out):
+    out[0] = x[1]
+    out[1] = math.sin(x[0]) * (p[0] * math.cos(x[0]) - p[1]) - abs(x[1]) ** p[2]
+
+
+def _trig_pow_diffusion(t, x, p, out):
+    out[0] = 0.1
+    out[1] = 0.2
+
+
+@needs_nvvm
+@pytest.mark.parametrize("math_source,dtype", [("fastsde", "float32"), ("fastsde", "float64"),
+                                               ("libm", "float64")])
+def test_model_math_is_kmath_in_the_ptx(math_source, dtype):
+    """A model's math.sin, math.cos and ``x ** y`` compile into the CUDA kernel as
+    fastsde.kmath's own operations with math="fastsde": none of what libdevice's sin,
+    cos and pow leave in PTX (its 2/pi table, its slow-path reduction, its pow helper;
+    NVVM inlines libdevice, so no __nv_ name appears either way), which math="libm"
+    shows (the check can fail)."""
+    from fastsde.kernels import cuda as kc
+
+    model = fs.SDE(_trig_pow_drift, _trig_pow_diffusion, 2, noise="additive",
+                   params=(2.0, 1.0, 1.5), math=math_source)
+    ptx = kc.compile_ptx(model, methods.METHODS["euler_maruyama"], np.dtype(dtype).type,
+                         cc=(9, 0))["path"]
+    assert ".entry" in ptx
+    markers = [m for m in ("__cudart_i2opi", "__internal_trig_reduction",
+                           "__internal_accurate_pow") if m in ptx]
+    if math_source == "fastsde":
+        assert markers == [], markers
+    else:
+        assert markers == ["__cudart_i2opi", "__internal_trig_reduction",
+                           "__internal_accurate_pow"], markers
+
+
 @needs_nvvm
 @pytest.mark.parametrize("case", GEN_CASES, ids=[c[0] for c in GEN_CASES])
 def test_generative_models_compile_to_ptx_for_sm90(case):
