@@ -268,6 +268,10 @@ class Normal:
 
 class _Model:
     kind = None
+    #: How the CPU kernel evaluates the drift for a block of paths at once (an
+    #: ``mlp.LaneBlockDrift``, set by :class:`fastsde.MLPField` on the models it builds),
+    #: or None: the drift is evaluated path by path.
+    lane_block = None
 
     def _init_common(self, dim, params, name, math="fastsde"):
         if not isinstance(math, str) or math not in MATH:
@@ -300,6 +304,8 @@ class _Model:
         for role, fn in self.functions:
             h.update(role.encode())
             h.update(code_fingerprint(fn).encode())
+        if self.lane_block is not None:
+            h.update(self.lane_block.key.encode())
         return h.hexdigest()
 
     def __repr__(self):

@@ -244,6 +244,34 @@ def _stack_pointer(typingctx, size, dtype):
     return types.CPointer(elem)(size, dtype), codegen
 
 
+@intrinsic
+def _widened(typingctx, array, length):
+    """The 1-D array ``array`` seen with ``length`` elements (the same data pointer).
+
+    The lane-block replay's drift (:func:`_make_replay_drift`) reaches its buffers this
+    way: the steps pass it the parameter row, which is the first part of the replay
+    buffer, and user functions read that row's length (``p.shape[0]``), so the row
+    itself must keep it."""
+    if not isinstance(array, types.Array) or array.ndim != 1:
+        return None
+    result = types.Array(array.dtype, 1, "A")
+
+    def codegen(context, builder, sig, args):
+        source = context.make_array(sig.args[0])(context, builder, args[0])
+        widened = context.make_array(result)(context, builder)
+        n = context.cast(builder, args[1], sig.args[1], types.intp)
+        # No meminfo: a borrowed view, like numba.carray's, which the caller's array
+        # outlives (sharing the meminfo without a reference of its own would free the
+        # buffer twice).
+        context.populate_array(widened, data=source.data,
+                               shape=cgutils.pack_array(builder, [n]),
+                               strides=source.strides, itemsize=source.itemsize,
+                               meminfo=None)
+        return widened._getvalue()
+
+    return result(array, length), codegen
+
+
 class _AttributesWithStrings(FunctionAttributes):
     """llvmlite's function attributes plus string attributes (``"name"="value"``), which
     llvmlite has no spelling for; they are printed after the enumerated ones."""
@@ -671,6 +699,59 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
         montecarlo.fingerprint(obs, None), debug), **options)
 
 
+class _ReplayLayout:
+    """Where the lane-block replay keeps its numbers, in one array of the run's dtype.
+
+    [0, n_params): the shared parameter row (what the steps pass as ``p``); then the
+    call counter, the lane and the pass's target call; then, for each drift call k of the
+    step: the lanes' times, their states (component-major) and, once the block has been
+    evaluated, the field there (component-major)."""
+
+    def __init__(self, dim, lanes, n_params, n_calls):
+        self.call = n_params
+        self.lane = n_params + 1
+        self.target = n_params + 2
+        self.times = n_params + 3
+        self.states = self.times + n_calls * lanes
+        self.fields = self.states + n_calls * dim * lanes
+        self.total = self.fields + n_calls * dim * lanes
+
+
+def _make_replay_drift(dim, lanes, layout):
+    """The drift the step calls in a lane-block kernel (see :func:`_make_run_chunk`).
+
+    The kernel runs the step over a block's lanes once per drift call of the step, plus
+    once. In the pass whose target is call k, the step's calls before k are answered
+    with the block's field, evaluated after the earlier passes; call k records its time
+    and state, and the calls after it answer zeros (that pass's results are discarded).
+    The last pass answers every call, so it computes what the path-by-path step computes,
+    with the same drift values: the same bits."""
+    call_at, lane_at, target_at = layout.call, layout.lane, layout.target
+    times, states, fields, total = layout.times, layout.states, layout.fields, layout.total
+    block = dim * lanes
+
+    def replay_drift(t, x, p, out):
+        r = _widened(p, total)
+        call = int(r[call_at])
+        r[call_at] = call + 1
+        lane = int(r[lane_at])
+        target = int(r[target_at])
+        if call < target:
+            base = fields + call * block + lane
+            for j in range(dim):
+                out[j] = r[base + j * lanes]
+        else:
+            if call == target:
+                r[times + call * lanes + lane] = t
+                base = states + call * block + lane
+                for j in range(dim):
+                    r[base + j * lanes] = x[j]
+            for j in range(dim):
+                out[j] = 0.0
+
+    return replay_drift
+
+
 def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
                     stop=None, increments="gaussian", per_path_params=True):
     """The kernel's ``run_chunk`` (a dispatcher, not compiled yet); ``sz`` (:class:`layout.Sizes`) gives every
@@ -684,6 +765,33 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
                                                             **options)
+    lanes = LANES[dtype]
+    # The drift evaluated for a block of lanes at once (model.lane_block: an MLP's layers
+    # as matrix products over the lanes), where one parameter row serves every path.
+    block_mode = (model.lane_block is not None and not per_path_params and not rng_only
+                  and not debug)
+    n_calls = method.drift_evals if block_mode else 0
+    n_passes = n_calls + 1
+    replay = _ReplayLayout(dim, lanes, sz.n_params, n_calls)
+    if block_mode:
+        block_py, block_scratch = model.lane_block.make(lanes, njit(inline="always",
+                                                                    **options))
+        # A function of its own: called once per block and drift call, it costs nothing
+        # to call and is compiled once instead of at each call site.
+        block_inline = njit(inline="always", **options)(block_py)
+
+        def block_field(T, X, p, F, S):
+            _prefer_vector_width(VECTOR_BITS)
+            block_inline(T, X, p, F, S)
+
+        block_field = njit(**options)(block_field)
+        drift = njit(inline="always", **options)(_make_replay_drift(dim, lanes, replay))
+    else:
+        block_field, block_scratch = None, 1
+    r_call, r_lane, r_target = replay.call, replay.lane, replay.target
+    r_times, r_states, r_fields = replay.times, replay.states, replay.fields
+    r_total = replay.total
+    lane_block = dim * lanes
     if rng_only:
         has_noise = True
         increments = "gaussian"
@@ -715,9 +823,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     has_stop = stop is not None
     n_obs = len(obs)
     n_obs_c = max(n_obs, 1)
+    has_obs = n_obs > 0
     # The result type of the initial-state normals, called by address (see CpuKernel).
     normals4 = (dtype(0.0),) * 4
-    lanes = LANES[dtype]
     fill_normals = _make_fill_normals(dtype, lanes)
     fill_increments = fill_normals if gaussian else _make_fill_discrete(dtype, lanes,
                                                                         increments)
@@ -819,13 +927,28 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         # for each lane's step; a shared row loaded once per chunk into P and p, which
         # the steps then read as they are (a copy per lane and step costs as much as a
         # small network's forward pass when the parameters are its weights).
-        P = np.zeros(n_params_c * lanes, dtype)
         reload_params = copy_params_always or per_path_params
+        # P is read by the parameter reloads and the observables only. A shared row
+        # copied for every lane and chunk cost as much as the run itself where the
+        # parameters are a network's weights (66,304 of them: 17 MB per chunk in float32).
+        lane_params = reload_params or has_obs
+        P = np.zeros((n_params_c if lane_params else 1) * lanes, dtype)
         if not per_path_params:
             for j in range(n_params_model):
                 p[j] = params[0, j]
-                for l in range(lanes):
-                    P[j * lanes + l] = params[0, j]
+                if lane_params:
+                    for l in range(lanes):
+                        P[j * lanes + l] = params[0, j]
+        if block_mode:
+            # The replay buffer (_ReplayLayout) starts with the parameter row, which the
+            # steps pass on as p; the block's activations go in S.
+            R = np.zeros(r_total, dtype)
+            for j in range(n_params_model):
+                R[j] = params[0, j]
+            p_step = R[:n_params_model]
+            S = np.empty(block_scratch, dtype)
+        else:
+            p_step = p
         start = c * chunk
         stop = min(start + chunk, n_paths)
         bad = 0
@@ -908,47 +1031,67 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 # them (a separate pass through DW costs a quarter of the step).
                 r_step = k & in_block_mask
                 z_off = (k & 3) * lanes
-                for l in range(lanes):
-                    for j in range(dim):
-                        x[j] = X[j * lanes + l]
-                    # Under antithetic variates path0 is even, so odd lanes are odd paths.
-                    mirrored = antithetic != 0 and (l & 1) == 1
-                    for j in range(noise_dim):
-                        if noise_dim == 1:
-                            increment = scale * draw(Z, W, r_step, l)
-                        else:
-                            increment = DW[j * lanes + l]
-                        dw[j] = -increment if mirrored else increment
-                        if extra:
+                # One pass over the lanes; a lane-block kernel makes one more per drift
+                # call of the step (_make_replay_drift), with the block's field evaluated
+                # between them, and keeps only the last pass's states.
+                for target in range(n_passes):
+                    if block_mode:
+                        R[r_target] = target
+                    for l in range(lanes):
+                        for j in range(dim):
+                            x[j] = X[j * lanes + l]
+                        # Under antithetic variates path0 is even, so odd lanes are odd
+                        # paths.
+                        mirrored = antithetic != 0 and (l & 1) == 1
+                        for j in range(noise_dim):
                             if noise_dim == 1:
-                                extra_normal = sqrt_h * Z2[z_off + l]
+                                increment = scale * draw(Z, W, r_step, l)
                             else:
-                                extra_normal = DZ[j * lanes + l]
-                            dz[j] = -extra_normal if mirrored else extra_normal
-                    if reload_params:
-                        for j in range(n_params_model):
-                            p[j] = P[j * lanes + l]
-                    step(t, t_mid, t_next, hd, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
-                         x_new)
-                    # A path that leaves the finite numbers is frozen at its first
-                    # non-finite state: not advanced further, counted, kept out of
-                    # the statistics. A stopped path is frozen the same way, at its
-                    # first state in the stopping region. The freeze is a bitwise blend,
-                    # not a conditional: LLVM turns "X = new if live else X" into a
-                    # conditional store, which does not vectorise.
-                    was_live = live[l]
-                    finite = True
-                    for j in range(dim):
-                        finite = finite & math.isfinite(x_new[j])
-                        X[j * lanes + l] = blend(was_live, x_new[j], x[j])
-                    keep = was_live & to_mask(finite)
-                    if has_stop:
-                        # Evaluated for every lane and combined without short-circuits:
-                        # no branch in the loop body.
-                        hit = keep & to_mask(stop_fn(t_next, x_new, p) > 0)
-                        HT[l] = _blend_f64(np.int64(hit), t_next64, HT[l])
-                        keep = keep & ~hit
-                    live[l] = keep
+                                increment = DW[j * lanes + l]
+                            dw[j] = -increment if mirrored else increment
+                            if extra:
+                                if noise_dim == 1:
+                                    extra_normal = sqrt_h * Z2[z_off + l]
+                                else:
+                                    extra_normal = DZ[j * lanes + l]
+                                dz[j] = -extra_normal if mirrored else extra_normal
+                        if reload_params:
+                            for j in range(n_params_model):
+                                p[j] = P[j * lanes + l]
+                        if block_mode:
+                            R[r_lane] = l
+                            R[r_call] = 0
+                        step(t, t_mid, t_next, hd, x, p_step, dw, dz, f0, f1, f2, f3, g0, g1,
+                             g2, g3, xt, x_new)
+                        if target == n_passes - 1:
+                            # A path that leaves the finite numbers is frozen at its first
+                            # non-finite state: not advanced further, counted, kept out
+                            # of the statistics. A stopped path is frozen the same way, at
+                            # its first state in the stopping region. The freeze is a
+                            # bitwise blend, not a conditional: LLVM turns "X = new if
+                            # live else X" into a conditional store, which does not
+                            # vectorise.
+                            was_live = live[l]
+                            finite = True
+                            for j in range(dim):
+                                finite = finite & math.isfinite(x_new[j])
+                                X[j * lanes + l] = blend(was_live, x_new[j], x[j])
+                            keep = was_live & to_mask(finite)
+                            if has_stop:
+                                # Evaluated for every lane and combined without
+                                # short-circuits: no branch in the loop body.
+                                hit = keep & to_mask(stop_fn(t_next, x_new, p) > 0)
+                                HT[l] = _blend_f64(np.int64(hit), t_next64, HT[l])
+                                keep = keep & ~hit
+                            live[l] = keep
+                    if block_mode and target < n_calls:
+                        at = target * lanes
+                        block_field(R[r_times + at:r_times + at + lanes],
+                                    R[r_states + target * lane_block:
+                                      r_states + (target + 1) * lane_block],
+                                    p_step,
+                                    R[r_fields + target * lane_block:
+                                      r_fields + (target + 1) * lane_block], S)
                 if s < n_save and save_steps[s] == k + 1:
                     save_block(X, P, OBV, n_live, b0, c, s, t_next, antithetic, tid,
                                paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
@@ -969,11 +1112,13 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                     welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
         nonfinite[c] = bad
 
-    return _shared_function(run_chunk, (
+    dispatcher = _shared_function(run_chunk, (
         "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
         np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
-        montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params),
-        **options)
+        montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
+        block_mode), **options)
+    dispatcher.lane_block = block_mode
+    return dispatcher
 
 
 def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
@@ -1046,9 +1191,11 @@ class CpuKernel:
         surfaces as a SystemError).
     """
 
-    def __init__(self, run_chunk, sig, sizes, parallel, per_path_params=True):
+    def __init__(self, run_chunk, sig, sizes, parallel, per_path_params=True,
+                 lane_block=False):
         self.run_chunk = run_chunk
         self.per_path_params = per_path_params
+        self.lane_block = lane_block
         self.address = _address(run_chunk.overloads[_run_chunk_sig(sig)])
         self.sig = tuple(sig)
         self.sizes = sizes
@@ -1196,7 +1343,8 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         except Exception as exc:  # noqa: BLE001
             _diagnose(model, dtype, exc, obs, stop)
         kernel = _KERNELS[key] = CpuKernel(run_chunk, sig, sz, parallel=not debug,
-                                           per_path_params=per_path_params)
+                                           per_path_params=per_path_params,
+                                           lane_block=run_chunk.lane_block)
     return kernel
 
 
