@@ -110,9 +110,11 @@ def test_per_path_weights_and_debug_runs_use_the_path_kernel_with_the_same_bits(
 @pytest.mark.parametrize("kind", ["ode", "sde"])
 def test_each_step_calls_the_drift_as_often_as_its_method_says(name, kind):
     """The replay runs one pass per drift call that the method declares
-    (``Method.drift_evals``); a step that called the drift more often would read zeros
-    in the last pass. Each step, run as plain Python with a counting drift, makes exactly
-    that many calls, each with a time in [t, t + h]."""
+    (``Method.drift_evals``) after the first; a step that called the drift more often
+    would read zeros in the last pass. Each step, run as plain Python with a counting
+    drift, makes exactly that many calls, each with a time in [t, t + h], and the first
+    at (t, x), the lane's own time and state (the kernel evaluates the block's field
+    there before any pass)."""
     method = methods.METHODS[name]
     factory = method.ode_factory if kind == "ode" else method.sde_factory
     if factory is None:
@@ -121,7 +123,7 @@ def test_each_step_calls_the_drift_as_often_as_its_method_says(name, kind):
     calls = []
 
     def drift(t, x, p, out):
-        calls.append(t)
+        calls.append((t, x.copy()))
         out[:] = -x
 
     def diffusion(t, x, p, out):
@@ -131,11 +133,13 @@ def test_each_step_calls_the_drift_as_often_as_its_method_says(name, kind):
                    steps.column_diagonal, dim, np.float64)
     z = np.zeros(dim)
     t, h = 0.25, 0.1
-    step(t, t + h / 2, t + h, h, np.ones(dim), np.zeros(1), np.full(noise_dim, 0.3),
+    x = np.array([1.0, -2.0])
+    step(t, t + h / 2, t + h, h, x, np.zeros(1), np.full(noise_dim, 0.3),
          np.full(noise_dim, 0.1), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
          z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
     assert len(calls) == method.drift_evals, (name, kind, calls)
-    assert all(t <= c <= t + h for c in calls)
+    assert all(t <= c <= t + h for c, _ in calls)
+    assert calls[0][0] == t and np.array_equal(calls[0][1], x), (name, kind, calls[0])
 
 
 @pytest.mark.parametrize("math_source", ["fastsde", "libm"])

@@ -720,8 +720,9 @@ class _ReplayLayout:
 def _make_replay_drift(dim, lanes, layout):
     """The drift the step calls in a lane-block kernel (see :func:`_make_run_chunk`).
 
-    The kernel runs the step over a block's lanes once per drift call of the step, plus
-    once. In the pass whose target is call k, the step's calls before k are answered
+    The kernel runs the step over a block's lanes once per drift call of the step (the
+    first call's field, at the lanes' states, is evaluated before any pass). In the pass
+    whose target is call k, the step's calls before k are answered
     with the block's field, evaluated after the earlier passes; call k records its time
     and state, and the calls after it answer zeros (that pass's results are discarded).
     The last pass answers every call, so it computes what the path-by-path step computes,
@@ -772,6 +773,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                   and not debug)
     n_calls = method.drift_evals if block_mode else 0
     n_passes = n_calls + 1
+    first_pass = 1 if block_mode else 0
     replay = _ReplayLayout(dim, lanes, sz.n_params, n_calls)
     if block_mode:
         block_py, block_scratch = model.lane_block.make(lanes, njit(inline="always",
@@ -1032,9 +1034,17 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 r_step = k & in_block_mask
                 z_off = (k & 3) * lanes
                 # One pass over the lanes; a lane-block kernel makes one more per drift
-                # call of the step (_make_replay_drift), with the block's field evaluated
-                # between them, and keeps only the last pass's states.
-                for target in range(n_passes):
+                # call of the step after the first (_make_replay_drift), with the block's
+                # field evaluated between them, and keeps only the last pass's states.
+                # Every step's first call is drift(t, x) at the lane's state
+                # (tests/test_lane_block.py), so the block's field there is evaluated
+                # from X without a recording pass.
+                if block_mode:
+                    for l in range(lanes):
+                        R[r_times + l] = t
+                    block_field(R[r_times:r_times + lanes], X[:lane_block], p_step,
+                                R[r_fields:r_fields + lane_block], S)
+                for target in range(first_pass, n_passes):
                     if block_mode:
                         R[r_target] = target
                     for l in range(lanes):
