@@ -33,6 +33,9 @@ the same formulas as the fastsde model's functions. Rows:
                   exp since stop 30; numpy's, a libm call, before)
     gm_flow       fs.GaussianMixturePath.ring(8, 4, 0.3).flow(), Euler
     gm_diffusion  the same path's .diffusion(1.0), Euler-Maruyama
+    gm64_flow     fs.GaussianMixturePath.ring(64, 4, 0.3).flow(), Euler: more components
+                  than the kernel unrolls (17), so fastsde evaluates the field for a
+                  block of 64 paths at once (its lane-block form)
     mlp64_tanh, mlp64_silu, mlp256_tanh, mlp256_silu
                   fs.mlp.random_mlp([3, H, H, 2], act).ode() for H = 64, 256, Euler
     heston        Heston (S, v), correlated noise through a Cholesky factor (general
@@ -415,6 +418,15 @@ def make_rows():
                     n_steps=32, paths=250_000, peer_paths=100_000,
                     model=path.diffusion(1.0), method="euler_maruyama", x0="normal",
                     consts=gm_consts, **gm_fields(1.0, 1.0, path.dim, True)))
+
+    path64 = fs.GaussianMixturePath.ring(64, radius=4.0, std=0.3)
+    rows.append(Row(name="gm64_flow", label="GaussianMixturePath flow, 64 components",
+                    kind="ode", dim=path64.dim, noise_dim=0, t_span=(0.0, 1.0),
+                    n_steps=16, paths=100_000, peer_paths=100_000, model=path64.flow(),
+                    method="euler", x0="normal",
+                    consts={"logw": np.log(path64.weights), "mu": path64.means,
+                            "s2": path64.stds ** 2},
+                    **gm_fields(0.0, 0.0, path64.dim, False)))
 
     # The same paths for every engine (the batched engines' matrix products want wide
     # batches; these are wide enough).

@@ -180,6 +180,12 @@ def unrolled_path_drift(n_comp, dim):
     sig1 = sig0 + 1
     half_d = 0.5 * D
     flush = FLUSH_LOGIT
+    # fastsde's exp and log by name, not math's: the same functions whether or not the
+    # kernel unrolls the loop over the components (with a loop left, math's would stay
+    # libm's), so that the lane-block form (make_path_drift_block) computes the bits
+    # of this one.
+    from . import kmath
+    exp, log = kmath.exp, kmath.log
 
     def gm_path_drift_unrolled(t, x, p, out):
         one_m_t = 1.0 - t
@@ -194,7 +200,7 @@ def unrolled_path_drift(n_comp, dim):
         for j in range(D):
             r = x[j] - t * p[mu0 + j]
             q += r * r
-        m = p[0] - half_d * math.log(v) - q * (0.5 * inv_v)
+        m = p[0] - half_d * log(v) - q * (0.5 * inv_v)
         c = (ts2 - one_m_t - half_sig2) * inv_v
         total = 1.0
         for j in range(D):
@@ -209,10 +215,10 @@ def unrolled_path_drift(n_comp, dim):
             for j in range(D):
                 r = x[j] - t * p[mu0 + k * D + j]
                 q += r * r
-            logit = p[k] - half_d * math.log(v) - q * (0.5 * inv_v)
+            logit = p[k] - half_d * log(v) - q * (0.5 * inv_v)
             c = (ts2 - one_m_t - half_sig2) * inv_v
             gap = logit - m
-            decay = math.exp(-min(abs(gap), flush))
+            decay = exp(-min(abs(gap), flush))
             above = gap > 0.0
             scale = decay if above else 1.0
             e = 1.0 if above else decay
@@ -228,13 +234,195 @@ def unrolled_path_drift(n_comp, dim):
     return gm_path_drift_unrolled
 
 
+def make_path_drift_block(n_comp, dim, lanes):
+    """:func:`unrolled_path_drift` for a block of ``lanes`` paths at once: the loop over
+    the components outside, the loop over the lanes inside, which vectorises whatever
+    the number of components (the kernel unrolls the one-path form's loops only up to
+    17 components).
+
+    Each lane's operations, in their order, are those of the one-path form, so the two
+    give the same bits (the kernel compiles both with the same rewrites). What depends
+    only on t and ``p`` is computed once per component for the block, from the first
+    lane's time: every lane of a drift call shares its time (the step's t, t + h/2,
+    t + h or t + 3h/4).
+
+    Returns
+    -------
+    function
+        ``block(T, X, p, F, S)``: ``T`` (lanes,) times, ``X`` (dim * lanes,) states
+        component-major, ``F`` (dim * lanes,) the field, ``S`` (2 * lanes,) scratch.
+    """
+    K = int(n_comp)
+    D = int(dim)
+    mu0 = K
+    s0 = K + K * D
+    sig0 = K * (D + 2)
+    sig1 = sig0 + 1
+    half_d = 0.5 * D
+    flush = FLUSH_LOGIT
+    from . import kmath
+    exp, log = kmath.exp, kmath.log
+
+    def gm_path_drift_block(T, X, p, F, S):
+        # S: each lane's largest log-density so far, then its total weight.
+        t = T[0]
+        one_m_t = 1.0 - t
+        sig = p[sig0] * one_m_t + p[sig1] * t
+        half_sig2 = 0.5 * sig * sig
+        s = p[s0]
+        ts2 = t * s * s
+        v = t * ts2 + one_m_t * one_m_t
+        inv_v = 1.0 / v
+        base = p[0] - half_d * log(v)
+        half_inv_v = 0.5 * inv_v
+        c = (ts2 - one_m_t - half_sig2) * inv_v
+        for l in range(lanes):
+            q = 0.0
+            for j in range(D):
+                r = X[j * lanes + l] - t * p[mu0 + j]
+                q += r * r
+            S[l] = base - q * half_inv_v
+            S[lanes + l] = 1.0
+            for j in range(D):
+                mu = p[mu0 + j]
+                F[j * lanes + l] = mu + c * (X[j * lanes + l] - t * mu)
+        for k in range(1, K):
+            s = p[s0 + k]
+            ts2 = t * s * s
+            v = t * ts2 + one_m_t * one_m_t
+            inv_v = 1.0 / v
+            base = p[k] - half_d * log(v)
+            half_inv_v = 0.5 * inv_v
+            c = (ts2 - one_m_t - half_sig2) * inv_v
+            for l in range(lanes):
+                q = 0.0
+                for j in range(D):
+                    r = X[j * lanes + l] - t * p[mu0 + k * D + j]
+                    q += r * r
+                logit = base - q * half_inv_v
+                m = S[l]
+                gap = logit - m
+                decay = exp(-min(abs(gap), flush))
+                above = gap > 0.0
+                scale = decay if above else 1.0
+                e = 1.0 if above else decay
+                S[lanes + l] = S[lanes + l] * scale + e
+                for j in range(D):
+                    mu = p[mu0 + k * D + j]
+                    F[j * lanes + l] = (F[j * lanes + l] * scale
+                                        + e * (mu + c * (X[j * lanes + l] - t * mu)))
+                S[l] = logit if above else m
+        for l in range(lanes):
+            inv = 1.0 / S[lanes + l]
+            for j in range(D):
+                F[j * lanes + l] = F[j * lanes + l] * inv
+
+    return gm_path_drift_block
+
+
+def loop_path_drift(n_comp, dim):
+    """The one-path form of :func:`make_path_drift_block` for mixtures the kernel does
+    not unroll: :func:`unrolled_path_drift`'s operations, with what depends only on t and
+    s_k computed again only when s_k changes (a branch on the parameters, not on the
+    path; components that share a std share its log, as in :func:`gm_path_drift`). The
+    path-by-path kernels (debug runs, a row of parameters per path, CUDA) use it; the
+    bits are the block form's.
+
+    Returns
+    -------
+    function
+        ``f(t, x, p, out)``.
+    """
+    K = int(n_comp)
+    D = int(dim)
+    mu0 = K
+    s0 = K + K * D
+    sig0 = K * (D + 2)
+    sig1 = sig0 + 1
+    half_d = 0.5 * D
+    flush = FLUSH_LOGIT
+    from . import kmath
+    exp, log = kmath.exp, kmath.log
+
+    def gm_path_drift_loops(t, x, p, out):
+        one_m_t = 1.0 - t
+        sig = p[sig0] * one_m_t + p[sig1] * t
+        half_sig2 = 0.5 * sig * sig
+        s_prev = p[s0]
+        ts2 = t * s_prev * s_prev
+        v = t * ts2 + one_m_t * one_m_t
+        inv_v = 1.0 / v
+        log_norm = half_d * log(v)
+        half_inv_v = 0.5 * inv_v
+        c = (ts2 - one_m_t - half_sig2) * inv_v
+        q = 0.0
+        for j in range(D):
+            r = x[j] - t * p[mu0 + j]
+            q += r * r
+        m = p[0] - log_norm - q * half_inv_v
+        total = 1.0
+        for j in range(D):
+            mu = p[mu0 + j]
+            out[j] = mu + c * (x[j] - t * mu)
+        for k in range(1, K):
+            s = p[s0 + k]
+            if s != s_prev:
+                ts2 = t * s * s
+                v = t * ts2 + one_m_t * one_m_t
+                inv_v = 1.0 / v
+                log_norm = half_d * log(v)
+                half_inv_v = 0.5 * inv_v
+                c = (ts2 - one_m_t - half_sig2) * inv_v
+                s_prev = s
+            q = 0.0
+            for j in range(D):
+                r = x[j] - t * p[mu0 + k * D + j]
+                q += r * r
+            logit = p[k] - log_norm - q * half_inv_v
+            gap = logit - m
+            decay = exp(-min(abs(gap), flush))
+            above = gap > 0.0
+            scale = decay if above else 1.0
+            e = 1.0 if above else decay
+            total = total * scale + e
+            for j in range(D):
+                mu = p[mu0 + k * D + j]
+                out[j] = out[j] * scale + e * (mu + c * (x[j] - t * mu))
+            m = logit if above else m
+        inv = 1.0 / total
+        for j in range(D):
+            out[j] = out[j] * inv
+
+    return gm_path_drift_loops
+
+
+class _PathDriftBlock:
+    """A mixture path's drift for a block of lanes (``model.lane_block``; see
+    ``mlp.LaneBlockDrift`` for the protocol and docs/performance.md, "Networks")."""
+
+    def __init__(self, n_comp, dim):
+        import hashlib
+        import inspect
+        self.n_comp, self.dim = int(n_comp), int(dim)
+        digest = hashlib.sha256(repr((self.n_comp, self.dim, FLUSH_LOGIT)).encode())
+        digest.update(inspect.getsource(make_path_drift_block).encode())
+        self.key = digest.hexdigest()
+
+    def make(self, lanes, jit, prepare):
+        """(the block function compiled by ``prepare``, scratch elements)."""
+        return prepare(make_path_drift_block(self.n_comp, self.dim, lanes)), 2 * lanes
+
+
 def _path_drift(n_comp, dim):
-    """The kernel function of a mixture's path: :func:`unrolled_path_drift` where the
-    kernel unrolls it, else :func:`gm_path_drift` (its loops kept)."""
+    """The kernel function of a mixture's path (:func:`unrolled_path_drift`, whose loops
+    the kernel unrolls up to 17 components), and its lane-block form where the kernel
+    does not unroll it (else None)."""
     from .kernels import unroll
 
     fn = unrolled_path_drift(n_comp, dim)
-    return fn if unroll.lowers_math(fn) else gm_path_drift
+    if unroll.lowers_math(fn):
+        return fn, None
+    return loop_path_drift(n_comp, dim), _PathDriftBlock(n_comp, dim)
 
 
 def unrolled_data_score(n_comp, dim):
@@ -685,9 +873,11 @@ class GaussianMixturePath:
             shared drift into u_t).
         """
         if self._flow is None:
-            self._flow = ODE(_path_drift(len(self.weights), self.dim), self.dim,
+            drift, block = _path_drift(len(self.weights), self.dim)
+            self._flow = ODE(drift, self.dim,
                              params=np.concatenate([self.params, [0.0, 0.0]]),
                              name=f"flow of {self!r}")
+            self._flow.lane_block = block
         return self._flow
 
     def diffusion(self, sigma=1.0):
@@ -712,11 +902,13 @@ class GaussianMixturePath:
         pair = _check_sigma(sigma)
         model = self._diffusions.get(pair)
         if model is None:
-            model = SDE(_path_drift(len(self.weights), self.dim), gm_path_sigma, self.dim,
+            drift, block = _path_drift(len(self.weights), self.dim)
+            model = SDE(drift, gm_path_sigma, self.dim,
                         noise="additive",
                         params=np.concatenate([self.params, pair]),
                         name=f"diffusion of {self!r}, sigma_t = {pair[0]:g} (1 - t) + "
                              f"{pair[1]:g} t")
+            model.lane_block = block
             self._diffusions[pair] = model
         return model
 

@@ -351,8 +351,10 @@ class LaneBlockDrift:
             digest.update(inspect.getsource(fn).encode())
         self.key = digest.hexdigest()
 
-    def make(self, lanes, jit):
-        """(plain block function, scratch elements) for ``lanes`` lanes."""
+    def make(self, lanes, jit, prepare=None):
+        """(plain block function, scratch elements) for ``lanes`` lanes. ``prepare`` (how
+        the kernel rewrites a model's functions) is not used: the forward pass is
+        written for the kernel as it is."""
         return (make_mlp_block_drift(self.widths, self.activation, self.math, lanes, jit),
                 block_scratch_size(self.widths, lanes))
 

@@ -97,8 +97,19 @@ def kernel_field(fn, params, x, t):
     return out
 
 
+def _block_as_one_path(block, lanes, dim):
+    """A lane-block field run as plain Python for one path (its lanes all hold it)."""
+    def one_path(t, x, p, out):
+        field = np.empty(dim * lanes)
+        block(np.full(lanes, t), np.repeat(np.asarray(x, float), lanes), p, field,
+              np.empty(2 * lanes))
+        out[:] = field.reshape(dim, lanes)[:, lanes - 1]
+    return one_path
+
+
 # ------------------------------------------------------------------- exact fields
-@pytest.mark.parametrize("unrolled", [False, True], ids=["loops", "unrolled"])
+@pytest.mark.parametrize("unrolled", [False, True, "branch-free loops", "block"],
+                         ids=["loops", "unrolled", "branch-free-loops", "block"])
 @pytest.mark.parametrize("t", [0.0, 0.2, 0.5, 0.9, 1.0])
 def test_kernel_functions_match_host_fields(t, unrolled):
     """The allocation-free kernel functions equal the vectorised numpy fields, also far
@@ -109,8 +120,14 @@ def test_kernel_functions_match_host_fields(t, unrolled):
     rng = np.random.default_rng(1)
     x = np.vstack([rng.normal(0, 3, (40, 2)), [[60.0, -80.0], [0.0, 0.0], [-3.0, 0.0]]])
     flow_p = MIX.flow().params
-    gm_path_drift = (unrolled_path_drift(3, 2) if unrolled
-                     else fs.generative.gm_path_drift)
+    if unrolled == "branch-free loops":
+        gm_path_drift = fs.generative.loop_path_drift(3, 2)
+    elif unrolled == "block":
+        gm_path_drift = _block_as_one_path(fs.generative.make_path_drift_block(3, 2, 5),
+                                           5, 2)
+    else:
+        gm_path_drift = (unrolled_path_drift(3, 2) if unrolled
+                         else fs.generative.gm_path_drift)
     assert MIX.flow().drift.__name__ == "gm_path_drift_unrolled"
     assert MIX.diffusion(0.5).drift.__name__ == "gm_path_drift_unrolled"
     u = kernel_field(gm_path_drift, flow_p, x, t)
@@ -122,7 +139,7 @@ def test_kernel_functions_match_host_fields(t, unrolled):
                                rtol=1e-12, atol=1e-11)
     g = kernel_field(gm_path_sigma, MIX.diffusion(sig).params, x, t)
     np.testing.assert_allclose(g, sig_t, rtol=1e-15)
-    if t == 1.0:
+    if t == 1.0 and unrolled in (False, True):
         score = unrolled_data_score(3, 2) if unrolled else gm_data_score
         assert MIX.langevin().drift.__name__ == "gm_data_score_unrolled"
         s = kernel_field(score, MIX.langevin().params, x, t)
@@ -641,7 +658,8 @@ def test_kernel_functions_compile_as_cuda_device_functions(dtype):
     from fastsde.kernels.cuda import _as_if_device
 
     mlp = make_mlp_drift((3, 16, 16, 2), "gelu")
-    for fn in (gm_path_drift, gm_path_sigma, gm_data_score, langevin_sigma, mlp):
+    loops = fs.generative.loop_path_drift(20, 2)
+    for fn in (gm_path_drift, gm_path_sigma, gm_data_score, langevin_sigma, mlp, loops):
         # kmath's functions are device functions, whose compile asks numba-cuda for the
         # current GPU's compute capability: there is none here.
         with _as_if_device((9, 0)):
@@ -697,15 +715,23 @@ def test_flow_matching_example(capsys, tmp_path):
         assert out_npz.exists() and "MLP (learned)" in out and "exact u_t" in out
 
 
-def test_mixtures_too_large_to_unroll_keep_the_generic_field():
-    """The unrolled field where the kernel unrolls it (K - 1 <= unroll.MAX_TRIP and the
-    function within unroll.MAX_STATEMENTS), else the field with loops."""
+def test_mixtures_too_large_to_unroll_get_the_loop_field_and_a_lane_block():
+    """The path's field: unrolled where the kernel unrolls it (K - 1 <= unroll.MAX_TRIP
+    and the function within unroll.MAX_STATEMENTS), else the branch-free field with
+    loops, whose models carry the lane-block form (tests/test_lane_block.py checks their
+    bits). Langevin's score keeps the generic field with loops."""
     from fastsde.generative import _data_score, _path_drift
     from fastsde.kernels import unroll
 
-    assert _path_drift(8, 2).__name__ == "gm_path_drift_unrolled"
-    assert _path_drift(unroll.MAX_TRIP + 2, 2) is gm_path_drift
-    assert _path_drift(4, 100) is gm_path_drift
+    drift, block = _path_drift(8, 2)
+    assert drift.__name__ == "gm_path_drift_unrolled" and block is None
+    for n_comp, dim in ((unroll.MAX_TRIP + 2, 2), (4, 100)):
+        drift, block = _path_drift(n_comp, dim)
+        assert drift.__name__ == "gm_path_drift_loops"
+        assert (block.n_comp, block.dim) == (n_comp, dim)
+    big = fs.GaussianMixturePath.ring(unroll.MAX_TRIP + 2, 3.0, 0.4)
+    assert big.flow().lane_block is not None and big.diffusion(0.5).lane_block is not None
+    assert MIX.flow().lane_block is None
     assert _data_score(8, 2).__name__ == "gm_data_score_unrolled"
     assert _data_score(unroll.MAX_TRIP + 2, 2) is gm_data_score
     assert _data_score(4, 100) is gm_data_score

@@ -1,4 +1,5 @@
-"""The CPU kernel's lane-block drift: an MLP field evaluated for 64 paths at once.
+"""The CPU kernel's lane-block drift: an MLP field, or a mixture's path too large to unroll,
+evaluated for 64 paths at once.
 
 Where a run passes one parameter row for every path, the CPU kernel evaluates an
 :class:`fastsde.MLPField`'s layers as matrix products over a block of lanes
@@ -85,6 +86,27 @@ def test_lane_block_last_pass_freezes_stops_observes_and_mirrors_as_the_path_ker
     np.testing.assert_array_equal(a.mean, b.mean)
     np.testing.assert_array_equal(a.var, b.var)
     np.testing.assert_array_equal(a.obs_mean, b.obs_mean)
+
+
+@pytest.mark.parametrize("kind,method,dtype", [("flow", "heun", "float32"),
+                                               ("diffusion", "sra1", "float64")])
+def test_mixture_lane_block_gives_the_bits_of_the_path_by_path_kernel(kind, method, dtype):
+    """A mixture too large for the kernel to unroll (19 components, stds that differ, so
+    the one-path form's cached per-std terms are recomputed): its lane-block field gives
+    the path-by-path kernel's bits, from N(0, I) starts that put most components far
+    away (the capped log-sum-exp's far tail)."""
+    rng = np.random.default_rng(4)
+    law = fs.GaussianMixturePath(rng.dirichlet(np.ones(19)), rng.normal(0, 3, (19, 2)),
+                                 rng.choice([0.3, 0.5], 19))
+    model = law.flow() if kind == "flow" else law.diffusion((0.8, 0.3))
+    assert model.lane_block is not None
+    twin = _path_by_path(model)
+    x0 = rng.normal(size=(150, 2))
+    a, b = (fs.simulate(m, x0, (0.0, 1.0), 8, 150, method=method, dtype=dtype, seed=5,
+                        device="cpu") for m in (model, twin))
+    assert np.isfinite(a.x).all()
+    np.testing.assert_array_equal(a.x, b.x)
+    assert cpu.get_kernel(model, methods.METHODS[method], np.dtype(dtype).type).lane_block
 
 
 def test_per_path_weights_and_debug_runs_use_the_path_kernel_with_the_same_bits():

@@ -506,33 +506,42 @@ def _to_mask_i64(flag):
     return -np.int64(flag)
 
 
+def function_preparer(model, dtype, inline):
+    """``prepared(fn)``: a plain function of ``model``'s rewritten as the kernel rewrites
+    the model's own ``drift`` and ``diffusion``, compiled with ``inline``.
+
+    Loops of constant trip count unrolled, fastsde.kmath's functions as stand-ins that
+    LLVM inlines before vectorising (kmath.register_cpu) and two-argument max/min as
+    selects (unroll.py): the step becomes straight-line code without calls, which the
+    lane loop around it needs; the same operations, the same bits. Python floats take the
+    run's dtype where the model's math is fastsde's (unroll.python_floats). A model's
+    lane-block drift is prepared the same way, so that it computes with the same types.
+    """
+    from .. import kmath
+
+    select = bits.unified_select()
+    selects = unroll.two_argument_selects(inline, select)
+
+    def prepared(fn):
+        # math's and numpy's exp, log, ... as kmath's where the model asks
+        # (model.MATH, kmath.LOWERED).
+        replacements = {**kmath.inline_replacements(),
+                        **unroll.math_replacements(model, fn, inline=True)}
+        return inline(unroll.unroll_constant_loops(
+            fn, replacements, call_replacements=selects,
+            float_type=unroll.python_floats(model, dtype), select=select))
+
+    return prepared
+
+
 def compile_user_functions(model, jit, dtype=None, **options):
     """Compile the model's functions with ``jit``; returns (drift, diffusion or None).
     With ``dtype``, each is called with its ``out`` cleared first
     (``steps.out_cleared``)."""
-    from .. import kmath
-
     inline = jit(inline="always", **options)
 
     def rewritten():
-        # Loops of constant trip count unrolled, fastsde.kmath's functions as stand-ins
-        # that LLVM inlines before vectorising (kmath.register_cpu) and two-argument
-        # max/min as selects (unroll.py): the step becomes straight-line code without
-        # calls, which the lane loop around it needs; the same operations, the same
-        # bits. Python floats take the run's dtype where the model's math is fastsde's
-        # (unroll.python_floats).
-        select = bits.unified_select()
-        selects = unroll.two_argument_selects(inline, select)
-
-        def prepared(fn):
-            # math's and numpy's exp, log, ... as kmath's where the model asks
-            # (model.MATH, kmath.LOWERED).
-            replacements = {**kmath.inline_replacements(),
-                            **unroll.math_replacements(model, fn, inline=True)}
-            return inline(unroll.unroll_constant_loops(
-                fn, replacements, call_replacements=selects,
-                float_type=unroll.python_floats(model, dtype), select=select))
-
+        prepared = function_preparer(model, dtype, inline)
         return (prepared(model.drift),
                 None if model.diffusion is None else prepared(model.diffusion))
 
@@ -776,11 +785,12 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     first_pass = 1 if block_mode else 0
     replay = _ReplayLayout(dim, lanes, sz.n_params, n_calls)
     if block_mode:
-        block_py, block_scratch = model.lane_block.make(lanes, njit(inline="always",
-                                                                    **options))
+        jit_inline = njit(inline="always", **options)
+        block_py, block_scratch = model.lane_block.make(
+            lanes, jit_inline, function_preparer(model, dtype, jit_inline))
         # A function of its own: called once per block and drift call, it costs nothing
         # to call and is compiled once instead of at each call site.
-        block_inline = njit(inline="always", **options)(block_py)
+        block_inline = block_py if hasattr(block_py, "py_func") else jit_inline(block_py)
 
         def block_field(T, X, p, F, S):
             _prefer_vector_width(VECTOR_BITS)
