@@ -442,6 +442,9 @@ def unrolled_data_score(n_comp, dim):
     s0 = K + K * D
     d_float = float(D)  # a Python float: the run's dtype in float32 kernels
     flush = FLUSH_LOGIT
+    # fastsde's exp and log by name, as in unrolled_path_drift.
+    from . import kmath
+    exp, log = kmath.exp, kmath.log
 
     def gm_data_score_unrolled(t, x, p, out):
         s = p[s0]
@@ -450,7 +453,7 @@ def unrolled_data_score(n_comp, dim):
         for j in range(D):
             r = x[j] - p[mu0 + j]
             q += r * r
-        m = p[0] - d_float * math.log(s) - 0.5 * q * inv_v
+        m = p[0] - d_float * log(s) - 0.5 * q * inv_v
         total = 1.0
         for j in range(D):
             out[j] = -inv_v * (x[j] - p[mu0 + j])
@@ -461,9 +464,9 @@ def unrolled_data_score(n_comp, dim):
             for j in range(D):
                 r = x[j] - p[mu0 + k * D + j]
                 q += r * r
-            logit = p[k] - d_float * math.log(s) - 0.5 * q * inv_v
+            logit = p[k] - d_float * log(s) - 0.5 * q * inv_v
             gap = logit - m
-            decay = math.exp(-min(abs(gap), flush))
+            decay = exp(-min(abs(gap), flush))
             above = gap > 0.0
             scale = decay if above else 1.0
             e = 1.0 if above else decay
@@ -478,13 +481,153 @@ def unrolled_data_score(n_comp, dim):
     return gm_data_score_unrolled
 
 
+def loop_data_score(n_comp, dim):
+    """The one-path form of :func:`make_data_score_block` for mixtures the kernel does
+    not unroll: :func:`unrolled_data_score`'s operations, with 1 / s_k^2 and log s_k
+    computed again only when s_k changes (a branch on the parameters, not on the path).
+
+    Returns
+    -------
+    function
+        ``f(t, x, p, out)``.
+    """
+    K = int(n_comp)
+    D = int(dim)
+    mu0 = K
+    s0 = K + K * D
+    d_float = float(D)
+    flush = FLUSH_LOGIT
+    from . import kmath
+    exp, log = kmath.exp, kmath.log
+
+    def gm_data_score_loops(t, x, p, out):
+        s_prev = p[s0]
+        inv_v = 1.0 / (s_prev * s_prev)
+        log_norm = d_float * log(s_prev)
+        q = 0.0
+        for j in range(D):
+            r = x[j] - p[mu0 + j]
+            q += r * r
+        m = p[0] - log_norm - 0.5 * q * inv_v
+        total = 1.0
+        for j in range(D):
+            out[j] = -inv_v * (x[j] - p[mu0 + j])
+        for k in range(1, K):
+            s = p[s0 + k]
+            if s != s_prev:
+                inv_v = 1.0 / (s * s)
+                log_norm = d_float * log(s)
+                s_prev = s
+            q = 0.0
+            for j in range(D):
+                r = x[j] - p[mu0 + k * D + j]
+                q += r * r
+            logit = p[k] - log_norm - 0.5 * q * inv_v
+            gap = logit - m
+            decay = exp(-min(abs(gap), flush))
+            above = gap > 0.0
+            scale = decay if above else 1.0
+            e = 1.0 if above else decay
+            total = total * scale + e
+            for j in range(D):
+                out[j] = out[j] * scale - e * inv_v * (x[j] - p[mu0 + k * D + j])
+            m = logit if above else m
+        inv = 1.0 / total
+        for j in range(D):
+            out[j] = out[j] * inv
+
+    return gm_data_score_loops
+
+
+def make_data_score_block(n_comp, dim, lanes):
+    """:func:`unrolled_data_score` for a block of ``lanes`` paths at once, as
+    :func:`make_path_drift_block` is for the path's drift (the same bits as the one-path
+    forms).
+
+    Returns
+    -------
+    function
+        ``block(T, X, p, F, S)`` (see :func:`make_path_drift_block`).
+    """
+    K = int(n_comp)
+    D = int(dim)
+    mu0 = K
+    s0 = K + K * D
+    d_float = float(D)
+    flush = FLUSH_LOGIT
+    from . import kmath
+    exp, log = kmath.exp, kmath.log
+
+    def gm_data_score_block(T, X, p, F, S):
+        # S: each lane's largest log-density so far, then its total weight.
+        s = p[s0]
+        inv_v = 1.0 / (s * s)
+        base = p[0] - d_float * log(s)
+        minus_inv_v = -inv_v
+        for l in range(lanes):
+            q = 0.0
+            for j in range(D):
+                r = X[j * lanes + l] - p[mu0 + j]
+                q += r * r
+            S[l] = base - 0.5 * q * inv_v
+            S[lanes + l] = 1.0
+            for j in range(D):
+                F[j * lanes + l] = minus_inv_v * (X[j * lanes + l] - p[mu0 + j])
+        for k in range(1, K):
+            s = p[s0 + k]
+            inv_v = 1.0 / (s * s)
+            base = p[k] - d_float * log(s)
+            for l in range(lanes):
+                q = 0.0
+                for j in range(D):
+                    r = X[j * lanes + l] - p[mu0 + k * D + j]
+                    q += r * r
+                logit = base - 0.5 * q * inv_v
+                m = S[l]
+                gap = logit - m
+                decay = exp(-min(abs(gap), flush))
+                above = gap > 0.0
+                scale = decay if above else 1.0
+                e = 1.0 if above else decay
+                S[lanes + l] = S[lanes + l] * scale + e
+                for j in range(D):
+                    F[j * lanes + l] = (F[j * lanes + l] * scale
+                                        - e * inv_v * (X[j * lanes + l] - p[mu0 + k * D + j]))
+                S[l] = logit if above else m
+        for l in range(lanes):
+            inv = 1.0 / S[lanes + l]
+            for j in range(D):
+                F[j * lanes + l] = F[j * lanes + l] * inv
+
+    return gm_data_score_block
+
+
+class _DataScoreBlock(_PathDriftBlock):
+    """Langevin's drift (the data score) for a block of lanes (``model.lane_block``)."""
+
+    def __init__(self, n_comp, dim):
+        import hashlib
+        import inspect
+        self.n_comp, self.dim = int(n_comp), int(dim)
+        digest = hashlib.sha256(repr((self.n_comp, self.dim, FLUSH_LOGIT)).encode())
+        digest.update(inspect.getsource(make_data_score_block).encode())
+        self.key = digest.hexdigest()
+
+    def make(self, lanes, jit, prepare):
+        """(the block function compiled by ``prepare``, scratch elements)."""
+        return prepare(make_data_score_block(self.n_comp, self.dim, lanes)), 2 * lanes
+
+
 def _data_score(n_comp, dim):
-    """Langevin's drift: :func:`unrolled_data_score` where the kernel unrolls it, else
-    :func:`gm_data_score`."""
+    """Langevin's drift (:func:`unrolled_data_score`, whose loops the kernel unrolls up to
+    17 components), and its lane-block form where the kernel does not unroll it (else
+    None)."""
     from .kernels import unroll
 
     fn = unrolled_data_score(n_comp, dim)
-    return fn if unroll.lowers_math(fn) else gm_data_score
+    if unroll.lowers_math(fn):
+        return fn, None
+    return loop_data_score(n_comp, dim), _DataScoreBlock(n_comp, dim)
 
 
 def gm_path_sigma(t, x, p, out):
@@ -923,7 +1066,8 @@ class GaussianMixturePath:
             Additive noise; params: ``pack(...)``.
         """
         if self._langevin is None:
-            self._langevin = SDE(_data_score(len(self.weights), self.dim), langevin_sigma,
-                                 self.dim, noise="additive",
+            score, block = _data_score(len(self.weights), self.dim)
+            self._langevin = SDE(score, langevin_sigma, self.dim, noise="additive",
                                  params=self.params.copy(), name=f"Langevin on {self!r}")
+            self._langevin.lane_block = block
         return self._langevin

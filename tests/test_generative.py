@@ -139,8 +139,13 @@ def test_kernel_functions_match_host_fields(t, unrolled):
                                rtol=1e-12, atol=1e-11)
     g = kernel_field(gm_path_sigma, MIX.diffusion(sig).params, x, t)
     np.testing.assert_allclose(g, sig_t, rtol=1e-15)
-    if t == 1.0 and unrolled in (False, True):
-        score = unrolled_data_score(3, 2) if unrolled else gm_data_score
+    if t == 1.0:
+        if unrolled == "branch-free loops":
+            score = fs.generative.loop_data_score(3, 2)
+        elif unrolled == "block":
+            score = _block_as_one_path(fs.generative.make_data_score_block(3, 2, 5), 5, 2)
+        else:
+            score = unrolled_data_score(3, 2) if unrolled else gm_data_score
         assert MIX.langevin().drift.__name__ == "gm_data_score_unrolled"
         s = kernel_field(score, MIX.langevin().params, x, t)
         np.testing.assert_allclose(s, MIX.score(x, 1.0), rtol=1e-12, atol=1e-11)
@@ -659,7 +664,9 @@ def test_kernel_functions_compile_as_cuda_device_functions(dtype):
 
     mlp = make_mlp_drift((3, 16, 16, 2), "gelu")
     loops = fs.generative.loop_path_drift(20, 2)
-    for fn in (gm_path_drift, gm_path_sigma, gm_data_score, langevin_sigma, mlp, loops):
+    score_loops = fs.generative.loop_data_score(20, 2)
+    for fn in (gm_path_drift, gm_path_sigma, gm_data_score, langevin_sigma, mlp, loops,
+               score_loops):
         # kmath's functions are device functions, whose compile asks numba-cuda for the
         # current GPU's compute capability: there is none here.
         with _as_if_device((9, 0)):
@@ -719,7 +726,7 @@ def test_mixtures_too_large_to_unroll_get_the_loop_field_and_a_lane_block():
     """The path's field: unrolled where the kernel unrolls it (K - 1 <= unroll.MAX_TRIP
     and the function within unroll.MAX_STATEMENTS), else the branch-free field with
     loops, whose models carry the lane-block form (tests/test_lane_block.py checks their
-    bits). Langevin's score keeps the generic field with loops."""
+    bits); Langevin's score likewise."""
     from fastsde.generative import _data_score, _path_drift
     from fastsde.kernels import unroll
 
@@ -732,6 +739,10 @@ def test_mixtures_too_large_to_unroll_get_the_loop_field_and_a_lane_block():
     big = fs.GaussianMixturePath.ring(unroll.MAX_TRIP + 2, 3.0, 0.4)
     assert big.flow().lane_block is not None and big.diffusion(0.5).lane_block is not None
     assert MIX.flow().lane_block is None
-    assert _data_score(8, 2).__name__ == "gm_data_score_unrolled"
-    assert _data_score(unroll.MAX_TRIP + 2, 2) is gm_data_score
-    assert _data_score(4, 100) is gm_data_score
+    score, block = _data_score(8, 2)
+    assert score.__name__ == "gm_data_score_unrolled" and block is None
+    for n_comp, dim in ((unroll.MAX_TRIP + 2, 2), (4, 100)):
+        score, block = _data_score(n_comp, dim)
+        assert score.__name__ == "gm_data_score_loops"
+        assert (block.n_comp, block.dim) == (n_comp, dim)
+    assert big.langevin().lane_block is not None and MIX.langevin().lane_block is None

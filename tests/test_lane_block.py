@@ -89,7 +89,8 @@ def test_lane_block_last_pass_freezes_stops_observes_and_mirrors_as_the_path_ker
 
 
 @pytest.mark.parametrize("kind,method,dtype", [("flow", "heun", "float32"),
-                                               ("diffusion", "sra1", "float64")])
+                                               ("diffusion", "sra1", "float64"),
+                                               ("langevin", "euler_maruyama", "float32")])
 def test_mixture_lane_block_gives_the_bits_of_the_path_by_path_kernel(kind, method, dtype):
     """A mixture too large for the kernel to unroll (19 components, stds that differ, so
     the one-path form's cached per-std terms are recomputed): its lane-block field gives
@@ -98,7 +99,8 @@ def test_mixture_lane_block_gives_the_bits_of_the_path_by_path_kernel(kind, meth
     rng = np.random.default_rng(4)
     law = fs.GaussianMixturePath(rng.dirichlet(np.ones(19)), rng.normal(0, 3, (19, 2)),
                                  rng.choice([0.3, 0.5], 19))
-    model = law.flow() if kind == "flow" else law.diffusion((0.8, 0.3))
+    model = {"flow": law.flow, "diffusion": lambda: law.diffusion((0.8, 0.3)),
+             "langevin": law.langevin}[kind]()
     assert model.lane_block is not None
     twin = _path_by_path(model)
     x0 = rng.normal(size=(150, 2))
