@@ -328,10 +328,16 @@ class LaneBlockDrift:
     """How the CPU kernel evaluates a model's drift for a block of lanes at once.
 
     A model carries one as ``model.lane_block`` (:class:`MLPField` sets it on the models
-    it builds); the CPU kernel then evaluates the drift a block at a time wherever the
-    run has one parameter row shared by all paths (see ``cpu._make_run_chunk``). The
-    drift function of the model stays what every other path (CUDA, MLMC, per-path
-    parameters, the pre-flight) calls, and gives the same bits.
+    it builds, ``GaussianMixturePath`` on those of mixtures too large to unroll); the
+    CPU kernel then evaluates the drift a block at a time wherever the run has one
+    parameter row shared by all paths (see ``cpu._make_run_chunk``). The drift function
+    of the model stays what every other path (CUDA, MLMC, per-path parameters, the
+    pre-flight) calls, and gives the same bits.
+
+    The protocol: ``key`` and ``make(lanes, jit, prepare)``, which returns the block
+    function compiled for inlining and the scratch it needs (elements of the run's
+    dtype); ``jit`` compiles a plain function as it is, ``prepare`` with the rewrites the
+    kernel applies to the model's own functions.
 
     Attributes
     ----------
@@ -352,10 +358,11 @@ class LaneBlockDrift:
         self.key = digest.hexdigest()
 
     def make(self, lanes, jit, prepare=None):
-        """(plain block function, scratch elements) for ``lanes`` lanes. ``prepare`` (how
-        the kernel rewrites a model's functions) is not used: the forward pass is
-        written for the kernel as it is."""
-        return (make_mlp_block_drift(self.widths, self.activation, self.math, lanes, jit),
+        """(the block function compiled by ``jit``, scratch elements) for ``lanes``
+        lanes. ``prepare`` is not used: the forward pass is written for the kernel as it
+        is."""
+        return (jit(make_mlp_block_drift(self.widths, self.activation, self.math, lanes,
+                                         jit)),
                 block_scratch_size(self.widths, lanes))
 
 

@@ -786,11 +786,10 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     replay = _ReplayLayout(dim, lanes, sz.n_params, n_calls)
     if block_mode:
         jit_inline = njit(inline="always", **options)
-        block_py, block_scratch = model.lane_block.make(
+        block_inline, block_scratch = model.lane_block.make(
             lanes, jit_inline, function_preparer(model, dtype, jit_inline))
         # A function of its own: called once per block and drift call, it costs nothing
         # to call and is compiled once instead of at each call site.
-        block_inline = block_py if hasattr(block_py, "py_func") else jit_inline(block_py)
 
         def block_field(T, X, p, F, S):
             _prefer_vector_width(VECTOR_BITS)
