@@ -163,9 +163,16 @@ def unrolled_path_drift(n_comp, dim):
     as :func:`gm_path_drift` otherwise, except that no component is skipped (one
     e^-40 below the largest adds less than float64 resolution, as the skipping there
     assumed) and that |d| is capped at :data:`FLUSH_LOGIT` (no subnormal numbers).
-    ``p``: the same layout, of width K (d + 2) + 2. What depends only on t and ``p``
-    (v_k, its log, c_k) the kernel computes once per step when the parameters are
-    shared (``bench/drifts.py`` rows gm_flow and gm_diffusion).
+    ``p``: the same layout, of width K (d + 2) + 2. What depends only on t and s_k
+    (v_k, its log, c_k) is computed again only when s_k changes (a branch on the
+    parameters, not on the path; components that share a std share its log, as in
+    :func:`gm_path_drift`), and the kernel computes it once per step when the
+    parameters are shared (``bench/drifts.py`` rows gm_flow and gm_diffusion).
+
+    Mixtures too large to unroll (more than 17 components, or too long a body) keep the
+    loop; their models also carry :func:`make_path_drift_block`, which the CPU kernel
+    evaluates for a block of paths at once with this function's bits. This function is
+    then what debug runs, a row of parameters per path and CUDA run.
 
     Returns
     -------
@@ -191,32 +198,37 @@ def unrolled_path_drift(n_comp, dim):
         one_m_t = 1.0 - t
         sig = p[sig0] * one_m_t + p[sig1] * t
         half_sig2 = 0.5 * sig * sig
-        # The first component: the largest log-density so far, weight 1.
-        s = p[s0]
-        ts2 = t * s * s
+        s_prev = p[s0]
+        ts2 = t * s_prev * s_prev
         v = t * ts2 + one_m_t * one_m_t
         inv_v = 1.0 / v
+        log_norm = half_d * log(v)
+        half_inv_v = 0.5 * inv_v
+        c = (ts2 - one_m_t - half_sig2) * inv_v
         q = 0.0
         for j in range(D):
             r = x[j] - t * p[mu0 + j]
             q += r * r
-        m = p[0] - half_d * log(v) - q * (0.5 * inv_v)
-        c = (ts2 - one_m_t - half_sig2) * inv_v
+        m = p[0] - log_norm - q * half_inv_v
         total = 1.0
         for j in range(D):
             mu = p[mu0 + j]
             out[j] = mu + c * (x[j] - t * mu)
         for k in range(1, K):
             s = p[s0 + k]
-            ts2 = t * s * s
-            v = t * ts2 + one_m_t * one_m_t
-            inv_v = 1.0 / v
+            if s != s_prev:
+                ts2 = t * s * s
+                v = t * ts2 + one_m_t * one_m_t
+                inv_v = 1.0 / v
+                log_norm = half_d * log(v)
+                half_inv_v = 0.5 * inv_v
+                c = (ts2 - one_m_t - half_sig2) * inv_v
+                s_prev = s
             q = 0.0
             for j in range(D):
                 r = x[j] - t * p[mu0 + k * D + j]
                 q += r * r
-            logit = p[k] - half_d * log(v) - q * (0.5 * inv_v)
-            c = (ts2 - one_m_t - half_sig2) * inv_v
+            logit = p[k] - log_norm - q * half_inv_v
             gap = logit - m
             decay = exp(-min(abs(gap), flush))
             above = gap > 0.0
@@ -320,97 +332,24 @@ def make_path_drift_block(n_comp, dim, lanes):
     return gm_path_drift_block
 
 
-def loop_path_drift(n_comp, dim):
-    """The one-path form of :func:`make_path_drift_block` for mixtures the kernel does
-    not unroll: :func:`unrolled_path_drift`'s operations, with what depends only on t and
-    s_k computed again only when s_k changes (a branch on the parameters, not on the
-    path; components that share a std share its log, as in :func:`gm_path_drift`). The
-    path-by-path kernels (debug runs, a row of parameters per path, CUDA) use it; the
-    bits are the block form's.
+class _MixtureBlock:
+    """A mixture's field for a block of lanes (``model.lane_block``; see
+    ``mlp.LaneBlockDrift`` for the protocol and docs/performance.md, "Networks and large
+    mixtures"): ``factory(n_comp, dim, lanes)`` is :func:`make_path_drift_block` or
+    :func:`make_data_score_block`."""
 
-    Returns
-    -------
-    function
-        ``f(t, x, p, out)``.
-    """
-    K = int(n_comp)
-    D = int(dim)
-    mu0 = K
-    s0 = K + K * D
-    sig0 = K * (D + 2)
-    sig1 = sig0 + 1
-    half_d = 0.5 * D
-    flush = FLUSH_LOGIT
-    from . import kmath
-    exp, log = kmath.exp, kmath.log
-
-    def gm_path_drift_loops(t, x, p, out):
-        one_m_t = 1.0 - t
-        sig = p[sig0] * one_m_t + p[sig1] * t
-        half_sig2 = 0.5 * sig * sig
-        s_prev = p[s0]
-        ts2 = t * s_prev * s_prev
-        v = t * ts2 + one_m_t * one_m_t
-        inv_v = 1.0 / v
-        log_norm = half_d * log(v)
-        half_inv_v = 0.5 * inv_v
-        c = (ts2 - one_m_t - half_sig2) * inv_v
-        q = 0.0
-        for j in range(D):
-            r = x[j] - t * p[mu0 + j]
-            q += r * r
-        m = p[0] - log_norm - q * half_inv_v
-        total = 1.0
-        for j in range(D):
-            mu = p[mu0 + j]
-            out[j] = mu + c * (x[j] - t * mu)
-        for k in range(1, K):
-            s = p[s0 + k]
-            if s != s_prev:
-                ts2 = t * s * s
-                v = t * ts2 + one_m_t * one_m_t
-                inv_v = 1.0 / v
-                log_norm = half_d * log(v)
-                half_inv_v = 0.5 * inv_v
-                c = (ts2 - one_m_t - half_sig2) * inv_v
-                s_prev = s
-            q = 0.0
-            for j in range(D):
-                r = x[j] - t * p[mu0 + k * D + j]
-                q += r * r
-            logit = p[k] - log_norm - q * half_inv_v
-            gap = logit - m
-            decay = exp(-min(abs(gap), flush))
-            above = gap > 0.0
-            scale = decay if above else 1.0
-            e = 1.0 if above else decay
-            total = total * scale + e
-            for j in range(D):
-                mu = p[mu0 + k * D + j]
-                out[j] = out[j] * scale + e * (mu + c * (x[j] - t * mu))
-            m = logit if above else m
-        inv = 1.0 / total
-        for j in range(D):
-            out[j] = out[j] * inv
-
-    return gm_path_drift_loops
-
-
-class _PathDriftBlock:
-    """A mixture path's drift for a block of lanes (``model.lane_block``; see
-    ``mlp.LaneBlockDrift`` for the protocol and docs/performance.md, "Networks")."""
-
-    def __init__(self, n_comp, dim):
+    def __init__(self, factory, n_comp, dim):
         import hashlib
         import inspect
+        self.factory = factory
         self.n_comp, self.dim = int(n_comp), int(dim)
         digest = hashlib.sha256(repr((self.n_comp, self.dim, FLUSH_LOGIT)).encode())
-        digest.update(inspect.getsource(make_path_drift_block).encode())
+        digest.update(inspect.getsource(factory).encode())
         self.key = digest.hexdigest()
 
     def make(self, lanes, jit, prepare):
         """(the block function compiled by ``prepare``, scratch elements)."""
-        return prepare(make_path_drift_block(self.n_comp, self.dim, lanes)), 2 * lanes
+        return prepare(self.factory(self.n_comp, self.dim, lanes)), 2 * lanes
 
 
 def _path_drift(n_comp, dim):
@@ -422,14 +361,16 @@ def _path_drift(n_comp, dim):
     fn = unrolled_path_drift(n_comp, dim)
     if unroll.lowers_math(fn):
         return fn, None
-    return loop_path_drift(n_comp, dim), _PathDriftBlock(n_comp, dim)
+    return fn, _MixtureBlock(make_path_drift_block, n_comp, dim)
 
 
 def unrolled_data_score(n_comp, dim):
     """:func:`gm_data_score` for a mixture of ``n_comp`` components in ``dim``
     dimensions, written for the CPU kernel's lanes as :func:`unrolled_path_drift` is:
     K and d constants of the closure, the running log-sum-exp without a branch on the
-    path, nothing skipped. ``p``: ``pack(...)``, of width K (d + 2).
+    path, nothing skipped, 1 / s_k^2 and log s_k computed again only when s_k changes,
+    and a lane-block form (:func:`make_data_score_block`) for mixtures too large to
+    unroll. ``p``: ``pack(...)``, of width K (d + 2).
 
     Returns
     -------
@@ -447,60 +388,6 @@ def unrolled_data_score(n_comp, dim):
     exp, log = kmath.exp, kmath.log
 
     def gm_data_score_unrolled(t, x, p, out):
-        s = p[s0]
-        inv_v = 1.0 / (s * s)
-        q = 0.0
-        for j in range(D):
-            r = x[j] - p[mu0 + j]
-            q += r * r
-        m = p[0] - d_float * log(s) - 0.5 * q * inv_v
-        total = 1.0
-        for j in range(D):
-            out[j] = -inv_v * (x[j] - p[mu0 + j])
-        for k in range(1, K):
-            s = p[s0 + k]
-            inv_v = 1.0 / (s * s)
-            q = 0.0
-            for j in range(D):
-                r = x[j] - p[mu0 + k * D + j]
-                q += r * r
-            logit = p[k] - d_float * log(s) - 0.5 * q * inv_v
-            gap = logit - m
-            decay = exp(-min(abs(gap), flush))
-            above = gap > 0.0
-            scale = decay if above else 1.0
-            e = 1.0 if above else decay
-            total = total * scale + e
-            for j in range(D):
-                out[j] = out[j] * scale - e * inv_v * (x[j] - p[mu0 + k * D + j])
-            m = logit if above else m
-        inv = 1.0 / total
-        for j in range(D):
-            out[j] = out[j] * inv
-
-    return gm_data_score_unrolled
-
-
-def loop_data_score(n_comp, dim):
-    """The one-path form of :func:`make_data_score_block` for mixtures the kernel does
-    not unroll: :func:`unrolled_data_score`'s operations, with 1 / s_k^2 and log s_k
-    computed again only when s_k changes (a branch on the parameters, not on the path).
-
-    Returns
-    -------
-    function
-        ``f(t, x, p, out)``.
-    """
-    K = int(n_comp)
-    D = int(dim)
-    mu0 = K
-    s0 = K + K * D
-    d_float = float(D)
-    flush = FLUSH_LOGIT
-    from . import kmath
-    exp, log = kmath.exp, kmath.log
-
-    def gm_data_score_loops(t, x, p, out):
         s_prev = p[s0]
         inv_v = 1.0 / (s_prev * s_prev)
         log_norm = d_float * log(s_prev)
@@ -536,7 +423,7 @@ def loop_data_score(n_comp, dim):
         for j in range(D):
             out[j] = out[j] * inv
 
-    return gm_data_score_loops
+    return gm_data_score_unrolled
 
 
 def make_data_score_block(n_comp, dim, lanes):
@@ -602,22 +489,6 @@ def make_data_score_block(n_comp, dim, lanes):
     return gm_data_score_block
 
 
-class _DataScoreBlock(_PathDriftBlock):
-    """Langevin's drift (the data score) for a block of lanes (``model.lane_block``)."""
-
-    def __init__(self, n_comp, dim):
-        import hashlib
-        import inspect
-        self.n_comp, self.dim = int(n_comp), int(dim)
-        digest = hashlib.sha256(repr((self.n_comp, self.dim, FLUSH_LOGIT)).encode())
-        digest.update(inspect.getsource(make_data_score_block).encode())
-        self.key = digest.hexdigest()
-
-    def make(self, lanes, jit, prepare):
-        """(the block function compiled by ``prepare``, scratch elements)."""
-        return prepare(make_data_score_block(self.n_comp, self.dim, lanes)), 2 * lanes
-
-
 def _data_score(n_comp, dim):
     """Langevin's drift (:func:`unrolled_data_score`, whose loops the kernel unrolls up to
     17 components), and its lane-block form where the kernel does not unroll it (else
@@ -627,7 +498,7 @@ def _data_score(n_comp, dim):
     fn = unrolled_data_score(n_comp, dim)
     if unroll.lowers_math(fn):
         return fn, None
-    return loop_data_score(n_comp, dim), _DataScoreBlock(n_comp, dim)
+    return fn, _MixtureBlock(make_data_score_block, n_comp, dim)
 
 
 def gm_path_sigma(t, x, p, out):

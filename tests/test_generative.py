@@ -108,8 +108,8 @@ def _block_as_one_path(block, lanes, dim):
 
 
 # ------------------------------------------------------------------- exact fields
-@pytest.mark.parametrize("unrolled", [False, True, "branch-free loops", "block"],
-                         ids=["loops", "unrolled", "branch-free-loops", "block"])
+@pytest.mark.parametrize("unrolled", [False, True, "block"],
+                         ids=["loops", "unrolled", "block"])
 @pytest.mark.parametrize("t", [0.0, 0.2, 0.5, 0.9, 1.0])
 def test_kernel_functions_match_host_fields(t, unrolled):
     """The allocation-free kernel functions equal the vectorised numpy fields, also far
@@ -120,9 +120,7 @@ def test_kernel_functions_match_host_fields(t, unrolled):
     rng = np.random.default_rng(1)
     x = np.vstack([rng.normal(0, 3, (40, 2)), [[60.0, -80.0], [0.0, 0.0], [-3.0, 0.0]]])
     flow_p = MIX.flow().params
-    if unrolled == "branch-free loops":
-        gm_path_drift = fs.generative.loop_path_drift(3, 2)
-    elif unrolled == "block":
+    if unrolled == "block":
         gm_path_drift = _block_as_one_path(fs.generative.make_path_drift_block(3, 2, 5),
                                            5, 2)
     else:
@@ -140,9 +138,7 @@ def test_kernel_functions_match_host_fields(t, unrolled):
     g = kernel_field(gm_path_sigma, MIX.diffusion(sig).params, x, t)
     np.testing.assert_allclose(g, sig_t, rtol=1e-15)
     if t == 1.0:
-        if unrolled == "branch-free loops":
-            score = fs.generative.loop_data_score(3, 2)
-        elif unrolled == "block":
+        if unrolled == "block":
             score = _block_as_one_path(fs.generative.make_data_score_block(3, 2, 5), 5, 2)
         else:
             score = unrolled_data_score(3, 2) if unrolled else gm_data_score
@@ -663,8 +659,9 @@ def test_kernel_functions_compile_as_cuda_device_functions(dtype):
     from fastsde.kernels.cuda import _as_if_device
 
     mlp = make_mlp_drift((3, 16, 16, 2), "gelu")
-    loops = fs.generative.loop_path_drift(20, 2)
-    score_loops = fs.generative.loop_data_score(20, 2)
+    # A mixture too large to unroll: the form with its loop over the components kept.
+    loops = unrolled_path_drift(20, 2)
+    score_loops = unrolled_data_score(20, 2)
     for fn in (gm_path_drift, gm_path_sigma, gm_data_score, langevin_sigma, mlp, loops,
                score_loops):
         # kmath's functions are device functions, whose compile asks numba-cuda for the
@@ -722,11 +719,11 @@ def test_flow_matching_example(capsys, tmp_path):
         assert out_npz.exists() and "MLP (learned)" in out and "exact u_t" in out
 
 
-def test_mixtures_too_large_to_unroll_get_the_loop_field_and_a_lane_block():
-    """The path's field: unrolled where the kernel unrolls it (K - 1 <= unroll.MAX_TRIP
-    and the function within unroll.MAX_STATEMENTS), else the branch-free field with
-    loops, whose models carry the lane-block form (tests/test_lane_block.py checks their
-    bits); Langevin's score likewise."""
+def test_mixtures_too_large_to_unroll_get_a_lane_block():
+    """The path's field is unrolled_path_drift; where the kernel does not unroll it
+    (K - 1 > unroll.MAX_TRIP, or the function beyond unroll.MAX_STATEMENTS) its models
+    also carry the lane-block form (tests/test_lane_block.py checks their bits);
+    Langevin's score likewise."""
     from fastsde.generative import _data_score, _path_drift
     from fastsde.kernels import unroll
 
@@ -734,7 +731,7 @@ def test_mixtures_too_large_to_unroll_get_the_loop_field_and_a_lane_block():
     assert drift.__name__ == "gm_path_drift_unrolled" and block is None
     for n_comp, dim in ((unroll.MAX_TRIP + 2, 2), (4, 100)):
         drift, block = _path_drift(n_comp, dim)
-        assert drift.__name__ == "gm_path_drift_loops"
+        assert drift.__name__ == "gm_path_drift_unrolled"
         assert (block.n_comp, block.dim) == (n_comp, dim)
     big = fs.GaussianMixturePath.ring(unroll.MAX_TRIP + 2, 3.0, 0.4)
     assert big.flow().lane_block is not None and big.diffusion(0.5).lane_block is not None
@@ -743,6 +740,6 @@ def test_mixtures_too_large_to_unroll_get_the_loop_field_and_a_lane_block():
     assert score.__name__ == "gm_data_score_unrolled" and block is None
     for n_comp, dim in ((unroll.MAX_TRIP + 2, 2), (4, 100)):
         score, block = _data_score(n_comp, dim)
-        assert score.__name__ == "gm_data_score_loops"
+        assert score.__name__ == "gm_data_score_unrolled"
         assert (block.n_comp, block.dim) == (n_comp, dim)
     assert big.langevin().lane_block is not None and MIX.langevin().lane_block is None
