@@ -31,6 +31,10 @@ the same formulas as the fastsde model's functions. Rows:
                   inlines exp)
     bumps8_np     the same model written with np.exp (compiled as fastsde.kmath's
                   exp since stop 30; numpy's, a libm call, before)
+    bumps64       the field of bumps8 with 64 bumps (same radius and s), written with
+                  the count read from p (``K = (p.shape[0] - 1) // 2``): a loop the kernel
+                  cannot unroll, which fastsde evaluates through the drift's lane form
+                  (fastsde/kernels/lanes.py: the lanes inside the loop over the bumps)
     gm_flow       fs.GaussianMixturePath.ring(8, 4, 0.3).flow(), Euler
     gm_diffusion  the same path's .diffusion(1.0), Euler-Maruyama
     gm64_flow     fs.GaussianMixturePath.ring(64, 4, 0.3).flow(), Euler: more components
@@ -129,6 +133,25 @@ def bumps_drift_np(t, x, p, out):
         dx = p[k] - x[0]
         dy = p[8 + k] - x[1]
         w = np.exp(-(dx * dx + dy * dy) * c)
+        num0 += w * dx
+        num1 += w * dy
+        den += w
+    out[0] = num0 / den
+    out[1] = num1 / den
+
+
+def bumps_drift_any(t, x, p, out):
+    """:func:`bumps_drift` for any number of bumps K, read from p = [mu_x (K) | mu_y (K) |
+    1 / (2 s^2)]: the loop over the bumps stays in the kernel."""
+    K = (p.shape[0] - 1) // 2
+    c = p[2 * K]
+    num0 = 0.0
+    num1 = 0.0
+    den = 0.0
+    for k in range(K):
+        dx = p[k] - x[0]
+        dy = p[K + k] - x[1]
+        w = math.exp(-(dx * dx + dy * dy) * c)
         num0 += w * dx
         num1 += w * dy
         den += w
@@ -406,6 +429,19 @@ def make_rows():
                                      name=label, math=math_source),
                         method="euler", x0="normal", consts={"mu": mu, "c": np.array([c])},
                         **bumps_fields()))
+
+    angles = 2 * np.pi * np.arange(64) / 64
+    radius, s = 2.0, 0.7
+    mu = np.stack([radius * np.cos(angles), radius * np.sin(angles)], 1)
+    c = 1.0 / (2 * s * s)
+    rows.append(Row(name="bumps64", label="64-bump field (ODE), count read from p",
+                    kind="ode", dim=2, noise_dim=0, t_span=(0.0, 1.0), n_steps=32,
+                    paths=100_000, peer_paths=50_000,
+                    model=fs.ODE(bumps_drift_any, 2,
+                                 params=np.concatenate([mu[:, 0], mu[:, 1], [c]]),
+                                 name="64-bump field"),
+                    method="euler", x0="normal", consts={"mu": mu, "c": np.array([c])},
+                    **bumps_fields()))
 
     path = fs.GaussianMixturePath.ring(8, radius=4.0, std=0.3)
     gm_consts = {"logw": np.log(path.weights), "mu": path.means, "s2": path.stds ** 2}

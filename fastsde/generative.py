@@ -359,7 +359,7 @@ def _path_drift(n_comp, dim):
     from .kernels import unroll
 
     fn = unrolled_path_drift(n_comp, dim)
-    if unroll.lowers_math(fn):
+    if not unroll.loops_stay(fn):
         return fn, None
     return fn, _MixtureBlock(make_path_drift_block, n_comp, dim)
 
@@ -496,7 +496,7 @@ def _data_score(n_comp, dim):
     from .kernels import unroll
 
     fn = unrolled_data_score(n_comp, dim)
-    if unroll.lowers_math(fn):
+    if not unroll.loops_stay(fn):
         return fn, None
     return fn, _MixtureBlock(make_data_score_block, n_comp, dim)
 

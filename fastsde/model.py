@@ -269,8 +269,9 @@ class Normal:
 class _Model:
     kind = None
     #: How the CPU kernel evaluates the drift for a block of paths at once (an
-    #: ``mlp.LaneBlockDrift``, set by :class:`fastsde.MLPField` on the models it builds),
-    #: or None: the drift is evaluated path by path.
+    #: ``mlp.LaneBlockDrift``, set by :class:`fastsde.MLPField` on the models it builds;
+    #: a ``lanes.UserLaneBlock`` for a user's drift whose loops stay and have a lane
+    #: form), or None: the drift is evaluated path by path.
     lane_block = None
 
     def _init_common(self, dim, params, name, math="fastsde"):
@@ -280,6 +281,10 @@ class _Model:
         self.params = _params_array(params)
         self.name = name
         self.math = math
+        # A drift whose loops stay once unrolled (its trip count read from p, say) gets
+        # its lane form: evaluated for a block of paths, the lane loops inside its loops.
+        from .kernels import lanes
+        self.lane_block = lanes.user_lane_block(self)
 
     @property
     def drift_cost(self):
@@ -342,9 +347,11 @@ class SDE(_Model):
         ``erf`` (``math.exp`` or ``numpy.exp`` of a number) in the model's functions are
         compiled as :mod:`fastsde.kmath`'s (branch-free, within 2 ulp, inlined into the
         CPU kernel's step, where libm's are calls), in each
-        function that has no loop left once its constant loops are unrolled
-        (docs/performance.md). "libm": as written, libm's bits on the CPU (libdevice's on
-        CUDA). Plain-Python calls of the functions use libm either way.
+        function that has no loop left once its constant loops are unrolled, and in a
+        drift whose loops stay but that has a lane form (evaluated for a block of paths,
+        ``fastsde/kernels/lanes.py``; docs/performance.md). "libm": as written, libm's
+        bits on the CPU (libdevice's on CUDA), and no lane form. Plain-Python calls of
+        the functions use libm either way.
     """
 
     kind = "sde"

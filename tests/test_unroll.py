@@ -226,6 +226,14 @@ def mixture_like(t, x, p, out):
     out[0] = s
 
 
+def loop_on_the_path(t, x, p, out):
+    s = 0.0
+    for k in range(int(p[0])):
+        if x[0] > k:  # a per-path branch: no lane form, the loop runs path by path
+            s += math.exp(-x[0] * k)
+    out[0] = s
+
+
 def bumps_with_math_exp(t, x, p, out):
     s = 0.0
     for k in range(4):
@@ -233,16 +241,20 @@ def bumps_with_math_exp(t, x, p, out):
     out[0] = s
 
 
-def test_math_is_lowered_only_where_no_loop_is_left():
-    """An inlined exp in a loop that stays ran slower than libm's call, so math.exp is
-    replaced only in functions that are straight-line code once unrolled; the CUDA kernel
-    and the plain references follow the same rule."""
+def test_math_is_lowered_only_where_no_loop_is_left_or_the_loops_have_a_lane_form():
+    """An inlined exp in a loop that stays and runs path by path ran slower than libm's
+    call, so math.exp is replaced only in functions that are straight-line code once
+    unrolled, or whose loops stay around a lane form (fastsde/kernels/lanes.py: the
+    block of paths inside the loop, where kmath's exp vectorises); the CUDA kernel and
+    the plain references follow the same rule."""
     assert unroll.lowers_math(bumps_with_math_exp)
     assert unroll.lowers_math(transcendental_as_written)
-    assert not unroll.lowers_math(mixture_like)
-    model = fs.ODE(mixture_like, 1)
-    drift, _ = unroll.plain_functions(model)
-    assert drift is mixture_like
+    assert unroll.lowers_math(mixture_like)
+    assert not unroll.lowers_math(loop_on_the_path)
+    drift, _ = unroll.plain_functions(fs.ODE(loop_on_the_path, 1))
+    assert drift is loop_on_the_path
+    drift, _ = unroll.plain_functions(fs.ODE(mixture_like, 1))
+    assert kmath.exp in [c.cell_contents for c in drift.__closure__]
     drift, _ = unroll.plain_functions(fs.ODE(bumps_with_math_exp, 1))
     assert kmath.exp in [c.cell_contents for c in drift.__closure__]
     drift, _ = unroll.plain_functions(fs.ODE(bumps_with_math_exp, 1, math="libm"))

@@ -531,6 +531,7 @@ def function_preparer(model, dtype, inline):
             fn, replacements, call_replacements=selects,
             float_type=unroll.python_floats(model, dtype), select=select))
 
+    prepared.dtype = None if dtype is None else np.dtype(dtype)
     return prepared
 
 
@@ -780,14 +781,18 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     # as matrix products over the lanes), where one parameter row serves every path.
     block_mode = (model.lane_block is not None and not per_path_params and not rng_only
                   and not debug)
+    if block_mode:
+        jit_inline = njit(inline="always", **options)
+        # None: the block form does not fit this run (lanes.UserLaneBlock.make).
+        made = model.lane_block.make(lanes, jit_inline,
+                                     function_preparer(model, dtype, jit_inline))
+        block_mode = made is not None
     n_calls = method.drift_evals if block_mode else 0
     n_passes = n_calls + 1
     first_pass = 1 if block_mode else 0
     replay = _ReplayLayout(dim, lanes, sz.n_params, n_calls)
     if block_mode:
-        jit_inline = njit(inline="always", **options)
-        block_inline, block_scratch = model.lane_block.make(
-            lanes, jit_inline, function_preparer(model, dtype, jit_inline))
+        block_inline, block_scratch = made
         # A function of its own: called once per block and drift call, it costs nothing
         # to call and is compiled once instead of at each call site.
 

@@ -116,25 +116,53 @@ def unroll_constant_loops(fn, replacements=None, max_trip=None, call_replacement
         return fn
 
 
-def lowers_math(fn):
-    """Whether a model with ``math="fastsde"`` gets the functions of
-    :data:`fastsde.kmath.LOWERED` (math's and numpy's spellings, and ``**``) from
-    :mod:`fastsde.kmath` in ``fn``: when no loop is left in it once its
-    constant loops are unrolled, so that the step is straight-line code. In a loop that
-    stays, an inlined branch-free exp ran slower than libm's call (the Gaussian-mixture
-    flow's loop over its components: 9.1e6 against 1.49e7 path-steps/s, float32, 2
-    threads), so libm's stay there. The same answer on every target (it reads the source
-    only)."""
+def loops_stay(fn):
+    """Whether loops are left in ``fn`` once its loops of constant trip count are
+    unrolled as the kernel unrolls them (False where its source cannot be read)."""
     try:
         funcdef = _function_def(fn)
     except (OSError, TypeError, SyntaxError, IndentationError):
         return False
     if funcdef is None:
         return False
-    funcdef = _Unroller(_constant_names(fn, funcdef), MAX_TRIP).visit(funcdef)
-    return (_count_statements(funcdef.body) <= MAX_STATEMENTS
-            and not any(isinstance(node, (ast.For, ast.While, ast.AsyncFor))
-                        for node in ast.walk(funcdef)))
+    funcdef = unrolled_def(fn, funcdef)
+    return any(isinstance(node, (ast.For, ast.While, ast.AsyncFor))
+               for node in ast.walk(funcdef))
+
+
+def unrolled_def(fn, funcdef):
+    """``funcdef`` (``fn``'s parsed ``def``) with its loops of constant trip count
+    unrolled as :func:`unroll_constant_loops` unrolls them (a copy), or as it is when
+    unrolled it would exceed :data:`MAX_STATEMENTS`."""
+    unrolled = _Unroller(_constant_names(fn, funcdef), MAX_TRIP).visit(copy.deepcopy(funcdef))
+    return unrolled if _count_statements(unrolled.body) <= MAX_STATEMENTS else funcdef
+
+
+def lowers_math(fn, lane_form=True):
+    """Whether a model with ``math="fastsde"`` gets the functions of
+    :data:`fastsde.kmath.LOWERED` (math's and numpy's spellings, and ``**``) from
+    :mod:`fastsde.kmath` in ``fn``: when no loop is left in it once its constant loops
+    are unrolled, so that the step is straight-line code, or when the loops that stay
+    are those of a lane form (``lanes.py``: the drift evaluated for a block of paths,
+    its lane loops inside the user's loops, where kmath's functions vectorise). In a
+    loop that stays and runs path by path, an inlined branch-free exp ran slower than
+    libm's call (the Gaussian-mixture flow's loop over its components: 9.1e6 against
+    1.49e7 path-steps/s, float32, 2 threads), so libm's stay there. The same answer on
+    every target (it reads the source only), so that a lane-form drift gives the same
+    bits path by path, block by block and on CUDA. ``lane_form=False`` leaves the lane
+    form out (a diffusion's: the kernel evaluates only drifts per block)."""
+    if getattr(fn, "__fastsde_lane_form__", False):
+        return True
+    if not loops_stay(fn):
+        try:
+            funcdef = _function_def(fn)
+        except (OSError, TypeError, SyntaxError, IndentationError):
+            return False
+        return funcdef is not None and _count_statements(funcdef.body) <= MAX_STATEMENTS
+    if not lane_form:
+        return False
+    from . import lanes
+    return lanes.needs_lane_form(fn) and lanes.why_not(fn) is None
 
 
 def math_replacements(model, fn, inline):
@@ -143,7 +171,7 @@ def math_replacements(model, fn, inline):
     rule for the CPU kernel (``inline``: the INLINE stand-ins), CUDA and the references."""
     from .. import kmath
 
-    if model.math != "fastsde" or not lowers_math(fn):
+    if model.math != "fastsde" or not lowers_math(fn, lane_form=fn is model.drift):
         return {}
     return kmath.lowering(inline)
 

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""A user's drift with a loop that stays, run four ways side by side in one process.
+
+The 64-bump field of ``bench/drifts.py`` (row bumps64: the count K read from ``p``, so
+the kernel cannot unroll the loop over the bumps), Euler, float32 and float64,
+path-steps per second, best of 3 with the cases alternating:
+
+* its lane form (fastsde/kernels/lanes.py), one shared parameter row;
+* the same drift path by path (``model.lane_block = None``): kmath's exp in the loop;
+* ``math="libm"``: libm's exp, path by path (the drift as it ran before lane forms);
+* a row of parameters per path (path by path), with kmath's exp and with libm's.
+
+Usage: ``python bench/lane_form.py [--paths N] [--steps N]``.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import drifts  # noqa: E402
+import fastsde as fs  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paths", type=int, default=50_000)
+    parser.add_argument("--steps", type=int, default=16)
+    args = parser.parse_args(argv)
+    n, steps = args.paths, args.steps
+    angles = 2 * np.pi * np.arange(64) / 64
+    params = np.concatenate([2 * np.cos(angles), 2 * np.sin(angles), [1 / (2 * 0.49)]])
+    x0 = np.random.default_rng(0).standard_normal((n, 2))
+    block = fs.ODE(drifts.bumps_drift_any, 2, params=params)
+    path_kmath = fs.ODE(drifts.bumps_drift_any, 2, params=params)
+    path_kmath.lane_block = None
+    libm = fs.ODE(drifts.bumps_drift_any, 2, params=params, math="libm")
+    rows = np.tile(params, (n, 1))
+    cases = [("lane form, shared row", block, None),
+             ("path by path, kmath, shared row", path_kmath, None),
+             ("path by path, libm, shared row", libm, None),
+             ("row per path, kmath", block, rows),
+             ("row per path, libm", libm, rows)]
+    print(f"64-bump field, Euler, {n} paths x {steps} steps; path-steps/s, best of 3")
+    print("| case | float32 | float64 |\n| --- | ---: | ---: |")
+    result = {}
+    for dtype in ("float32", "float64"):
+        for name, model, p in cases:  # compile
+            fs.simulate(model, x0[:100], (0.0, 1.0), 2, 100, dtype=dtype, method="euler",
+                        params=None if p is None else p[:100])
+        best = {name: np.inf for name, _, _ in cases}
+        for _ in range(3):
+            for name, model, p in cases:
+                start = time.perf_counter()
+                fs.simulate(model, x0, (0.0, 1.0), steps, n, dtype=dtype, method="euler",
+                            params=p)
+                best[name] = min(best[name], time.perf_counter() - start)
+        for name in best:
+            result.setdefault(name, []).append(n * steps / best[name])
+    for name, (f32, f64) in result.items():
+        print(f"| {name} | {f32:.3g} | {f64:.3g} |")
+
+
+if __name__ == "__main__":
+    main()
