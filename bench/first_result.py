@@ -16,7 +16,8 @@ optimisation and machine code); the rest is Numba's front end (typing, lowering)
 Variants that compile a new kernel (float32, the stochastic Heun method (the same model
 declared with additive noise, which it has), observables with statistics, ``stop_when``,
 and the oscillator made a pendulum, ``-sin(x)`` for ``-x``, with math="fastsde" (kmath's
-sin inlined) and math="libm") are each timed as a first result in a fresh process with an empty cache. The "next model"
+sin inlined) and math="libm", and a drift whose loop's count is read from p, which
+runs through its lane form) are each timed as a first result in a fresh process with an empty cache. The "next model"
 row is the user's usual case: another model (the oscillator with a cubic drift term) run
 in a fresh process after the first model ran with the same cache, so that what every
 kernel shares (the RNG's lane loops, the launcher, the save point) comes from the cache
@@ -124,6 +125,17 @@ elif VARIANT in ("pendulum", "pendulum_libm"):
         out[1] = -p[0] * math.sin(x[0]) - p[1] * x[1]
     osc = fs.SDE(pendulum, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
                  name="pendulum", math="libm" if VARIANT == "pendulum_libm" else "fastsde")
+elif VARIANT == "lane_form":
+    # A drift with a loop whose count is read from p (extra cubic springs): the kernel
+    # compiles the drift's lane form (fastsde/kernels/lanes.py).
+    def springs(t, x, p, out):
+        out[0] = x[1]
+        force = -p[0] * x[0] - p[1] * x[1]
+        for k in range(3, p.shape[0]):
+            force -= p[k] * x[0] * x[0] * x[0]
+        out[1] = force
+    osc = fs.SDE(springs, diffusion, dim=2, noise="diagonal",
+                 params=(1.0, 0.1, 0.3, 0.05, 0.02), name="springs")
 elif VARIANT == "new_model":
     # The user's next model: the oscillator made a Duffing oscillator. Run after "base"
     # in the same cache folder, so what fastsde shares between models is cached.
@@ -175,12 +187,13 @@ print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=0.0,
 """
 
 VARIANTS = ("base", "float32", "heun", "observables", "stop_when", "pendulum",
-            "pendulum_libm", "new_model")
+            "pendulum_libm", "lane_form", "new_model")
 #: Rows measured in a cache folder that "base" filled first (their own run is timed).
 AFTER_BASE = ("new_model",)
 ROW_NAMES = {"new_model": "fastsde, the next model (cache holds the first's)",
              "pendulum": "fastsde, a pendulum (math.sin as kmath's sin)",
-             "pendulum_libm": "fastsde, the pendulum with math=\"libm\""}
+             "pendulum_libm": "fastsde, the pendulum with math=\"libm\"",
+             "lane_form": "fastsde, a drift whose loop count is read from p (lane form)"}
 
 
 def parse_args(argv=None):

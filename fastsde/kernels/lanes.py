@@ -3,8 +3,9 @@
 The CPU kernel calls a model's ``drift(t, x, p, out)`` once per path, in a loop over the
 block's 64 lanes that LLVM vectorises when the drift is straight-line code. A loop that
 the kernel cannot unroll (its trip count read from ``p.shape``, or more than
-:data:`unroll.MAX_TRIP` iterations) keeps that lane loop from vectorising: such a
-drift runs path by path, at libm's speed. Here such a drift is rewritten, from its
+:data:`unroll.MAX_TRIP` iterations; not one over the state's components, whose count
+the kernel knows: :func:`needs_lane_form`) keeps that lane loop from vectorising: such
+a drift runs path by path, at libm's speed. Here such a drift is rewritten, from its
 source, into the block form that ``model.lane_block`` gives the kernel
 (``mlp.LaneBlockDrift`` has the protocol): the user's loops stay where they are and every
 run of statements that depends on the path becomes a loop over the lanes::
@@ -30,7 +31,7 @@ path, the closure, and whatever is computed from them alone) is computed once pe
 a per-path value used in more than one lane loop lives in the scratch ``S``, one row of
 lanes per name.
 
-What has a lane form (:func:`lane_form` says why not, otherwise): a drift whose loops,
+What has a lane form (:func:`why_not` says why a drift has none): a drift whose loops,
 once the kernel's unrolling has run, are ``for name in range(...)`` (or over another
 uniform iterable) with uniform bounds, no ``else``, ``break`` or ``continue``; whose
 ``if`` statements test uniform conditions (a per-path choice is a conditional
@@ -196,10 +197,8 @@ class _Analysis:
 
     def _visit_assignments(self, body):
         for stmt in body:
-            if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            if isinstance(stmt, (ast.Assign, ast.AugAssign)):
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
-                    continue
                 varying = self.is_varying(stmt.value) or (
                     isinstance(stmt, ast.AugAssign) and self.is_varying(stmt.target))
                 for target in targets:
@@ -269,7 +268,7 @@ def _plan(analysis, body):
     for stmt in body:
         if isinstance(stmt, ast.Pass) or isinstance(stmt, ast.Expr):
             continue
-        if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+        if isinstance(stmt, (ast.Assign, ast.AugAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             varying = any(not isinstance(t, ast.Name) or t.id in analysis.varying
                           for t in targets)
