@@ -125,6 +125,8 @@ elif VARIANT in ("pendulum", "pendulum_libm"):
         out[1] = -p[0] * math.sin(x[0]) - p[1] * x[1]
     osc = fs.SDE(pendulum, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
                  name="pendulum", math="libm" if VARIANT == "pendulum_libm" else "fastsde")
+    from fastsde.kernels import unroll
+    assert unroll.lowers_math(pendulum), "math.sin is not compiled as kmath's"
 elif VARIANT == "lane_form":
     # A drift with a loop whose count is read from p (extra cubic springs): the kernel
     # compiles the drift's lane form (fastsde/kernels/lanes.py).
@@ -136,6 +138,7 @@ elif VARIANT == "lane_form":
         out[1] = force
     osc = fs.SDE(springs, diffusion, dim=2, noise="diagonal",
                  params=(1.0, 0.1, 0.3, 0.05, 0.02), name="springs")
+    assert osc.lane_block is not None, "the drift has no lane form"
 elif VARIANT == "new_model":
     # The user's next model: the oscillator made a Duffing oscillator. Run after "base"
     # in the same cache folder, so what fastsde shares between models is cached.
@@ -215,7 +218,11 @@ def run_child(source, cache_dir):
     last line of its output is a JSON dict of seconds."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+    # A script file, not ``python -c``: the kernel reads the model's source (to unroll
+    # its loops, compile math as kmath's, build a lane form), which ``-c`` code lacks.
+    with tempfile.NamedTemporaryFile("w", suffix=".py", dir=cache_dir, delete=False) as f:
+        f.write(source)
+    out = subprocess.run([sys.executable, f.name], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
