@@ -517,6 +517,11 @@ def lane_form(fn, dim, lanes=64):
     return LaneForm(fn, funcdef, analysis, items, scratch, int(dim), int(lanes))
 
 
+def has_lane_form(fn):
+    """Whether ``fn`` needs a lane form (:func:`needs_lane_form`) and has one."""
+    return needs_lane_form(fn) and why_not(fn) is None
+
+
 def why_not(fn):
     """None when ``fn`` has a lane form (for some dimension), else the reason."""
     try:
@@ -576,6 +581,6 @@ def user_lane_block(model):
     calls do not vectorise), no loop left once unrolled but loops over the state's
     components (:func:`needs_lane_form`), or no lane form."""
     drift = model.drift
-    if model.math != "fastsde" or not needs_lane_form(drift) or why_not(drift) is not None:
+    if model.math != "fastsde" or not has_lane_form(drift):
         return None
     return UserLaneBlock(drift, model.dim)

@@ -123,9 +123,10 @@ def loops_stay(fn):
         funcdef = _function_def(fn)
     except (OSError, TypeError, SyntaxError, IndentationError):
         return False
-    if funcdef is None:
-        return False
-    funcdef = unrolled_def(fn, funcdef)
+    return funcdef is not None and _has_loop(unrolled_def(fn, funcdef))
+
+
+def _has_loop(funcdef):
     return any(isinstance(node, (ast.For, ast.While, ast.AsyncFor))
                for node in ast.walk(funcdef))
 
@@ -153,16 +154,18 @@ def lowers_math(fn, lane_form=True):
     form out (a diffusion's: the kernel evaluates only drifts per block)."""
     if getattr(fn, "__fastsde_lane_form__", False):
         return True
-    if not loops_stay(fn):
-        try:
-            funcdef = _function_def(fn)
-        except (OSError, TypeError, SyntaxError, IndentationError):
-            return False
-        return funcdef is not None and _count_statements(funcdef.body) <= MAX_STATEMENTS
+    try:
+        funcdef = _function_def(fn)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return False
+    if funcdef is None:
+        return False
+    if not _has_loop(unrolled_def(fn, funcdef)):
+        return _count_statements(funcdef.body) <= MAX_STATEMENTS
     if not lane_form:
         return False
     from . import lanes
-    return lanes.needs_lane_form(fn) and lanes.why_not(fn) is None
+    return lanes.has_lane_form(fn)
 
 
 def math_replacements(model, fn, inline):
