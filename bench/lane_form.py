@@ -8,7 +8,8 @@ path-steps per second, best of 3 with the cases alternating:
 * its lane form (fastsde/kernels/lanes.py), one shared parameter row;
 * the same drift path by path (``model.lane_block = None``): kmath's exp in the loop;
 * ``math="libm"``: libm's exp, path by path (the drift as it ran before lane forms);
-* a row of parameters per path (path by path), with kmath's exp and with libm's.
+* a row of parameters per path (a sweep): its lane form (the lanes' rows), the same
+  drift path by path with kmath's exp, and ``math="libm"``.
 
 Usage: ``python bench/lane_form.py [--paths N] [--steps N]``.
 """
@@ -44,8 +45,9 @@ def main(argv=None):
     cases = [("lane form, shared row", block, None),
              ("path by path, kmath, shared row", path_kmath, None),
              ("path by path, libm, shared row", libm, None),
-             ("row per path, kmath", block, rows),
-             ("row per path, libm", libm, rows)]
+             ("lane form, row per path", block, rows),
+             ("path by path, kmath, row per path", path_kmath, rows),
+             ("path by path, libm, row per path", libm, rows)]
     print(f"64-bump field, Euler, {n} paths x {steps} steps; path-steps/s, best of 3")
     print("| case | float32 | float64 |\n| --- | ---: | ---: |")
     result = {}

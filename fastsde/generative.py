@@ -347,8 +347,12 @@ class _MixtureBlock:
         digest.update(inspect.getsource(factory).encode())
         self.key = digest.hexdigest()
 
-    def make(self, lanes, jit, prepare):
-        """(the block function compiled by ``prepare``, scratch elements)."""
+    def make(self, lanes, jit, prepare, per_path_params=None):
+        """(the block function compiled by ``prepare``, scratch elements); None with a
+        row of parameters per path (what depends on t and p is computed once per
+        block)."""
+        if per_path_params is not None:
+            return None
         return prepare(self.factory(self.n_comp, self.dim, lanes)), 2 * lanes
 
 

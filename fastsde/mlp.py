@@ -334,10 +334,13 @@ class LaneBlockDrift:
     of the model stays what every other path (CUDA, MLMC, per-path parameters, the
     pre-flight) calls, and gives the same bits.
 
-    The protocol: ``key`` and ``make(lanes, jit, prepare)``, which returns the block
-    function compiled for inlining and the scratch it needs (elements of the run's
-    dtype); ``jit`` compiles a plain function as it is, ``prepare`` with the rewrites the
-    kernel applies to the model's own functions.
+    The protocol: ``key`` and ``make(lanes, jit, prepare, per_path_params=None)``, which
+    returns the block function ``block(T, X, p, F, S)`` compiled for inlining and the
+    scratch it needs (elements of the run's dtype), or None where the block form does
+    not fit the run; ``jit`` compiles a plain function as it is, ``prepare`` with the
+    rewrites the kernel applies to the model's own functions. ``per_path_params``: None
+    where one parameter row ``p`` serves every path, else the row's width, and ``p`` is
+    then the lanes' rows, component-major (``p[j * lanes + l]``).
 
     Attributes
     ----------
@@ -357,10 +360,14 @@ class LaneBlockDrift:
             digest.update(inspect.getsource(fn).encode())
         self.key = digest.hexdigest()
 
-    def make(self, lanes, jit, prepare=None):
+    def make(self, lanes, jit, prepare=None, per_path_params=None):
         """(the block function compiled by ``jit``, scratch elements) for ``lanes``
-        lanes. ``prepare`` is not used: the forward pass is written for the kernel as it
-        is."""
+        lanes, or None with ``per_path_params`` (the width of a row of parameters per
+        path: the block would then get the lanes' rows, which a block of weights read
+        once per block does not fit). ``prepare`` is not used: the forward pass is
+        written for the kernel as it is."""
+        if per_path_params is not None:
+            return None
         return (jit(make_mlp_block_drift(self.widths, self.activation, self.math, lanes,
                                          jit)),
                 block_scratch_size(self.widths, lanes))

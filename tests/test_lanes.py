@@ -83,10 +83,16 @@ MIXED_PARAMS = np.array([0.3, -0.2, 0.5, 0.1, 0.7, 0.2, -0.4])
 
 
 def _block_in_python(fn, dim, x, p, t):
-    """The lane form of ``fn`` run as plain Python for the paths ``x`` (n, dim), n <= 64."""
-    form = lanes.lane_form(fn, dim, 64)
+    """The lane form of ``fn`` run as plain Python for the paths ``x`` (n, dim), n <= 64,
+    with the parameter row ``p`` (n_params,), or a row per path (n, n_params)."""
+    per_path = p.ndim == 2
+    form = lanes.lane_form(fn, dim, 64, p.shape[1] if per_path else None)
     X = np.zeros(dim * 64)
     X.reshape(dim, 64)[:, :len(x)] = x.T
+    if per_path:
+        rows = np.zeros((p.shape[1], 64))
+        rows[:, :len(x)] = p.T
+        p = rows.ravel()
     F = np.full(dim * 64, np.nan)
     S = np.full(max(1, len(form.scratch)) * 64, np.nan)
     form.function()(np.full(64, t), X, p, F, S)
@@ -99,11 +105,17 @@ def _block_in_python(fn, dim, x, p, t):
     (int_accumulator, np.array([0.1, -0.3, 0.8]), 1),
 ])
 def test_block_in_plain_python_computes_what_the_function_computes(fn, params, dim):
-    x = np.random.default_rng(7).normal(size=(37, dim)) * 2
-    expected = np.zeros_like(x)
-    for i in range(len(x)):
-        fn(0.3, x[i], params, expected[i])
-    np.testing.assert_array_equal(_block_in_python(fn, dim, x, params, 0.3), expected)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(37, dim)) * 2
+    rows = params * rng.uniform(0.5, 1.5, size=(37, len(params)))
+    for p in (np.tile(params, (37, 1)), rows):
+        expected = np.zeros_like(x)
+        for i in range(len(x)):
+            fn(0.3, x[i], p[i], expected[i])
+        np.testing.assert_array_equal(_block_in_python(fn, dim, x, p, 0.3), expected)
+    # The shared row's form (p uniform) gives the same.
+    np.testing.assert_array_equal(_block_in_python(fn, dim, x, params, 0.3),
+                                  _block_in_python(fn, dim, x, np.tile(params, (37, 1)), 0.3))
 
 
 def _pair(model):
@@ -149,17 +161,31 @@ def test_lane_form_gives_the_bits_of_the_path_by_path_kernel(field, kind, method
     np.testing.assert_array_equal(runs[0].paths, runs[1].paths)
 
 
-def test_per_path_rows_run_path_by_path_with_the_same_bits():
-    model = fs.ODE(mixture_drift, 2, params=_mixture_params(20))
-    x0 = np.random.default_rng(4).normal(size=(70, 2))
-    shared = fs.simulate(model, x0, (0.0, 1.0), 4, 70, method="euler", dtype="float32",
-                         device="cpu")
-    rows = fs.simulate(model, x0, (0.0, 1.0), 4, 70, method="euler", dtype="float32",
-                       device="cpu", params=np.tile(model.params, (70, 1)))
+def test_rows_per_path_run_the_lane_form_with_the_bits_of_the_path_kernel():
+    """A row of parameters per path (a sweep): the block reads the lanes' rows (p is then
+    per path in the lane form); the bits are the path-by-path kernel's, stopped paths
+    included, and a shared row gives the bits of the same row given to every path."""
+    params = _mixture_params(20)
+    model, twin = _pair(fs.ODE(mixture_drift, 2, params=params))
+    rng = np.random.default_rng(4)
+    n = 150
+    rows = np.tile(params, (n, 1))
+    rows[:, :40] += 0.3 * rng.normal(size=(n, 40))
+    rows[:, 40] = rng.uniform(0.5, 2.0, n)
+    x0 = rng.normal(size=(n, 2))
+    kwargs = dict(x0=x0, t_span=(0.0, 1.0), n_steps=8, n_paths=n, method="euler",
+                  dtype="float32", device="cpu", save_at=[0.5, 1.0],
+                  stop_when=lambda t, x, p: x[0] - p[0] + 1.5)
+    runs = [fs.simulate(m, params=rows, **kwargs) for m in (model, twin)]
     euler = methods.METHODS["euler"]
-    assert cpu.get_kernel(model, euler, np.float32).lane_block
-    assert not cpu.get_kernel(model, euler, np.float32, per_path_params=True).lane_block
-    np.testing.assert_array_equal(shared.x, rows.x)
+    assert [cpu.get_kernel(m, euler, np.float32, per_path_params=True).lane_block
+            for m in (model, twin)] == [True, False]
+    assert 0 < runs[0].hit_count < n
+    for name in ("x", "paths", "hit_time"):
+        np.testing.assert_array_equal(getattr(runs[0], name), getattr(runs[1], name))
+    shared = fs.simulate(model, **kwargs)
+    tiled = fs.simulate(model, params=np.tile(params, (n, 1)), **kwargs)
+    np.testing.assert_array_equal(shared.x, tiled.x)
 
 
 def _prepare(model, dtype):
@@ -176,6 +202,21 @@ def test_carried_names_of_another_type_than_the_runs_fall_back_to_path_by_path()
     made = fs.ODE(mixture_drift, 2, params=_mixture_params(3)).lane_block.make(
         64, *_prepare(model, np.float32))
     assert made is not None and made[1] == 3 * 64
+
+
+def count_from_p_values(t, x, p, out):
+    for k in range(int(p[0])):
+        out[0] += p[1 + k] * x[0]
+
+
+def test_a_loop_counted_by_a_parameters_value_has_a_lane_form_only_for_a_shared_row():
+    model = fs.ODE(count_from_p_values, 1, params=[2.0, 0.5, -0.5])
+    assert isinstance(model.lane_block, lanes.UserLaneBlock)
+    jit, prepare = _prepare(model, np.float64)
+    assert model.lane_block.make(64, jit, prepare) is not None
+    assert model.lane_block.make(64, jit, prepare, per_path_params=3) is None
+    with pytest.raises(lanes.NoLaneForm, match="depends on the path"):
+        lanes.lane_form(count_from_p_values, 1, 64, n_params=3)
 
 
 def _one(t, x, p, out):

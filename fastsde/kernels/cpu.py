@@ -779,13 +779,14 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     lanes = LANES[dtype]
     # The drift evaluated for a block of lanes at once (model.lane_block: an MLP's layers
     # as matrix products over the lanes), where one parameter row serves every path.
-    block_mode = (model.lane_block is not None and not per_path_params and not rng_only
-                  and not debug)
+    block_mode = model.lane_block is not None and not rng_only and not debug
     if block_mode:
         jit_inline = njit(inline="always", **options)
-        # None: the block form does not fit this run (lanes.UserLaneBlock.make).
+        # None: the block form does not fit this run (a network's with a row of
+        # parameters per path; mlp.LaneBlockDrift has the protocol).
         made = model.lane_block.make(lanes, jit_inline,
-                                     function_preparer(model, dtype, jit_inline))
+                                     function_preparer(model, dtype, jit_inline),
+                                     sz.n_params if per_path_params else None)
         block_mode = made is not None
     n_calls = method.drift_evals if block_mode else 0
     n_passes = n_calls + 1
@@ -963,8 +964,12 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 R[j] = params[0, j]
             p_step = R[:n_params_model]
             S = np.empty(block_scratch, dtype)
+            # A row per path: the block reads the lanes' rows where the step reads its
+            # own lane's, reloaded into p_step.
+            p_block = P if per_path_params else p_step
         else:
             p_step = p
+            p_block = p
         start = c * chunk
         stop = min(start + chunk, n_paths)
         bad = 0
@@ -1056,7 +1061,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 if block_mode:
                     for l in range(lanes):
                         R[r_times + l] = t
-                    block_field(R[r_times:r_times + lanes], X[:lane_block], p_step,
+                    block_field(R[r_times:r_times + lanes], X[:lane_block], p_block,
                                 R[r_fields:r_fields + lane_block], S)
                 for target in range(first_pass, n_passes):
                     if block_mode:
@@ -1081,7 +1086,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                                 dz[j] = -extra_normal if mirrored else extra_normal
                         if reload_params:
                             for j in range(n_params_model):
-                                p[j] = P[j * lanes + l]
+                                p_step[j] = P[j * lanes + l]
                         if block_mode:
                             R[r_lane] = l
                             R[r_call] = 0
@@ -1104,7 +1109,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                             if has_stop:
                                 # Evaluated for every lane and combined without
                                 # short-circuits: no branch in the loop body.
-                                hit = keep & to_mask(stop_fn(t_next, x_new, p) > 0)
+                                hit = keep & to_mask(stop_fn(t_next, x_new, p_step) > 0)
                                 HT[l] = _blend_f64(np.int64(hit), t_next64, HT[l])
                                 keep = keep & ~hit
                             live[l] = keep
@@ -1113,7 +1118,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                         block_field(R[r_times + at:r_times + at + lanes],
                                     R[r_states + target * lane_block:
                                       r_states + (target + 1) * lane_block],
-                                    p_step,
+                                    p_block,
                                     R[r_fields + target * lane_block:
                                       r_fields + (target + 1) * lane_block], S)
                 if s < n_save and save_steps[s] == k + 1:

@@ -52,7 +52,7 @@ import linecache
 VERSION = 1
 
 _LANE = "__fs_l"
-_T, _X, _F, _S = "__fs_T", "__fs_X", "__fs_F", "__fs_S"
+_T, _X, _P, _F, _S = "__fs_T", "__fs_X", "__fs_P", "__fs_F", "__fs_S"
 
 
 class NoLaneForm(Exception):
@@ -129,13 +129,15 @@ def _names(nodes):
 class _Analysis:
     """Which names are per path (varying) and whether the body has a lane form."""
 
-    def __init__(self, funcdef):
+    def __init__(self, funcdef, per_path_params=False):
         args = funcdef.args
         if (args.posonlyargs or args.vararg or args.kwonlyargs or args.kwarg
                 or args.defaults or len(args.args) != 4):
             raise NoLaneForm("it does not take exactly (t, x, p, out)")
         self.t, self.x, self.p, self.out = (a.arg for a in args.args)
-        self.arrays = {self.x, self.out}
+        # With a row of parameters per path, p is per path too: indexed, it is the
+        # lane's row.
+        self.arrays = {self.x, self.out} | ({self.p} if per_path_params else set())
         body = list(funcdef.body)
         if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
@@ -336,32 +338,34 @@ def _scratch_names(analysis, items):
 class _Lanes(ast.NodeTransformer):
     """A per-path statement rewritten for lane ``__fs_l``."""
 
-    def __init__(self, analysis, slots, lanes, dim):
-        self.a, self.slots, self.lanes, self.dim = analysis, slots, lanes, dim
+    def __init__(self, analysis, slots, lanes, sizes):
+        self.a, self.slots, self.lanes, self.sizes = analysis, slots, lanes, sizes
 
     def _lane_index(self, base):
         return ast.BinOp(left=base, op=ast.Add(), right=ast.Name(id=_LANE, ctx=ast.Load()))
 
-    def _component(self, index):
+    def _component(self, index, size):
         if (isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub)
                 and isinstance(index.operand, ast.Constant)
                 and type(index.operand.value) is int):
-            index = ast.Constant(value=self.dim - index.operand.value)
+            index = ast.Constant(value=size - index.operand.value)
         elif not (isinstance(index, ast.Constant) and type(index.value) is int):
             # A negative index counts from the end, as on the one-path array.
             index = ast.IfExp(test=ast.Compare(left=index, ops=[ast.Lt()],
                                                comparators=[ast.Constant(value=0)]),
                               body=ast.BinOp(left=index, op=ast.Add(),
-                                             right=ast.Constant(value=self.dim)),
+                                             right=ast.Constant(value=size)),
                               orelse=index)
         return ast.BinOp(left=index, op=ast.Mult(), right=ast.Constant(value=self.lanes))
 
     def visit_Subscript(self, node):
         if isinstance(node.value, ast.Name) and node.value.id in self.a.arrays:
-            array = _X if node.value.id == self.a.x else _F
-            index = _UniformSizes(self.a, self.dim).visit(node.slice)
+            name = node.value.id
+            array = {self.a.x: _X, self.a.out: _F, self.a.p: _P}[name]
+            index = self.sizes.visit(node.slice)
             return ast.Subscript(value=ast.Name(id=array, ctx=ast.Load()),
-                                 slice=self._lane_index(self._component(index)),
+                                 slice=self._lane_index(
+                                     self._component(index, self.sizes.size[name])),
                                  ctx=node.ctx)
         return self.generic_visit(node)
 
@@ -374,38 +378,40 @@ class _Lanes(ast.NodeTransformer):
         return node
 
     def visit_Attribute(self, node):
-        sized = _UniformSizes(self.a, self.dim).visit(node)
+        sized = self.sizes.visit(node)
         return self.generic_visit(node) if sized is node else sized
 
     def visit_Call(self, node):
-        sized = _UniformSizes(self.a, self.dim).visit(node)
+        sized = self.sizes.visit(node)
         return self.generic_visit(node) if sized is node else sized
 
 
 class _UniformSizes(ast.NodeTransformer):
-    """``x.shape[0]``, ``len(x)`` (and out's) as the dimension."""
+    """``x.shape[0]``, ``len(x)`` (and out's, and p's where p is per path) as the
+    array's length: ``size`` {name: length}."""
 
-    def __init__(self, analysis, dim):
-        self.a, self.dim = analysis, dim
+    def __init__(self, size):
+        self.size = size
 
     def visit_Subscript(self, node):
         v = node.value
         if (isinstance(v, ast.Attribute) and v.attr == "shape"
-                and isinstance(v.value, ast.Name) and v.value.id in self.a.arrays):
-            return ast.Constant(value=self.dim)
+                and isinstance(v.value, ast.Name) and v.value.id in self.size):
+            return ast.Constant(value=self.size[v.value.id])
         return self.generic_visit(node)
 
     def visit_Attribute(self, node):
         if (node.attr == "shape" and isinstance(node.value, ast.Name)
-                and node.value.id in self.a.arrays):
-            return ast.Tuple(elts=[ast.Constant(value=self.dim)], ctx=ast.Load())
+                and node.value.id in self.size):
+            return ast.Tuple(elts=[ast.Constant(value=self.size[node.value.id])],
+                             ctx=ast.Load())
         return self.generic_visit(node)
 
     def visit_Call(self, node):
         if (isinstance(node.func, ast.Name) and node.func.id == "len"
                 and len(node.args) == 1 and isinstance(node.args[0], ast.Name)
-                and node.args[0].id in self.a.arrays):
-            return ast.Constant(value=self.dim)
+                and node.args[0].id in self.size):
+            return ast.Constant(value=self.size[node.args[0].id])
         return self.generic_visit(node)
 
 
@@ -442,11 +448,14 @@ class LaneForm:
     """A drift's lane form: ``source`` (the block function's module text), ``scratch``
     (the per-path names kept in the scratch, in slot order)."""
 
-    def __init__(self, fn, funcdef, analysis, items, scratch, dim, lanes):
+    def __init__(self, fn, funcdef, analysis, items, scratch, dim, lanes, n_params=None):
         self.fn, self.scratch, self.dim, self.lanes = fn, scratch, dim, lanes
         slots = {name: i for i, name in enumerate(scratch)}
-        lanes_rw = _Lanes(analysis, slots, lanes, dim)
-        sizes = _UniformSizes(analysis, dim)
+        size = {analysis.x: dim, analysis.out: dim}
+        if n_params is not None:
+            size[analysis.p] = n_params
+        sizes = _UniformSizes(size)
+        lanes_rw = _Lanes(analysis, slots, lanes, sizes)
         clear = ast.parse(f"for __fs_i in range({dim * lanes}):\n    {_F}[__fs_i] = 0.0\n"
                           ).body
         head = ast.parse(f"{analysis.t} = {_T}[0]").body
@@ -455,7 +464,8 @@ class LaneForm:
         block = ast.FunctionDef(
             name=name,
             args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=a) for a in
-                                                     (_T, _X, analysis.p, _F, _S)],
+                                                     (_T, _X, _P if n_params is not None
+                                                      else analysis.p, _F, _S)],
                                vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
                                defaults=[]),
             body=body, decorator_list=[], returns=None)
@@ -491,8 +501,11 @@ class LaneForm:
         return block
 
 
-def lane_form(fn, dim, lanes=64):
-    """The :class:`LaneForm` of ``fn`` for ``dim`` components and ``lanes`` lanes.
+def lane_form(fn, dim, lanes=64, n_params=None):
+    """The :class:`LaneForm` of ``fn`` for ``dim`` components and ``lanes`` lanes; with
+    ``n_params``, for a row of that many parameters per path (the block's ``p`` is then
+    the lanes' rows, component-major, and what the function computes from ``p`` is per
+    path).
 
     Raises
     ------
@@ -508,13 +521,14 @@ def lane_form(fn, dim, lanes=64):
         raise NoLaneForm(f"its source cannot be read ({exc})") from None
     # What the kernel unrolls is unrolled here too: those loops are straight-line code.
     funcdef = unroll.unrolled_def(fn, funcdef)
-    analysis = _Analysis(funcdef)
+    analysis = _Analysis(funcdef, per_path_params=n_params is not None)
     _check_array_uses(analysis)
     items = _plan(analysis, analysis.body)
     if not any(True for _ in _lane_runs(items)):
         raise NoLaneForm("nothing in it depends on the path")
     scratch = _scratch_names(analysis, items)
-    return LaneForm(fn, funcdef, analysis, items, scratch, int(dim), int(lanes))
+    return LaneForm(fn, funcdef, analysis, items, scratch, int(dim), int(lanes),
+                    None if n_params is None else int(n_params))
 
 
 def has_lane_form(fn):
@@ -544,11 +558,16 @@ class UserLaneBlock:
             digest.update(inspect.getsource(fn).encode())
         self.key = digest.hexdigest()
 
-    def make(self, lanes, jit, prepare):
+    def make(self, lanes, jit, prepare, per_path_params=None):
         """(the block function compiled by ``prepare``, scratch elements), or None when
         a per-path name carried between lane loops is not of the run's float type in
-        the drift as the kernel types it (then the drift runs path by path)."""
-        form = lane_form(self.drift, self.dim, lanes)
+        the drift as the kernel types it, or, with a row of ``per_path_params``
+        parameters per path, when the drift has no lane form with ``p`` per path (a
+        loop's count read from p's values); the drift then runs path by path."""
+        try:
+            form = lane_form(self.drift, self.dim, lanes, per_path_params)
+        except NoLaneForm:
+            return None
         if form.scratch and not _scratch_typed_as_run(self.drift, form.scratch, prepare,
                                                       jit):
             return None
