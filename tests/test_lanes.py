@@ -44,7 +44,8 @@ def mixture_drift(t, x, p, out):
 def mixed_drift(t, x, p, out):
     """Uniform ifs and loops around per-path statements, out[...] accumulated, x indexed
     from the end, len(x), a per-path name carried between lane loops (s), one kept in
-    its loop (q), a hoisted uniform statement (b) and a per-path select."""
+    its loop (q), a hoisted uniform statement (b), a per-path if statement (nested) and a
+    per-path select."""
     n = len(x)
     K = p.shape[0] - 2
     a = p[K] * t
@@ -58,6 +59,13 @@ def mixed_drift(t, x, p, out):
             out[j] += SCALE * s * x[j] / (1.0 + k)
     q = x[0] * x[1]
     b = p[K + 1]
+    if q > b:
+        r = q - b
+        out[0] -= 0.1 * r
+    else:
+        r = b
+        if x[1] < 0.0:
+            out[1] += 0.05 * r
     out[n - 1] += q * b if q > 0.0 else -q
     return
 
@@ -226,8 +234,10 @@ def _one(t, x, p, out):
 REFUSED = {
     "depends on the path": "def f(t, x, p, out):\n    for k in range(int(x[0])):\n"
                            "        out[0] += p[k]\n",
-    "per-path condition": "def f(t, x, p, out):\n    for k in range(p.shape[0]):\n"
-                          "        if x[0] > p[k]:\n            out[0] += 1.0\n",
+    "per-path condition (line 3) holds a For": (
+        "def f(t, x, p, out):\n    for k in range(p.shape[0]):\n"
+        "        if x[0] > p[k]:\n            for j in range(k):\n"
+        "                out[0] += p[j]\n"),
     "While": "def f(t, x, p, out):\n    k = 0\n    while k < p.shape[0]:\n"
              "        out[0] += p[k] * x[0]\n        k += 1\n",
     "Break": "def f(t, x, p, out):\n    for k in range(p.shape[0]):\n"

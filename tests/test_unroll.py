@@ -228,9 +228,8 @@ def mixture_like(t, x, p, out):
 
 def loop_on_the_path(t, x, p, out):
     s = 0.0
-    for k in range(int(p[0])):
-        if x[0] > k:  # a per-path branch: no lane form, the loop runs path by path
-            s += math.exp(-x[0] * k)
+    for k in range(int(abs(x[0]))):  # a per-path count: no lane form, path by path
+        s += math.exp(-x[0] * k)
     out[0] = s
 
 

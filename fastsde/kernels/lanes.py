@@ -34,8 +34,9 @@ lanes per name.
 What has a lane form (:func:`why_not` says why a drift has none): a drift whose loops,
 once the kernel's unrolling has run, are ``for name in range(...)`` (or over another
 uniform iterable) with uniform bounds, no ``else``, ``break`` or ``continue``; whose
-``if`` statements test uniform conditions (a per-path choice is a conditional
-expression, ``a if c else b``, which the kernel turns into a select); which indexes
+``if`` statements either test uniform conditions or, testing per-path ones, hold only
+assignments and ifs (such an if runs as it is inside a lane loop, what it assigns kept
+in the scratch); which indexes
 ``x`` and ``out`` with uniform indices and assigns only names and ``out[...]``; and
 which returns nothing before its end. A per-path name carried from one lane loop to
 another must have the run's float type throughout (the scratch holds that type): an
@@ -197,6 +198,27 @@ class _Analysis:
                 return True
         return False
 
+    def _per_path_if(self, stmt):
+        """An if statement on a per-path condition runs as it is inside a lane loop:
+        assignments (to names and ``out[...]``) and nested ifs only; what it assigns is
+        per path."""
+        for node in ast.walk(ast.Module(body=stmt.body + stmt.orelse, type_ignores=[])):
+            if isinstance(node, ast.stmt) and not isinstance(
+                    node, (ast.Assign, ast.AugAssign, ast.If, ast.Pass)):
+                raise NoLaneForm(f"an if statement on a per-path condition (line "
+                                 f"{stmt.lineno}) holds a {type(node).__name__} "
+                                 "statement")
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        self.varying.add(target.id)
+                    elif not (isinstance(target, ast.Subscript)
+                              and isinstance(target.value, ast.Name)
+                              and target.value.id == self.out):
+                        raise NoLaneForm("it assigns something other than a name or "
+                                         f"{self.out}[...] (line {node.lineno})")
+
     def _visit_assignments(self, body):
         for stmt in body:
             if isinstance(stmt, (ast.Assign, ast.AugAssign)):
@@ -223,8 +245,8 @@ class _Analysis:
                 self._visit_assignments(stmt.body)
             elif isinstance(stmt, ast.If):
                 if self.is_varying(stmt.test):
-                    raise NoLaneForm("an if statement tests a per-path condition (line "
-                                     f"{stmt.lineno}); write a conditional expression")
+                    self._per_path_if(stmt)
+                    continue
                 self._visit_assignments(stmt.body)
                 self._visit_assignments(stmt.orelse)
             elif isinstance(stmt, ast.Pass):
@@ -289,6 +311,13 @@ def _plan(analysis, body):
             run = None
             items.append(_Item("uniform", stmt))
             continue
+        if isinstance(stmt, ast.If) and analysis.is_varying(stmt.test):
+            # Per path: the statement as it is, inside the lane loop.
+            if run is None:
+                run = _Item("lanes")
+                items.append(run)
+            run.stmts.append(stmt)
+            continue
         run = None
         item = _Item("for" if isinstance(stmt, ast.For) else "if", stmt)
         item.body = _plan(analysis, stmt.body)
@@ -315,6 +344,13 @@ def _scratch_names(analysis, items):
     for run in _lane_runs(items):
         written = set()
         for stmt in run.stmts:
+            if isinstance(stmt, ast.If):
+                # A per-path if: what it reads is read here, and what it assigns is
+                # assigned on some lanes only, so kept in the scratch.
+                names = _names([stmt])
+                scratch.update((names.loaded & analysis.varying) - written)
+                scratch.update(names.stored & analysis.varying)
+                continue
             value = stmt.value
             read = _names([value]).loaded
             if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
