@@ -185,6 +185,40 @@ def test_fma_emulation_equals_the_cpu_instruction():
     assert np.mean(unfused != emulated) > 0.4  # the comparison can fail
 
 
+def test_host_float64_fma_rounds_once():
+    """The plain-Python float64 FMA (kmath's polynomials on the host and under the CUDA
+    simulator) is the exactly rounded a * b + c: against exact rational arithmetic on
+    cases where fusing matters (c cancelling most of the product, so a * b rounded first
+    loses the bits that decide) and on signed zeros, overflow and infinities."""
+    from fractions import Fraction
+
+    from fastsde.kernels import bits
+
+    rng = np.random.default_rng(11)
+    n = 20_000
+    a = rng.uniform(1.0, 2.0, n) * np.exp2(rng.integers(-60, 60, n))
+    b = rng.uniform(1.0, 2.0, n) * np.exp2(rng.integers(-60, 60, n))
+    # c near -a*b: the low half of the product decides the result
+    c = -(a * b) * (1.0 + rng.uniform(-2.0**-40, 2.0**-40, n))
+    got = bits.fma_f64(a, b, c)
+    exact = np.array([float(Fraction(x) * Fraction(y) + Fraction(z))
+                      for x, y, z in zip(a, b, c)])
+    assert np.array_equal(got, exact), f"{int(np.sum(got != exact))} of {n} differ"
+    assert np.mean((a * b + c) != exact) > 0.4  # the comparison can fail
+    assert bits.fma_f64(0.1, 10.0, -1.0) == float(Fraction(0.1) * 10 - 1) != 0.0
+    special = [(-0.0, 1.0, -0.0, -0.0), (0.0, -1.0, 0.0, 0.0), (1.0, 1.0, -1.0, 0.0),
+               (1e308, 2.0, -1e308, 1e308),  # the product alone overflows
+               (1e308, 10.0, 0.0, np.inf), (2.0, 3.0, -np.inf, -np.inf),
+               (np.inf, 0.0, 1.0, np.nan), (np.nan, 1.0, 1.0, np.nan)]
+    for x, y, z, want in special:
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = bits.fma_f64(x, y, z)
+        assert isinstance(r, np.float64)
+        same = (np.isnan(r) and np.isnan(want)) or (r == want and
+                                                     np.signbit(r) == np.signbit(want))
+        assert same, (x, y, z, r, want)
+
+
 def test_log_reduction_splits_at_float32_sqrt2():
     """The exponent-field reduction puts f in (sqrt(1/2), sqrt(2)] exactly as the written
     rule says: v = 2m + 1 whose mantissa is just above float32(sqrt 2) is halved."""

@@ -1,20 +1,22 @@
-"""Bit casts, selects and the float32 FMA: the few primitives whose spelling differs
+"""Bit casts, selects and fused multiply-adds: the few primitives whose spelling differs
 between targets.
 
-:mod:`.philox` calls these by name. The definitions below are the numpy ones (they work on
-numpy scalars and arrays, for the host reference and the CUDA simulator);
-:func:`cpu_primitives` and :mod:`.cuda` give the same names compiled versions, which
-:func:`.target.compile_functions` binds in place of these. Every version is exact (a bit
-cast reinterprets, a select picks, a fused multiply-add rounds once as IEEE 754 defines
-it), so all targets give the same bits.
+:mod:`.philox` and :mod:`.fmath` call these by name. The definitions below are the host
+ones (they work on numpy scalars and arrays, for the host reference and the CUDA
+simulator); :func:`cpu_primitives` and :mod:`.cuda` give the same names compiled
+versions, which :func:`.target.compile_functions` binds in place of these. Every version
+is exact (a bit cast reinterprets, a select picks, a fused multiply-add rounds once as
+IEEE 754 defines it), so all targets give the same bits.
 
 Why they exist: taking the exponent of a float from its bits, and building a float64 from
 a 52-bit integer by setting its exponent field, replace a bisection and an int64-to-float64
 conversion that AVX2 does not have (LLVM would leave them scalar); a select is one blend
 where the product-with-0/1 form costs three operations; an FMA is one operation (and one
-rounding) where a product and a sum are two, and the float32 transform's polynomials are
-chains of them (the CPU has it in hardware since AVX2, CUDA always; numpy has none, so the
-numpy version emulates it exactly in float64).
+rounding) where a product and a sum are two, and polynomials are chains of them (the CPU
+has it in hardware since AVX2, CUDA always). numpy has none: the float32 host version
+emulates it exactly in float64; float64 has no wider type to emulate it in, so its host
+version is LLVM's ``llvm.fma.f64`` compiled by Numba (the FMA instruction, or libm's
+correctly rounded ``fma`` on a CPU without one), which rounds once like the others.
 """
 
 import numpy as np
@@ -59,6 +61,26 @@ def fma_f32(a, b, c):
     towards = np.where(error > 0, np.inf, -np.inf)
     odd = np.where((error != 0) & even, np.nextafter(total, towards), total)
     return odd.astype(np.float32)[()]
+
+
+_HOST_FMA_F64 = []
+
+
+def fma_f64(a, b, c):
+    """``a * b + c`` for float64, rounded once (IEEE fusedMultiplyAdd), on numpy values:
+    a Numba ufunc over ``llvm.fma.f64``, compiled on first use."""
+    if not _HOST_FMA_F64:
+        import numba
+
+        fma_ = _fma_intrinsic(64)
+
+        @numba.vectorize(["float64(float64, float64, float64)"])
+        def fma_ufunc(x, y, z):
+            return fma_(x, y, z)
+
+        _HOST_FMA_F64.append(fma_ufunc)
+    return np.asarray(_HOST_FMA_F64[0](np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                       np.asarray(c, np.float64)))[()]
 
 
 def select(condition, if_true, if_false):
@@ -131,33 +153,36 @@ def unified_select():
     return select_unified
 
 
-def _fma_f32_intrinsic():
-    """LLVM's ``llvm.fma.f32``: the FMA instruction (vectorised with the loop), or libm's
-    correctly rounded ``fmaf`` on a CPU without one."""
+def _fma_intrinsic(bits):
+    """LLVM's ``llvm.fma.f32`` (``bits`` 32) or ``llvm.fma.f64`` (64): the FMA instruction
+    (vectorised with the loop), or libm's correctly rounded ``fmaf`` / ``fma`` on a CPU
+    without one. Refuses other argument types: no silent conversion."""
     from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
 
+    ftype = types.float32 if bits == 32 else types.float64
+
     @intrinsic
-    def fma_f32_(typingctx, a, b, c):
-        if not (a == b == c == types.float32):
+    def fma_(typingctx, a, b, c):
+        if not (a == b == c == ftype):
             return None
 
         def codegen(context, builder, signature, args):
-            f32 = ir.FloatType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [f32],
-                                                  ir.FunctionType(f32, [f32] * 3))
+            lltype = ir.FloatType() if bits == 32 else ir.DoubleType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [lltype],
+                                                  ir.FunctionType(lltype, [lltype] * 3))
             return builder.call(fn, args)
 
-        return types.float32(a, b, c), codegen
+        return ftype(a, b, c), codegen
 
-    return fma_f32_
+    return fma_
 
 
 def cpu_primitives():
     """The primitives for Numba's CPU target: LLVM ``bitcast`` and ``select`` instructions
     (a conditional expression would reach LLVM as branches, which it does not always
-    turn back into a select before vectorising) and ``llvm.fma.f32``."""
+    turn back into a select before vectorising) and ``llvm.fma.f32`` / ``llvm.fma.f64``."""
     from numba import types
     return dict(
         f32_as_i32=_bitcast_intrinsic(types.float32, types.int32),
@@ -165,5 +190,6 @@ def cpu_primitives():
         f64_as_i64=_bitcast_intrinsic(types.float64, types.int64),
         i64_as_f64=_bitcast_intrinsic(types.int64, types.float64),
         select=_select_intrinsic(),
-        fma_f32=_fma_f32_intrinsic(),
+        fma_f32=_fma_intrinsic(32),
+        fma_f64=_fma_intrinsic(64),
     )

@@ -247,18 +247,19 @@ _DEVICE_NAMESPACES = {}
 
 def device_primitives(jit):
     """The primitives of :mod:`.bits` for CUDA: libdevice's bit casts (one ``mov.b32`` /
-    ``mov.b64``) and a select (``selp``). The simulator runs device functions as Python,
+    ``mov.b64``), a select (``selp``) and fused multiply-adds (``fma.rn.f32`` /
+    ``fma.rn.f64``). The simulator runs device functions as Python,
     so there the numpy versions serve."""
     select = jit(bits.select_scalar)
     if simulator_enabled():
         return dict(f32_as_i32=bits.f32_as_i32, i32_as_f32=bits.i32_as_f32,
                     f64_as_i64=bits.f64_as_i64, i64_as_f64=bits.i64_as_f64, select=select,
-                    fma_f32=bits.fma_f32)
+                    fma_f32=bits.fma_f32, fma_f64=bits.fma_f64)
     from numba.cuda import libdevice
     return dict(f32_as_i32=libdevice.float_as_int, i32_as_f32=libdevice.int_as_float,
                 f64_as_i64=libdevice.double_as_longlong,
                 i64_as_f64=libdevice.longlong_as_double, select=select,
-                fma_f32=libdevice.fmaf)
+                fma_f32=libdevice.fmaf, fma_f64=libdevice.fma)
 
 
 def device_functions(fastmath, cc=None):
