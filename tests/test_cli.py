@@ -1,5 +1,8 @@
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,6 +52,34 @@ def test_demo_small(capsys, tmp_path):
                      "--device", "cpu", "--png", str(tmp_path / "d.png")]) == 0
     out = capsys.readouterr().out
     assert "euler_maruyama" in out and "heun" in out and "2.000000" in out
+
+
+def _demo_table(out):
+    """The demo's rows, without the throughput column (which varies run to run)."""
+    return [line.split()[:5] for line in out.splitlines()
+            if line.startswith(("euler_maruyama ", "heun "))]
+
+
+def test_demo_compiles_its_second_kernel_in_a_second_process(capsys, tmp_path):
+    """With an empty disk cache the demo compiles Heun's kernel in a second process while
+    it compiles Euler-Maruyama's, then loads it: the table is the one this process prints
+    with both kernels its own. With the cache filled, no second process is started."""
+    argv = ["demo", "--paths", "20000", "--steps", "200", "--t1", "40", "--device", "cpu",
+            "--no-plot"]
+    assert cli.main(argv) == 0
+    here = capsys.readouterr().out
+    assert "second process" not in here  # this process holds both kernels (or the cache)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [subprocess.run([sys.executable, "-m", "fastsde"] + argv, env=env,
+                           capture_output=True, text=True, timeout=900) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    first, second = runs[0].stdout, runs[1].stdout
+    assert ("the heun kernel compiled in a second process while this one compiled "
+            "euler_maruyama's (exit status 0)") in first, first
+    assert "second process" not in second, second
+    assert len(_demo_table(here)) == 2
+    assert _demo_table(first) == _demo_table(here) == _demo_table(second)
 
 
 @pytest.mark.parametrize("method,h", [("euler_maruyama", 0.04), ("heun", 0.04)])

@@ -345,6 +345,12 @@ class _KeyedCache(FunctionCache):
         code_hash = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
         return (sig, codegen.magic_tuple(), (code_hash, self._fingerprint))
 
+    def holds(self, sig, target_context):
+        """Whether the cache's index has an entry for ``sig`` on this machine (its CPU and
+        Numba's version), read without loading the code."""
+        return (self._index_key(sig, target_context.codegen())
+                in self._cache_file._load_index())
+
 
 def _named(fn, fingerprint, role=""):
     """A copy of the closure ``fn`` whose qualified name carries the kernel's fingerprint.
@@ -1315,6 +1321,44 @@ def _diagnose(model, dtype, error, obs=(), stop=None):
                      + "\n".join(lines[:12])) from None
 
 
+def _kernel_request(model, method, dtype, debug, rng_only, obs, stop, n_params,
+                    increments, per_path_params):
+    """(dtype, sizes, cache key, per_path_params) of :func:`get_kernel`'s kernel."""
+    dtype = np.dtype(dtype).type
+    # Debug kernels (bounds checking, where speed does not matter) serve both: one
+    # compile fewer for a user who checks a sweep and a shared run.
+    per_path_params = bool(per_path_params) or bool(debug)
+    n_params = model.n_params if n_params is None else int(n_params)
+    sz = layout.kernel_sizes(model.dim, n_params, len(obs), max(model.noise_dim, 1),
+                             model.diffusion_shape if model.kind == "sde" else (1,))
+    key = (model.fingerprint, method.name, increments, np.dtype(dtype).name, debug,
+           rng_only, montecarlo.fingerprint(obs, stop), n_params, per_path_params)
+    return dtype, sz, key, per_path_params
+
+
+def kernel_is_ready(model, method, dtype, obs=(), stop=None, n_params=None,
+                    increments="gaussian", per_path_params=False):
+    """Whether :func:`get_kernel` would find this kernel without compiling it: held by
+    this process, or in Numba's disk cache for this machine. Nothing is compiled or
+    loaded; a caller that will need several kernels can have the missing ones compiled
+    by other processes meanwhile (one core each), then load them from the cache."""
+    dtype, sz, key, per_path_params = _kernel_request(model, method, dtype, False, False,
+                                                      obs, stop, n_params, increments,
+                                                      per_path_params)
+    if key in _KERNELS:
+        return True
+    run_chunk = _make_run_chunk(model, method, dtype, sz, False, False, obs, stop,
+                                increments, per_path_params)
+    cache = run_chunk._cache
+    if not isinstance(cache, _KeyedCache):
+        return False
+    sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
+    try:
+        return cache.holds(_run_chunk_sig(sig), run_chunk.targetctx)
+    except Exception:  # noqa: BLE001 - an unreadable index: as good as absent
+        return False
+
+
 def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=None,
                n_params=None, increments="gaussian", per_path_params=False):
     """The compiled CPU kernel for (model, method, dtype), compiling it on first use.
@@ -1347,19 +1391,13 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     ModelError
         A user function does not compile; raised before anything is allocated.
     """
-    dtype = np.dtype(dtype).type
-    # Debug kernels (bounds checking, where speed does not matter) serve both: one
-    # compile fewer for a user who checks a sweep and a shared run.
-    per_path_params = bool(per_path_params) or bool(debug)
+    dtype, sz, key, per_path_params = _kernel_request(model, method, dtype, debug, rng_only,
+                                                      obs, stop, n_params, increments,
+                                                      per_path_params)
     # run_chunk calls numba.get_thread_id, whose symbol exists once Numba's threading
     # layer has started: a run_chunk loaded from the disk cache before that aborted the
     # process in LLVM ("Symbol not found: get_thread_id"). get_num_threads starts it.
     numba.get_num_threads()
-    n_params = model.n_params if n_params is None else int(n_params)
-    sz = layout.kernel_sizes(model.dim, n_params, len(obs), max(model.noise_dim, 1),
-                             model.diffusion_shape if model.kind == "sde" else (1,))
-    key = (model.fingerprint, method.name, increments, np.dtype(dtype).name, debug,
-           rng_only, montecarlo.fingerprint(obs, stop), n_params, per_path_params)
     kernel = _KERNELS.get(key)
     if kernel is None:
         run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop,
