@@ -1,6 +1,6 @@
 """Math for user functions that vectorises: ``exp``, ``expm1``, ``log``, ``log1p``, ``tanh``,
 ``erf``, ``sin``, ``cos``, ``pow``, ``sigmoid``, ``silu`` and ``gelu`` as fastsde's own branch-free implementations
-(:mod:`fastsde.kernels.fmath`).
+(:mod:`fastsde.kernels.fmath`), and ``fma``, the fused multiply-add.
 
 ``math.exp`` and ``math.tanh`` in a function compiled into a kernel are calls into libm
 (libdevice on CUDA): a loop that contains one does not vectorise, and the CPU and a GPU
@@ -23,6 +23,7 @@ register them with numba-cuda themselves; to compile a function that calls them 
 
 import numpy as np
 
+from .kernels import bits as _bits
 from .kernels import fmath as _fmath
 
 #: Public name -> (the float32 version, the float64 version) in fmath.
@@ -117,8 +118,21 @@ def gelu(x):
     return _plain(x, *NAMES["gelu"])
 
 
+def fma(a, b, c):
+    """``a * b + c`` rounded once (IEEE 754's fusedMultiplyAdd): float32 when all three
+    are float32, else float64. One instruction on the CPU (``llvm.fma``) and on CUDA
+    (``fma.rn``), exact in plain Python too, so the same bits everywhere; a product and a
+    sum written out round twice (and fastsde never contracts them itself)."""
+    if _is_float32(a) and _is_float32(b) and _is_float32(c):
+        return _bits.fma_f32(a, b, c)
+    return _bits.fma_f64(a, b, c)
+
+
 def _stand_in(name, role, doc):
-    if name == "pow":
+    if name == "fma":
+        def stand_in(a, b, c):
+            return fma(a, b, c)
+    elif name == "pow":
         def stand_in(x, y):
             return _plain_pow(x, y)
     else:
@@ -141,7 +155,7 @@ INLINE = {name: _stand_in(name, "inline", "inlined into CPU kernels before vecto
 #: network ran at 7.7e5 path-steps/s against 4.2e6 (float32, Euler, 10^5 paths x 8
 #: steps, 2 threads, AVX2).
 UNITS = {name: _stand_in(name, "units", "for MLPField's layer loops.")
-         for name in ("tanh", "silu", "gelu")}
+         for name in ("tanh", "silu", "gelu", "fma")}
 
 
 def inline_replacements():
@@ -187,6 +201,19 @@ def _overload_with(overload, public, compiled_f32, compiled_f64, float32, number
         # stand-in: numpy's, as written.
         if ufunc is not None and isinstance(x, array_type):
             return lambda x: ufunc(x)
+    return _typer
+
+
+def _overload_fma(overload, public, fma_f32, fma_f64, types, **options):
+    """``public(a, b, c)`` as one fused multiply-add: ``fma_f32`` when all three are
+    float32, else ``fma_f64`` on the arguments converted to float64."""
+    @overload(public, jit_options={"error_model": "numpy"}, **options)
+    def _typer(a, b, c):
+        if a == b == c == types.float32:
+            return lambda a, b, c: fma_f32(a, b, c)
+        numbers = (types.Float, types.Integer)
+        if all(isinstance(v, numbers) for v in (a, b, c)):
+            return lambda a, b, c: fma_f64(np.float64(a), np.float64(b), np.float64(c))
     return _typer
 
 
@@ -262,7 +289,13 @@ def register_cpu():
     _overload_pow(overload, INLINE["pow"], marked_pow(inline.pow_f32),
                   marked_pow(inline.pow_f64), types.float32, types, np.power,
                   inline="always")
+    cpu_fma = bits.cpu_primitives()
+    for public in (fma, UNITS["fma"]):
+        _overload_fma(overload, public, cpu_fma["fma_f32"], cpu_fma["fma_f64"], types,
+                      inline="always")
     for name, stand_in in UNITS.items():
+        if name == "fma":
+            continue
         f32, f64 = NAMES[name]
         _overload_with(overload, stand_in, getattr(calls, f32), getattr(calls, f64),
                        types.float32, (types.Float, types.Integer))
@@ -293,7 +326,12 @@ def register_cuda():
         _overload_with(cuda_overload, globals()[public], getattr(ns, f32), getattr(ns, f64),
                        ctypes.float32, (ctypes.Float, ctypes.Integer))
     _overload_pow(cuda_overload, pow, ns.pow_f32, ns.pow_f64, ctypes.float32, ctypes)
+    from numba.cuda import libdevice
+    for public in (fma, UNITS["fma"]):
+        _overload_fma(cuda_overload, public, libdevice.fmaf, libdevice.fma, ctypes)
     for name, stand_in in UNITS.items():
+        if name == "fma":
+            continue
         f32, f64 = NAMES[name]
         _overload_with(cuda_overload, stand_in, getattr(ns, f32), getattr(ns, f64),
                        ctypes.float32, (ctypes.Float, ctypes.Integer))

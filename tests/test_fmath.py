@@ -468,6 +468,34 @@ def test_one_scaling_exp_core_gives_the_two_scaling_bits():
         assert np.array_equal(a.view(ints), b.view(ints)), x[a.view(ints) != b.view(ints)][:5]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_kmath_fma_rounds_once_compiled_and_in_plain_python(dtype):
+    """kmath.fma in a compiled function and in plain Python: the same bits, and those of
+    the exactly rounded a * b + c, on cases where rounding the product first differs."""
+    import numba
+
+    from fractions import Fraction
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.5, 2.0, 5000).astype(dtype)
+    b = rng.uniform(0.5, 2.0, 5000).astype(dtype)
+    c = (-(a.astype(np.float64) * b) * (1 + rng.uniform(-1e-5, 1e-5, 5000))).astype(dtype)
+
+    @numba.njit
+    def compiled(a, b, c, out):
+        for n in range(a.size):
+            out[n] = kmath.fma(a[n], b[n], c[n])
+
+    out = np.empty_like(a)
+    compiled(a, b, c, out)
+    plain = np.array([kmath.fma(x, y, z) for x, y, z in zip(a, b, c)], dtype)
+    exact = np.array([float(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)))
+                      for x, y, z in zip(a, b, c)]).astype(dtype)
+    assert out.dtype == dtype and plain.dtype == dtype
+    assert np.array_equal(out, plain) and np.array_equal(out, exact)
+    assert np.mean((a * b + c) != exact) > 0.3  # the comparison can fail
+
+
 def test_kmath_in_user_functions_vectorises():
     """A loop over units calling fastsde.kmath compiles without calls into libm and with
     vector instructions (the reason the functions exist)."""
@@ -567,6 +595,7 @@ def test_kmath_compiles_for_cuda_without_libdevice(dtype):
         out[9] = kmath.sin(x[9])
         out[10] = kmath.cos(x[10])
         out[11] = kmath.pow(x[11], x[12])
+        out[12] = kmath.fma(x[0], x[1], x[2])
 
     def with_libdevice(x, out):
         out[0] = math.exp(x[0])
@@ -582,6 +611,7 @@ def test_kmath_compiles_for_cuda_without_libdevice(dtype):
         theirs, _ = cuda.compile_ptx(with_libdevice, signature, device=True, cc=(9, 0))
     assert ".func" in ptx
     assert [m for m in LIBDEVICE_MARKERS if m in ptx] == []
+    assert f"fma.rn.f{dtype[-2:]}" in ptx  # kmath.fma, and the polynomials' own
     expected = (["__cudart_i2opi", "ex2.approx"]
                 + (["__internal_trig_reduction", "__internal_accurate_pow"]
                    if dtype == "float64" else []))

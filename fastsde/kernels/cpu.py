@@ -320,9 +320,22 @@ def _source_hash():
     """Hash of the kernel sources: a changed step or RNG never reuses a cached kernel."""
     import inspect
     import sys
+    import os
     digest = hashlib.sha256()
     for module in (bits, fmath, levels, philox, steps, unroll, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
+    # Sources that build kernel code without being imported here (kmath's overloads, the
+    # built-in fields' generated loops, lane forms): read as files, not imported, since
+    # some of them import this module.
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("kmath.py", "mlp.py", "generative.py", "montecarlo.py",
+                 os.path.join("kernels", "lanes.py"), os.path.join("kernels", "layout.py"),
+                 os.path.join("kernels", "target.py")):
+        try:
+            with open(os.path.join(package, name), "rb") as f:
+                digest.update(f.read())
+        except OSError:
+            digest.update(name.encode())
     return digest.hexdigest()
 
 X0_SHARED, X0_PER_PATH, X0_NORMAL = 0, 1, 2
