@@ -111,6 +111,7 @@ def make_mlp_drift(widths, activation, math_source="fastsde"):
     # network is built.
     from . import kmath
     k_tanh, k_silu, k_gelu = kmath.UNITS["tanh"], kmath.UNITS["silu"], kmath.UNITS["gelu"]
+    k_fma = kmath.UNITS["fma"]
 
     def mlp_drift(t, x, p, out):
         a = local_array(width_max, p)
@@ -127,12 +128,17 @@ def make_mlp_drift(widths, activation, math_source="fastsde"):
                 b[o] = p[b_off + o]
             # z = W a + b as a sum of columns (W^T stored row by row): each output keeps
             # its own accumulator in input order, so the loop over outputs vectorises
-            # without reassociating any sum.
+            # without reassociating any sum. With fastsde's math each product is added
+            # by a fused multiply-add (one rounding, the same bits on every target; half
+            # the operations of a product and a sum); libm's keeps them apart.
             for i in range(n_in):
                 ai = a[i]
                 row = off + i * n_out
                 for o in range(n_out):
-                    b[o] += p[row + o] * ai
+                    if own_math:
+                        b[o] = k_fma(p[row + o], ai, b[o])
+                    else:
+                        b[o] += p[row + o] * ai
             off = b_off + n_out
             if li == n_layers - 1:
                 for o in range(n_out):
@@ -160,7 +166,47 @@ def make_mlp_drift(widths, activation, math_source="fastsde"):
                     else:
                         a[o] = 0.5 * z * (1.0 + math.tanh(gelu_c * (z + 0.044715 * z * z * z)))
 
+    # Its indices follow from ``widths`` (checked when the network was built), and the
+    # model's dim and declared parameter count fix x and p: the pre-flight skips it.
+    mlp_drift.__fastsde_checked__ = True
     return mlp_drift
+
+
+_TILE_FMA = []
+
+
+def _tile_fma():
+    """``fma(a, b, c)`` for the lane-block tiles (CPU only): :func:`fastsde.kmath.fma` in
+    plain Python, and compiled one ``llvm.fma`` of the arguments' type lowered in place
+    (Numba's low-level extension API), so the tile's lane loop holds only loads, FMAs and
+    stores, with no call for LLVM to inline first."""
+    if _TILE_FMA:
+        return _TILE_FMA[0]
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import lower_builtin, type_callable
+
+    from . import kmath
+
+    def tile_fma(a, b, c):
+        return kmath.fma(a, b, c)
+
+    @type_callable(tile_fma)
+    def _type(context):
+        def typer(a, b, c):
+            if a == b == c and a in (types.float32, types.float64):
+                return a
+        return typer
+
+    @lower_builtin(tile_fma, types.Float, types.Float, types.Float)
+    def _lower(context, builder, sig, args):
+        lltype = context.get_value_type(sig.return_type)
+        fn = builder.module.declare_intrinsic("llvm.fma", [lltype],
+                                              ir.FunctionType(lltype, [lltype] * 3))
+        return builder.call(fn, args)
+
+    _TILE_FMA.append(tile_fma)
+    return tile_fma
 
 
 #: The lane-block forward pass's register tile: this many outputs and inputs per pass
@@ -172,9 +218,11 @@ def make_mlp_drift(widths, activation, math_source="fastsde"):
 BLOCK_TILE = (4, 4)
 
 
-def _panel_source(n_outputs, n_inputs):
+def _panel_source(n_outputs, n_inputs, fused=False):
     """Source of ``panel(A, p, off, n_out, o, i, B, lanes)``: for outputs o..o+n_outputs-1,
-    add the products of inputs i..i+n_inputs-1 to B, for every lane.
+    add the products of inputs i..i+n_inputs-1 to B, for every lane; ``fused``: each by
+    a fused multiply-add ``fma(w, a, z)`` (the name bound by the caller), as the one-path
+    pass with fastsde's math.
 
     Generated, not written out, because its weights must be scalars held across the lane
     loop (n_outputs x n_inputs of them) and its partial sums locals, in the order the
@@ -198,15 +246,16 @@ def _panel_source(n_outputs, n_inputs):
     for m in range(n_outputs):
         lines.append(f"        z = B[row{m} + l]")
         for u in range(n_inputs):
-            lines.append(f"        z += w{m}_{u} * a{u}")
+            lines.append(f"        z = fma(w{m}_{u}, a{u}, z)" if fused else
+                         f"        z += w{m}_{u} * a{u}")
         lines.append(f"        B[row{m} + l] = z")
     return "\n".join(lines) + "\n"
 
 
-def _make_panel(n_outputs, n_inputs, jit):
-    namespace = {}
-    exec(compile(_panel_source(n_outputs, n_inputs), f"<fastsde.mlp panel {n_outputs}x"
-                 f"{n_inputs}>", "exec"), namespace)
+def _make_panel(n_outputs, n_inputs, jit, fused=False, fma=None):
+    namespace = {"fma": fma}
+    exec(compile(_panel_source(n_outputs, n_inputs, fused), f"<fastsde.mlp panel "
+                 f"{n_outputs}x{n_inputs}{' fused' if fused else ''}>", "exec"), namespace)
     return jit(namespace["panel"])
 
 
@@ -245,9 +294,19 @@ def make_mlp_block_drift(widths, activation, math_source, lanes, jit):
     own_math = math_source == "fastsde"
     from . import kmath
     k_tanh, k_silu, k_gelu = kmath.UNITS["tanh"], kmath.UNITS["silu"], kmath.UNITS["gelu"]
+    fma = _tile_fma()
     tile_out, tile_in = BLOCK_TILE
-    panel = _make_panel(tile_out, tile_in, jit)
-    panel_one = _make_panel(1, tile_in, jit)
+    panel = _make_panel(tile_out, tile_in, jit, fused=own_math, fma=fma)
+    panel_one = _make_panel(1, tile_in, jit, fused=own_math, fma=fma)
+
+    # z + w a as the panels add it (chosen here: no branch in the lane loop).
+    if own_math:
+        def add_product(w, a, z):
+            return fma(w, a, z)
+    else:
+        def add_product(w, a, z):
+            return z + w * a
+    add_product = jit(add_product)
 
     def activate(B, n):
         # The one-path forward pass's expressions, as written there (the same types).
@@ -290,7 +349,7 @@ def make_mlp_block_drift(widths, activation, math_source, lanes, jit):
             for i in range(in_tiled, n_in):
                 w = p[off + i * n_out + o]
                 for l in range(lanes):
-                    B[o * lanes + l] += w * A[i * lanes + l]
+                    B[o * lanes + l] = add_product(w, A[i * lanes + l], B[o * lanes + l])
 
     layer = jit(layer)
     half = width_max * lanes

@@ -19,6 +19,9 @@ version is LLVM's ``llvm.fma.f64`` compiled by Numba (the FMA instruction, or li
 correctly rounded ``fma`` on a CPU without one), which rounds once like the others.
 """
 
+import math
+import struct
+
 import numpy as np
 
 
@@ -50,6 +53,9 @@ def fma_f32(a, b, c):
     a round-to-odd value with 53 >= 24 + 2 bits rounds to the same float32 as the exact
     sum (Boldo and Melquiond, 2008), so no double-rounding error is possible.
     """
+    if np.ndim(a) == np.ndim(b) == np.ndim(c) == 0:
+        return _fma_f32_scalar(float(np.float32(a)), float(np.float32(b)),
+                               float(np.float32(c)))
     a64 = np.asarray(a, np.float32).astype(np.float64)
     b64 = np.asarray(b, np.float32).astype(np.float64)
     c64 = np.asarray(c, np.float32).astype(np.float64)
@@ -63,12 +69,53 @@ def fma_f32(a, b, c):
     return odd.astype(np.float32)[()]
 
 
+def _fma_f32_scalar(a, b, c):
+    """:func:`fma_f32` on three Python floats holding float32 values, in Python floats
+    (the same round-to-odd argument; about 2 microseconds where numpy's scalar
+    operations take several times that: the CUDA simulator and users' functions run in
+    plain Python call it one scalar at a time)."""
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+        return np.float32(a * b + c)
+    product = a * b
+    total = product + c
+    back = total - product
+    error = (product - (total - back)) + (c - back)
+    if error != 0.0 and struct.unpack("<q", struct.pack("<d", total))[0] & 1 == 0:
+        total = math.nextafter(total, math.inf if error > 0.0 else -math.inf)
+    return np.float32(total)
+
+
+def _fma_f64_scalar(a, b, c):
+    """:func:`fma_f64` on three Python floats: the exact a * b + c as a ratio of integers
+    (a float's ``as_integer_ratio`` is exact, its denominator a power of two), rounded
+    once by Python's integer true division, which rounds correctly."""
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+        if math.isinf(c) and math.isfinite(a) and math.isfinite(b):
+            return np.float64(c)  # a finite product, however large, does not matter
+        return np.float64(a * b + c)
+    na, da = a.as_integer_ratio()
+    nb, db = b.as_integer_ratio()
+    nc, dc = c.as_integer_ratio()
+    num = na * nb * dc + nc * da * db
+    if num == 0:
+        # Exactly zero: the sign IEEE gives (-0 only for -0 + -0), which the float sum
+        # gets right here (a nonzero product is then exact).
+        return np.float64(a * b + c)
+    try:
+        return np.float64(num / (da * db * dc))
+    except OverflowError:
+        return np.float64(math.inf if num > 0 else -math.inf)
+
+
 _HOST_FMA_F64 = []
 
 
 def fma_f64(a, b, c):
     """``a * b + c`` for float64, rounded once (IEEE fusedMultiplyAdd), on numpy values:
-    a Numba ufunc over ``llvm.fma.f64``, compiled on first use."""
+    a Numba ufunc over ``llvm.fma.f64``, compiled on first use (scalars: exact integer
+    arithmetic, without the ufunc's call overhead)."""
+    if np.ndim(a) == np.ndim(b) == np.ndim(c) == 0:
+        return _fma_f64_scalar(float(a), float(b), float(c))
     if not _HOST_FMA_F64:
         import numba
 
