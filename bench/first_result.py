@@ -243,6 +243,11 @@ def run_demo(cache_dir, plot=False):
     return time.perf_counter() - t
 
 
+#: The demo's rows: (key in the results, with its figure, label).
+DEMO_ROWS = (("demo", False, "`fastsde demo --no-plot`"),
+             ("demo_plot", True, "`fastsde demo` (README's, with its figure)"))
+
+
 def _has_matplotlib():
     import importlib.util
     return importlib.util.find_spec("matplotlib") is not None
@@ -280,22 +285,14 @@ def main(argv=None):
                   f"{res['compile_s']:.2f} s, LLVM {res['llvm_s']:.2f} s)", flush=True)
             if v not in best or res["total"] < best[v]["total"]:
                 best[v] = res
-        if want("demo"):
-            def both(d):
-                return run_demo(d), run_demo(d)
-            first, second = fresh(both)
-            print(f"  run {r + 1}: fastsde demo first {first:.2f} s, second {second:.2f} s",
+        for key, plot, label in DEMO_ROWS:
+            if not want("demo") or (plot and not _has_matplotlib()):
+                continue
+            first, second = fresh(lambda d, plot=plot: (run_demo(d, plot), run_demo(d, plot)))
+            print(f"  run {r + 1}: {label}: first {first:.2f} s, second {second:.2f} s",
                   flush=True)
-            old = best.get("demo", (first, second))
-            best["demo"] = (min(first, old[0]), min(second, old[1]))
-            if _has_matplotlib():
-                def both_plot(d):
-                    return run_demo(d, plot=True), run_demo(d, plot=True)
-                first, second = fresh(both_plot)
-                print(f"  run {r + 1}: fastsde demo (with its figure) first {first:.2f} s, "
-                      f"second {second:.2f} s", flush=True)
-                old = best.get("demo_plot", (first, second))
-                best["demo_plot"] = (min(first, old[0]), min(second, old[1]))
+            old = best.get(key, (first, second))
+            best[key] = (min(first, old[0]), min(second, old[1]))
 
     naive = best.get("naive", {}).get("total")
     date = datetime.date.today().isoformat()
@@ -320,18 +317,11 @@ def main(argv=None):
         what = ROW_NAMES.get(v, "fastsde" + ("" if v == "base" else f", {v}"))
         lines.append(f"| {what} | {b['total']:.2f} | {b['import_s']:.2f} | "
                      f"{b['compile_s']:.2f} | {b['llvm_s']:.2f} | {ratio} |")
-    if "demo" in best:
-        first, second = best["demo"]
-        lines.append(f"| `fastsde demo --no-plot`, first run (empty cache) | {first:.2f} | "
-                     f"- | - | - | - |")
-        lines.append(f"| `fastsde demo --no-plot`, second run (cache filled) | {second:.2f} "
-                     f"| - | - | - | - |")
-    if "demo_plot" in best:
-        first, second = best["demo_plot"]
-        lines.append(f"| `fastsde demo` (README's, with its figure), first run | "
-                     f"{first:.2f} | - | - | - | - |")
-        lines.append(f"| `fastsde demo` (README's, with its figure), second run | "
-                     f"{second:.2f} | - | - | - | - |")
+    for key, _, label in DEMO_ROWS:
+        if key in best:
+            for run, seconds in zip(("first run (empty cache)", "second run (cache filled)"),
+                                    best[key]):
+                lines.append(f"| {label}, {run} | {seconds:.2f} | - | - | - | - |")
     text = "\n".join(lines) + "\n"
     print()
     print(text)

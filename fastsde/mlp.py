@@ -182,11 +182,11 @@ def _tile_fma():
     stores, with no call for LLVM to inline first."""
     if _TILE_FMA:
         return _TILE_FMA[0]
-    from llvmlite import ir
     from numba import types
     from numba.extending import lower_builtin, type_callable
 
     from . import kmath
+    from .kernels.bits import llvm_fma
 
     def tile_fma(a, b, c):
         return kmath.fma(a, b, c)
@@ -200,10 +200,7 @@ def _tile_fma():
 
     @lower_builtin(tile_fma, types.Float, types.Float, types.Float)
     def _lower(context, builder, sig, args):
-        lltype = context.get_value_type(sig.return_type)
-        fn = builder.module.declare_intrinsic("llvm.fma", [lltype],
-                                              ir.FunctionType(lltype, [lltype] * 3))
-        return builder.call(fn, args)
+        return llvm_fma(builder, context.get_value_type(sig.return_type), args)
 
     _TILE_FMA.append(tile_fma)
     return tile_fma

@@ -200,6 +200,14 @@ def unified_select():
     return select_unified
 
 
+def llvm_fma(builder, lltype, args):
+    """Emit one ``llvm.fma`` of LLVM float type ``lltype`` on ``args`` (a, b, c)."""
+    from llvmlite import ir
+    fn = builder.module.declare_intrinsic("llvm.fma", [lltype],
+                                          ir.FunctionType(lltype, [lltype] * 3))
+    return builder.call(fn, args)
+
+
 def _fma_intrinsic(bits):
     """LLVM's ``llvm.fma.f32`` (``bits`` 32) or ``llvm.fma.f64`` (64): the FMA instruction
     (vectorised with the loop), or libm's correctly rounded ``fmaf`` / ``fma`` on a CPU
@@ -216,10 +224,7 @@ def _fma_intrinsic(bits):
             return None
 
         def codegen(context, builder, signature, args):
-            lltype = ir.FloatType() if bits == 32 else ir.DoubleType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [lltype],
-                                                  ir.FunctionType(lltype, [lltype] * 3))
-            return builder.call(fn, args)
+            return llvm_fma(builder, ir.FloatType() if bits == 32 else ir.DoubleType(), args)
 
         return ftype(a, b, c), codegen
 

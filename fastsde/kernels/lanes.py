@@ -209,31 +209,29 @@ class _Analysis:
                                  f"{stmt.lineno}) holds a {type(node).__name__} "
                                  "statement")
             if isinstance(node, (ast.Assign, ast.AugAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        self.varying.add(target.id)
-                    elif not (isinstance(target, ast.Subscript)
-                              and isinstance(target.value, ast.Name)
-                              and target.value.id == self.out):
-                        raise NoLaneForm("it assigns something other than a name or "
-                                         f"{self.out}[...] (line {node.lineno})")
+                self.varying.update(self._assigned_names(node))
+
+    def _assigned_names(self, stmt):
+        """The names an assignment binds; refuses any target but a name or
+        ``out[...]``."""
+        names = []
+        for target in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+            if isinstance(target, ast.Name):
+                names.append(target.id)
+            elif not (isinstance(target, ast.Subscript)
+                      and isinstance(target.value, ast.Name)
+                      and target.value.id == self.out):
+                raise NoLaneForm("it assigns something other than a name or "
+                                 f"{self.out}[...] (line {stmt.lineno})")
+        return names
 
     def _visit_assignments(self, body):
         for stmt in body:
             if isinstance(stmt, (ast.Assign, ast.AugAssign)):
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                varying = self.is_varying(stmt.value) or (
-                    isinstance(stmt, ast.AugAssign) and self.is_varying(stmt.target))
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        if varying:
-                            self.varying.add(target.id)
-                    elif not (isinstance(target, ast.Subscript)
-                              and isinstance(target.value, ast.Name)
-                              and target.value.id == self.out):
-                        raise NoLaneForm("it assigns something other than a name or "
-                                         f"{self.out}[...] (line {stmt.lineno})")
+                names = self._assigned_names(stmt)
+                if self.is_varying(stmt.value) or (
+                        isinstance(stmt, ast.AugAssign) and self.is_varying(stmt.target)):
+                    self.varying.update(names)
             elif isinstance(stmt, ast.For):
                 if stmt.orelse:
                     raise NoLaneForm(f"a loop has an else clause (line {stmt.lineno})")
