@@ -1,3 +1,5 @@
-from .cli import main
 import sys
-sys.exit(main())
+
+from .cli import program
+
+sys.exit(program())

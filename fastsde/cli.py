@@ -2,14 +2,18 @@
 
 import argparse
 import ast
+import gc
 import inspect
 import json
 import keyword
 import math
 import numbers
+import os
+import pickle
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -37,37 +41,136 @@ def ou_discrete_stationary_var(method, theta, sigma, h):
     raise ValueError(method)
 
 
-def _demo_plot(model, t1, n_steps, dtype, seed, x_final, path_png):
-    # A Figure of its own (no pyplot: no global state, no GUI backend chosen, a shorter
-    # import) written by the Agg canvas that savefig picks for a .png.
+def _demo_figure_layout(model, t1, n_steps, n_paths, path_png):
+    """What the demo's figure shows that is known before anything runs: the times of the
+    60 paths it draws (``t``, shape (n_steps + 1,)), the exact +-2 sd band there, and the
+    stationary density on ``grid`` (400 points, the histogram's range)."""
+    sd = math.sqrt(model.stationary_var)
+    t = np.arange(n_steps + 1) * (t1 / n_steps)
+    grid = np.linspace(-4.5 * sd, 4.5 * sd, 400)
+    return dict(png=path_png, name=model.name, t1=t1, n_final=int(n_paths), t=t,
+                band=np.sqrt(model.var(t)), grid=grid,
+                stationary=np.exp(-grid**2 / (2 * sd**2)) / math.sqrt(2 * math.pi * sd**2))
+
+
+def _demo_figure_data(model, t1, n_steps, dtype, seed, x_final, layout):
+    """What the demo's figure shows from the run: 60 Euler-Maruyama paths (``paths``,
+    shape (n_steps + 1, 60)) and the histogram of ``x_final`` on 200 bins over the
+    layout's grid (``density``, ``edges``)."""
+    fan = simulate(model, 0.0, (0.0, t1), n_steps, 60, method="euler_maruyama", device="cpu",
+                   seed=seed, dtype=dtype, save_at=n_steps)
+    grid = layout["grid"]
+    density, edges = np.histogram(x_final, bins=200, range=(grid[0], grid[-1]),
+                                  density=True)
+    return dict(paths=np.ascontiguousarray(fan.paths[:, :, 0]), density=density,
+                edges=edges)
+
+
+def _demo_figure(layout):
+    """The demo's Figure, of its own (no pyplot: no global state, no GUI backend chosen,
+    a shorter import), with what ``layout`` (:func:`_demo_figure_layout`) holds drawn;
+    returns (figure, axes), or None without matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    fan = simulate(model, 0.0, (0.0, t1), n_steps, 60, method="euler_maruyama", device="cpu",
-                   seed=seed, dtype=dtype, save_at=n_steps)
     fig = Figure(figsize=(11, 4))
-    ax0, ax1 = fig.subplots(1, 2)
-    ax0.plot(fan.t, fan.paths[:, :, 0], lw=0.6, alpha=0.7)
-    sd = math.sqrt(model.stationary_var)
-    band = np.sqrt(model.var(fan.t))
-    ax0.fill_between(fan.t, -2 * band, 2 * band, color="k", alpha=0.12,
-                     label="exact mean ± 2 sd")
-    ax0.set(xlabel="t", ylabel="X_t", title=f"{model.name}: 60 of the paths")
+    # Fixed margins: tight_layout would draw the figure once more to measure its labels.
+    ax0, ax1 = fig.subplots(1, 2, gridspec_kw=dict(left=0.06, right=0.985, bottom=0.13,
+                                                   top=0.92, wspace=0.2))
+    ax0.fill_between(layout["t"], -2 * layout["band"], 2 * layout["band"], color="k",
+                     alpha=0.12, label="exact mean ± 2 sd")
+    ax0.set(xlabel="t", ylabel="X_t", title=f"{layout['name']}: 60 of the paths")
     ax0.legend(loc="upper right")
-    grid = np.linspace(-4.5 * sd, 4.5 * sd, 400)
-    # One filled outline instead of 200 bar patches: the same histogram, drawn faster.
-    density, edges = np.histogram(x_final, bins=200, range=(grid[0], grid[-1]),
-                                  density=True)
-    ax1.stairs(density, edges, fill=True, alpha=0.6,
-               label=f"X_{t1:g}, {x_final.size:,} paths")
-    ax1.plot(grid, np.exp(-grid**2 / (2 * sd**2)) / math.sqrt(2 * math.pi * sd**2), "k",
-             label="N(0, sigma^2 / (2 theta))")
+    ax1.plot(layout["grid"], layout["stationary"], "k", label="N(0, sigma^2 / (2 theta))")
     ax1.set(xlabel="x", ylabel="density", title="final state vs stationary density")
+    return fig, (ax0, ax1)
+
+
+def _finish_demo_figure(fig, axes, layout, data):
+    """Draw :func:`_demo_figure_data`'s ``data`` on :func:`_demo_figure`'s figure and write
+    it (a .png: the Agg canvas, which savefig picks); returns its path."""
+    ax0, ax1 = axes
+    ax0.plot(layout["t"], data["paths"], lw=0.6, alpha=0.7)
+    # One filled outline instead of 200 bar patches: the same histogram, drawn faster.
+    ax1.stairs(data["density"], data["edges"], fill=True, alpha=0.6,
+               label=f"X_{layout['t1']:g}, {layout['n_final']:,} paths")
     ax1.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path_png, dpi=110)
-    return path_png
+    fig.savefig(layout["png"], dpi=110)
+    return layout["png"]
+
+
+def _serve_demo_figure():
+    """The figure process's side of :class:`_FigureProcess`: read the layout (a pickle on
+    stdin), import matplotlib and draw what it holds while the demo simulates, then
+    draw the run's data (a second pickle) and answer on stdout."""
+    layout = pickle.load(sys.stdin.buffer)
+    made = _demo_figure(layout)
+    if made is None:
+        print("no matplotlib", flush=True)
+        return 0
+    # Draw once before the data comes: the Agg canvas, the fonts, the ticks and the
+    # layout's artists are made then, and the drawing that follows the data is short.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(made[0]).draw()
+    data = pickle.load(sys.stdin.buffer)
+    print("wrote " + _finish_demo_figure(*made, layout, data), flush=True)
+    # The demo waits for this process's end: skip the interpreter's teardown (a process
+    # of ours with nothing left to flush or close).
+    os._exit(0)
+
+
+class _FigureProcess:
+    """The demo's figure drawn in a second process. Importing matplotlib and drawing take
+    about half a second, as long as the rest of a second run of the demo; a process
+    started first imports and draws what is known before the run while this one loads
+    and runs its kernels, and draws the run's paths and histogram while this one runs
+    its second method. The figure is the one drawn here would be: when the process fails
+    for any reason but a missing matplotlib, this process draws it instead."""
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.data = None
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from fastsde.cli import _serve_demo_figure as s; s()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.writer = self._write(layout)
+
+    def _write(self, obj, last=False):
+        # From a thread: a pickle larger than the pipe's buffer must not hold up this
+        # process until the other one reads it.
+        blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def write():
+            try:
+                self.process.stdin.write(blob)
+                self.process.stdin.flush()
+                if last:
+                    self.process.stdin.close()
+            except OSError:  # the process ended first (no matplotlib, or it failed)
+                pass
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        return thread
+
+    def send(self, data):
+        """Hand over the run's data (:func:`_demo_figure_data`) without waiting."""
+        self.data = data
+        self.writer.join()
+        self.writer = self._write(data, last=True)
+
+    def finish(self):
+        """The figure's path (after :meth:`send`), or None without matplotlib."""
+        answer = self.process.stdout.readline().decode(errors="replace").strip()
+        self.process.wait()
+        self.writer.join()
+        if answer == "no matplotlib":
+            return None
+        if self.process.returncode == 0 and answer.startswith("wrote "):
+            return answer[len("wrote "):]
+        made = _demo_figure(self.layout)
+        return None if made is None else _finish_demo_figure(*made, self.layout, self.data)
 
 
 def demo(args):
@@ -124,6 +227,8 @@ def demo_ou(args):
     last = None
     x_final = None
     methods = ("euler_maruyama", "heun")
+    layout = _demo_figure_layout(model, t1, n_steps, n_paths, args.png)
+    figure = None if args.no_plot else _FigureProcess(layout)
     helper = _compile_in_a_second_process(theta, sigma, methods[1:], args.dtype,
                                           args.device)
     for method in methods:
@@ -142,8 +247,12 @@ def demo_ou(args):
         last = res
         if x_final is None:
             # The figure's histogram: the Euler-Maruyama final states, kept with the
-            # statistics (keep_x), so the figure costs no second run.
+            # statistics (keep_x), so the figure costs no second run. The figure process
+            # draws while this one runs the next method.
             x_final = res.x[:, 0]
+            if figure is not None:
+                figure.send(_demo_figure_data(model, t1, n_steps, args.dtype, args.seed,
+                                              x_final, layout))
     print()
     print("Euler-Maruyama's stationary variance carries a bias of about theta*h/2 relative "
           "('scheme own var' is the exact stationary variance of its recursion); stochastic "
@@ -154,8 +263,8 @@ def demo_ou(args):
         print(f"first run: the {', '.join(helper.methods)} kernel compiled in a second "
               f"process while this one compiled {methods[0]}'s (exit status "
               f"{helper.returncode})")
-    if not args.no_plot:
-        png = _demo_plot(model, t1, n_steps, args.dtype, args.seed, x_final, args.png)
+    if figure is not None:
+        png = figure.finish()
         if png:
             print(f"wrote {png}")
         else:
@@ -823,5 +932,16 @@ def main(argv=None):
         return 2
 
 
+def program():
+    """The ``fastsde`` program (its console script and ``python -m fastsde``): :func:`main`
+    on ``sys.argv``, then the process's exit. Returns the exit status."""
+    status = main()
+    # Nothing is left to collect in a process that is ending, but Python's exit collects
+    # anyway, walking every object Numba's compiler made: 0.1 s of a 1 s demo. Frozen
+    # objects are skipped (gc.freeze). Not in main, which tests call in-process.
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(program())

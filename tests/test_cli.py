@@ -47,11 +47,45 @@ def test_run_bad_argument_is_reported(capsys):
     assert err.startswith("fastsde run: error: --paths must be >= 1") and "n_paths" not in err
 
 
+DEMO_SMALL = ["demo", "--paths", "20000", "--steps", "200", "--t1", "40", "--device", "cpu"]
+
+
+def _is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_demo_small(capsys, tmp_path):
-    assert cli.main(["demo", "--paths", "20000", "--steps", "200", "--t1", "40",
-                     "--device", "cpu", "--png", str(tmp_path / "d.png")]) == 0
+    png = tmp_path / "d.png"
+    assert cli.main(DEMO_SMALL + ["--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "euler_maruyama" in out and "heun" in out and "2.000000" in out
+    pytest.importorskip("matplotlib")
+    assert f"wrote {png}" in out and _is_png(png)
+
+
+def test_demo_figure_is_drawn_here_when_its_process_fails(capsys, tmp_path, monkeypatch):
+    """The figure process cannot start Python (it exits at once, before any answer):
+    this process draws the figure itself, from the same data."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(cli.sys, "executable", "/bin/false")
+    png = tmp_path / "d.png"
+    assert cli.main(DEMO_SMALL + ["--png", str(png)]) == 0
+    assert f"wrote {png}" in capsys.readouterr().out and _is_png(png)
+
+
+def test_demo_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
+    """A matplotlib that cannot be imported in the figure process: no figure, and the
+    demo says how to get one."""
+    fake = tmp_path / "fake" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(fake.parent), os.path.dirname(os.path.dirname(cli.__file__))]))
+    png = tmp_path / "d.png"
+    assert cli.main(DEMO_SMALL + ["--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed" in out and not png.exists()
 
 
 def _demo_table(out):
