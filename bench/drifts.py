@@ -64,7 +64,8 @@ mean of component 0 of the final state against fastsde's (within 6 standard erro
 1e-3 relative in float32). The "agree" column reports it (a warning, not a failure).
 
 Each (row, dtype) warms up (compiles) every engine first, then takes the best of
-``--repeats`` runs, the engines alternating within each repeat. fastsde's time is the
+``--repeats`` runs, the engines alternating within each repeat, each run after a rest of
+``SETTLE_S`` (the previous engine's thread pool stops spinning). fastsde's time is the
 wall time of the ``fs.simulate`` call. numpy, torch and jax may run other path counts
 (the table says how many); the rate is path-steps per second either way. The default
 sizes give fastsde runs of about 0.2-2 s on a 2-core machine with the kernels of
@@ -694,6 +695,14 @@ def agreement(row, dtype, outs):
 
 # ---------------------------------------------------------------- measurement
 
+#: Seconds of rest before each timed run. A BLAS or OpenMP pool keeps its threads
+#: spinning for a while after its last call (OpenBLAS about 2^28 cycles, Intel's and
+#: LLVM's OpenMP 200 ms), and those threads took the cores from the next engine: fastsde's
+#: float32 3-64-64-2 tanh row ran at 6.4e6-6.8e6 path-steps/s right after numpy's matrix
+#: products and at 9.6e6 without them (2-core Xeon, 2026-12-03).
+SETTLE_S = 0.3
+
+
 def measure(row, dtype, engines, available, scale, repeats, failures):
     """{engine: rate or a string}, {engine: n_paths}, agreement text."""
     n = {"fastsde": max(2, int(round(row.paths * scale)))}
@@ -719,6 +728,7 @@ def measure(row, dtype, engines, available, scale, repeats, failures):
     for _ in range(repeats):
         for e in list(runners):
             try:
+                time.sleep(SETTLE_S)
                 start = time.perf_counter()
                 out = runners[e]()
                 seconds = time.perf_counter() - start
@@ -847,7 +857,7 @@ def main(argv=None):
              f"1-minute load average at start {load:.2f}; {date}.", "",
              "Path-steps per second, best of "
              f"{args.repeats} (engines alternating within each repeat, after a warm-up or "
-             "compile of each). Paths: fastsde's x numpy's, torch's and jax's (these may "
+             f"compile of each; {SETTLE_S} s of rest before each timed run). Paths: fastsde's x numpy's, torch's and jax's (these may "
              "run fewer). fastsde: wall time of `fs.simulate` on the CPU, final states "
              "kept; numpy / torch: batched loops over (dim, n_paths) arrays; jax: "
              "`jit(fori_loop(vmap(step)))`. Agree: ODE rows, final states against "
