@@ -303,6 +303,37 @@ for name in sys.argv[1:]:
     assert run("gbm", "ou") == alone
 
 
+def test_two_cached_networks_loaded_in_one_process_each_run_their_own_code(tmp_path):
+    """The same for two MLPFields, whose kernels call a lane-block forward pass compiled
+    as a function of its own: a 3-4-4-2 tanh network's kernel loaded from the cache after
+    a 3-4-2 relu network's kernel was made in the process called the relu network's
+    forward pass (other final states, silently; NaN for other widths)."""
+    code = """
+import sys
+import numpy as np
+import fastsde as fs
+for spec in sys.argv[1:]:
+    widths, act = spec.split(":")
+    field = fs.mlp.random_mlp([int(w) for w in widths.split("-")], act)
+    r = fs.simulate(field.ode(), np.zeros(2), (0.0, 1.0), 4, 256, method="euler",
+                    device="cpu", dtype="float32", seed=1, progress=False)
+    print(spec, r.x[:, 0].astype(np.float64).sum().hex())
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def run(*specs):
+        proc = subprocess.run([sys.executable, "-c", code, *specs], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return dict(line.split() for line in proc.stdout.split("\n") if line.strip())
+
+    relu, tanh = "3-4-2:relu", "3-4-4-2:tanh"
+    alone = {**run(tanh), **run(relu)}           # each compiled and cached by itself
+    assert run(relu, tanh) == alone                # both loaded from the cache
+    assert run(tanh, relu) == alone
+
+
 # --- 7. out starts at zero --------------------------------------------------------------
 
 def _sparse_drift(t, x, p, out):

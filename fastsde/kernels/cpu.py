@@ -574,12 +574,15 @@ def compile_user_functions(model, jit, dtype=None, **options):
         # instead, the function's IR was copied at each level of inlining (a mixture
         # flow's first result: 11.9-13.0 s against 10.1-10.7 s).
         drift, diffusion = rewritten()
+        # Named by the key's hash (see _named): should LLVM leave a call to one in a
+        # kernel, a kernel loaded from the disk cache must not find another model's.
+        tag = hashlib.sha256(repr((key, __version__, _SOURCE_HASH)).encode()).hexdigest()[:24]
         _MODEL_FUNCTIONS[key] = (
             _inlined_by_llvm(inline(steps.out_cleared(drift, (model.dim,), dtype)),
-                             "model_drift", jit, options),
+                             f"model_drift_{tag}", jit, options),
             None if diffusion is None else _inlined_by_llvm(
                 inline(steps.out_cleared(diffusion, model.diffusion_shape, dtype)),
-                "model_diffusion", jit, options))
+                f"model_diffusion_{tag}", jit, options))
     return _MODEL_FUNCTIONS[key]
 
 
@@ -814,13 +817,18 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     if block_mode:
         block_inline, block_scratch = made
         # A function of its own: called once per block and drift call, it costs nothing
-        # to call and is compiled once instead of at each call site.
+        # to call and is compiled once instead of at each call site. The kernel calls it
+        # by its symbol, which must name this network's pass alone: under a name of its
+        # qualname and a per-process counter, a kernel loaded from the disk cache called
+        # another network's pass made earlier in the process (_named).
 
         def block_field(T, X, p, F, S):
             _prefer_vector_width(VECTOR_BITS)
             block_inline(T, X, p, F, S)
 
-        block_field = njit(**options)(block_field)
+        block_field = _shared_function(block_field, (
+            "block_field", model.fingerprint, np.dtype(dtype).name, lanes, VECTOR_BITS,
+            sz.n_params if per_path_params else None, debug), **options)
         drift = njit(inline="always", **options)(_make_replay_drift(dim, lanes, replay))
     else:
         block_field, block_scratch = None, 1
