@@ -160,6 +160,12 @@ class _FigureProcess:
         self.writer.join()
         self.writer = self._write(data, last=True)
 
+    def close(self):
+        """End the process, when the demo fails before :meth:`finish`."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def finish(self):
         """The figure's path (after :meth:`send`), or None without matplotlib."""
         answer = self.process.stdout.readline().decode(errors="replace").strip()
@@ -229,46 +235,51 @@ def demo_ou(args):
     methods = ("euler_maruyama", "heun")
     layout = _demo_figure_layout(model, t1, n_steps, n_paths, args.png)
     figure = None if args.no_plot else _FigureProcess(layout)
-    helper = _compile_in_a_second_process(theta, sigma, methods[1:], args.dtype,
-                                          args.device)
-    for method in methods:
-        if method != methods[0] and helper is not None:
-            helper.wait()
-        res = simulate(model, 0.0, (0.0, t1), n_steps, n_paths, method=method,
-                       device=args.device, seed=args.seed, dtype=args.dtype, stats=True)
-        var = float(res.var[-1, 0])
-        n = int(res.count[-1, 0])
-        # SE of the sample variance of a normal sample: var * sqrt(2 / (n - 1)).
-        se = var * math.sqrt(2.0 / (n - 1))
-        exact_t = float(model.var(t1))
-        own = ou_discrete_stationary_var(method, theta, sigma, h)
-        print(f"{method:<15} {var:>14.6f} {se:>9.6f} {(var - exact_t) / se:>15.2f} "
-              f"{own:>15.6f} {res.path_steps_per_s:>13.3e}")
-        last = res
-        if x_final is None:
-            # The figure's histogram: the Euler-Maruyama final states, kept with the
-            # statistics (keep_x), so the figure costs no second run. The figure process
-            # draws while this one runs the next method.
-            x_final = res.x[:, 0]
-            if figure is not None:
-                figure.send(_demo_figure_data(model, t1, n_steps, args.dtype, args.seed,
-                                              x_final, layout))
-    print()
-    print("Euler-Maruyama's stationary variance carries a bias of about theta*h/2 relative "
-          "('scheme own var' is the exact stationary variance of its recursion); stochastic "
-          "Heun's is O(h^2).")
-    print(f"kernel time {last.elapsed_s:.3f} s for {n_paths * n_steps:.3g} path-steps "
-          f"(device {last.device}, n_nonfinite {last.n_nonfinite})")
-    if helper is not None:
-        print(f"first run: the {', '.join(helper.methods)} kernel compiled in a second "
-              f"process while this one compiled {methods[0]}'s (exit status "
-              f"{helper.returncode})")
-    if figure is not None:
-        png = figure.finish()
-        if png:
-            print(f"wrote {png}")
-        else:
-            print("matplotlib is not installed: no figure (pip install matplotlib)")
+    try:
+        helper = _compile_in_a_second_process(theta, sigma, methods[1:], args.dtype,
+                                              args.device)
+        for method in methods:
+            if method != methods[0] and helper is not None:
+                helper.wait()
+            res = simulate(model, 0.0, (0.0, t1), n_steps, n_paths, method=method,
+                           device=args.device, seed=args.seed, dtype=args.dtype, stats=True)
+            var = float(res.var[-1, 0])
+            n = int(res.count[-1, 0])
+            # SE of the sample variance of a normal sample: var * sqrt(2 / (n - 1)).
+            se = var * math.sqrt(2.0 / (n - 1))
+            exact_t = float(model.var(t1))
+            own = ou_discrete_stationary_var(method, theta, sigma, h)
+            print(f"{method:<15} {var:>14.6f} {se:>9.6f} {(var - exact_t) / se:>15.2f} "
+                  f"{own:>15.6f} {res.path_steps_per_s:>13.3e}")
+            last = res
+            if x_final is None:
+                # The figure's histogram: the Euler-Maruyama final states, kept with the
+                # statistics (keep_x), so the figure costs no second run. The figure process
+                # draws while this one runs the next method.
+                x_final = res.x[:, 0]
+                if figure is not None:
+                    figure.send(_demo_figure_data(model, t1, n_steps, args.dtype, args.seed,
+                                                  x_final, layout))
+        print()
+        print("Euler-Maruyama's stationary variance carries a bias of about theta*h/2 relative "
+              "('scheme own var' is the exact stationary variance of its recursion); stochastic "
+              "Heun's is O(h^2).")
+        print(f"kernel time {last.elapsed_s:.3f} s for {n_paths * n_steps:.3g} path-steps "
+              f"(device {last.device}, n_nonfinite {last.n_nonfinite})")
+        if helper is not None:
+            print(f"first run: the {', '.join(helper.methods)} kernel compiled in a second "
+                  f"process while this one compiled {methods[0]}'s (exit status "
+                  f"{helper.returncode})")
+        if figure is not None:
+            png = figure.finish()
+            if png:
+                print(f"wrote {png}")
+            else:
+                print("matplotlib is not installed: no figure (pip install matplotlib)")
+    except BaseException:
+        if figure is not None:
+            figure.close()
+        raise
     return 0
 
 

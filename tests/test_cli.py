@@ -74,6 +74,26 @@ def test_demo_figure_is_drawn_here_when_its_process_fails(capsys, tmp_path, monk
     assert f"wrote {png}" in capsys.readouterr().out and _is_png(png)
 
 
+def test_demo_ends_its_figure_process_when_the_run_fails(capsys, monkeypatch):
+    """A run that fails after the figure process started (here every simulate call)
+    reports the error and leaves no process behind."""
+    made = []
+    init = cli._FigureProcess.__init__
+
+    def recording_init(self, layout):
+        init(self, layout)
+        made.append(self)
+
+    def failing_simulate(*args, **kwargs):
+        raise ValueError("n_paths: refused for this test")
+
+    monkeypatch.setattr(cli._FigureProcess, "__init__", recording_init)
+    monkeypatch.setattr(cli, "simulate", failing_simulate)
+    assert cli.main(DEMO_SMALL) == 2
+    assert "refused for this test" in capsys.readouterr().err
+    assert len(made) == 1 and made[0].process.poll() is not None
+
+
 def test_demo_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
     """A matplotlib that cannot be imported in the figure process: no figure, and the
     demo says how to get one."""
