@@ -322,9 +322,10 @@ def _exp_tail_f64(r, r2):
     """Q(r) = :data:`F64_EXP_C` at r (r2 = r^2) as E(r^2) + r O(r^2), its even and odd
     coefficients each by Horner's scheme in r^2. The two chains run side by side, six
     FMAs deep where Horner's in r is ten: in a kernel that runs path by path each step
-    waits for the one before: in a dependent chain of exponentials Horner's in r took
-    22.9 ns each, this form and fdlibm's rational form 18.2 ns (2-core Xeon). Estrin's
-    scheme, four deep, cost expm1 0.13 ulp more."""
+    waits for the one before: in a dependent chain of exponentials this form took 18.2 ns
+    each, fdlibm's rational form 21.4-21.6 ns (bench/kmath_latency.py, 2-core Xeon) and
+    Horner's in r 1.26x as long as this form. Estrin's scheme, four deep, cost expm1
+    0.13 ulp more."""
     even = fma_f64(fma_f64(fma_f64(fma_f64(fma_f64(
         F64_EXP_C10, r2, F64_EXP_C8), r2, F64_EXP_C6), r2, F64_EXP_C4), r2, F64_EXP_C2),
         r2, F64_EXP_C0)
