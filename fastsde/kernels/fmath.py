@@ -89,6 +89,10 @@ I32_ROUND_BITS = np.int32(0x4B400000)
 # float32 below that) or rounds to 0 (below 2^-150).
 F32_EXP_MAX = np.float32(88.72283172607422)
 F32_EXP_MIN = np.float32(-103.97208404541016)
+# exp_f32 clamps its argument to these instead: the core then overflows to inf itself
+# above F32_EXP_MAX (k = 128) and rounds to 0 below F32_EXP_MIN (k = -150, e^r < 1).
+F32_EXP_HI = np.float32(89.0)
+F32_EXP_LO = np.float32(-104.0)
 # Below these e^x - 1 rounds to -1 (e^-30 < 2^-43, e^-40 < 2^-57).
 F32_EXPM1_MIN = np.float32(-30.0)
 F64_EXPM1_MIN = -40.0
@@ -247,11 +251,8 @@ def _exp_core_moderate_f32(x):
 def exp_f32(x):
     """e^x for float32 x (1 ulp; subnormal results round twice)."""
     xf = np.float32(x)
-    xc = select(xf > F32_EXP_MAX, F32_EXP_MAX, select(xf < F32_EXP_MIN, F32_EXP_MIN, xf))
-    value = _exp_core_f32(xc)
-    value = select(xf > F32_EXP_MAX, F32_INF, value)
-    value = select(xf < F32_EXP_MIN, F32_ZERO, value)
-    return select(xf != xf, xf, value)
+    xc = select(xf > F32_EXP_HI, F32_EXP_HI, select(xf < F32_EXP_LO, F32_EXP_LO, xf))
+    return select(xf != xf, xf, _exp_core_f32(xc))
 
 
 def expm1_f32(x):
