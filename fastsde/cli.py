@@ -161,7 +161,7 @@ class _FigureProcess:
         self.writer = self._write(data, last=True)
 
     def close(self):
-        """End the process, when the demo fails before :meth:`finish`."""
+        """End the process if it still runs (the demo failed before :meth:`finish`)."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -276,10 +276,9 @@ def demo_ou(args):
                 print(f"wrote {png}")
             else:
                 print("matplotlib is not installed: no figure (pip install matplotlib)")
-    except BaseException:
+    finally:
         if figure is not None:
             figure.close()
-        raise
     return 0
 
 

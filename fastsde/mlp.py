@@ -215,7 +215,7 @@ def _tile_fma():
 BLOCK_TILE = (4, 4)
 
 
-def _panel_source(n_outputs, n_inputs, fused=False):
+def _panel_source(n_outputs, n_inputs, fused):
     """Source of ``panel(A, p, off, n_out, o, i, B, lanes)``: for outputs o..o+n_outputs-1,
     add the products of inputs i..i+n_inputs-1 to B, for every lane; ``fused``: each by
     a fused multiply-add ``fma(w, a, z)`` (the name bound by the caller), as the one-path
@@ -249,7 +249,10 @@ def _panel_source(n_outputs, n_inputs, fused=False):
     return "\n".join(lines) + "\n"
 
 
-def _make_panel(n_outputs, n_inputs, jit, fused=False, fma=None):
+def _make_panel(n_outputs, n_inputs, jit, fma=None):
+    """:func:`_panel_source`'s panel compiled with ``jit``; with ``fma`` (a fused
+    multiply-add) its products are added by it."""
+    fused = fma is not None
     namespace = {"fma": fma}
     exec(compile(_panel_source(n_outputs, n_inputs, fused), f"<fastsde.mlp panel "
                  f"{n_outputs}x{n_inputs}{' fused' if fused else ''}>", "exec"), namespace)
@@ -293,8 +296,8 @@ def make_mlp_block_drift(widths, activation, math_source, lanes, jit):
     k_tanh, k_silu, k_gelu = kmath.UNITS["tanh"], kmath.UNITS["silu"], kmath.UNITS["gelu"]
     fma = _tile_fma()
     tile_out, tile_in = BLOCK_TILE
-    panel = _make_panel(tile_out, tile_in, jit, fused=own_math, fma=fma)
-    panel_one = _make_panel(1, tile_in, jit, fused=own_math, fma=fma)
+    panel = _make_panel(tile_out, tile_in, jit, fma if own_math else None)
+    panel_one = _make_panel(1, tile_in, jit, fma if own_math else None)
 
     # z + w a as the panels add it (chosen here: no branch in the lane loop).
     if own_math:

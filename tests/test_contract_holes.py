@@ -277,6 +277,24 @@ def test_simulate_signature_has_no_private_argument():
 
 # --- 6. kernels loaded from the disk cache run their own code -------------------------
 
+def _assert_each_runs_its_own_code(code, first, second, tmp_path):
+    """Run ``code`` (``python -c``; it prints "<name> <result>" for each name in its
+    arguments) on ``first`` and on ``second`` alone, each compiling and caching its kernel,
+    then on both in either order, both loaded from the cache: every result the same."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def run(*names):
+        proc = subprocess.run([sys.executable, "-c", code, *names], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return dict(line.split() for line in proc.stdout.split("\n") if line.strip())
+
+    alone = {**run(first), **run(second)}
+    assert run(second, first) == alone
+    assert run(first, second) == alone
+
+
 def test_two_cached_kernels_loaded_in_one_process_each_run_their_own_code(tmp_path):
     """Kernels compiled in two processes and loaded from the disk cache into a third
     each give their own result (they shared symbol names, and the second loaded ran the
@@ -289,18 +307,7 @@ for name in sys.argv[1:]:
     r = fs.simulate(model, 1.0, (0, 1), 50, 1024, seed=1, device="cpu", progress=False)
     print(name, r.x.mean().hex())
 """
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-    def run(*names):
-        proc = subprocess.run([sys.executable, "-c", code, *names], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return dict(line.split() for line in proc.stdout.split("\n") if line.strip())
-
-    alone = {**run("ou"), **run("gbm")}          # each compiled and cached by itself
-    assert run("ou", "gbm") == alone               # both loaded from the cache
-    assert run("gbm", "ou") == alone
+    _assert_each_runs_its_own_code(code, "ou", "gbm", tmp_path)
 
 
 def test_two_cached_networks_loaded_in_one_process_each_run_their_own_code(tmp_path):
@@ -319,19 +326,7 @@ for spec in sys.argv[1:]:
                     device="cpu", dtype="float32", seed=1, progress=False)
     print(spec, r.x[:, 0].astype(np.float64).sum().hex())
 """
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-    def run(*specs):
-        proc = subprocess.run([sys.executable, "-c", code, *specs], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return dict(line.split() for line in proc.stdout.split("\n") if line.strip())
-
-    relu, tanh = "3-4-2:relu", "3-4-4-2:tanh"
-    alone = {**run(tanh), **run(relu)}           # each compiled and cached by itself
-    assert run(relu, tanh) == alone                # both loaded from the cache
-    assert run(tanh, relu) == alone
+    _assert_each_runs_its_own_code(code, "3-4-4-2:tanh", "3-4-2:relu", tmp_path)
 
 
 # --- 7. out starts at zero --------------------------------------------------------------

@@ -319,8 +319,8 @@ def _prefer_vector_width(typingctx, bits):
 def _source_hash():
     """Hash of the kernel sources: a changed step or RNG never reuses a cached kernel."""
     import inspect
-    import sys
     import os
+    import sys
     digest = hashlib.sha256()
     for module in (bits, fmath, levels, philox, steps, unroll, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
