@@ -715,7 +715,7 @@ def _simulate(model, x0, t_span, n_steps, n_paths, method=None, device="auto", s
                       chunk)
     dim, n_save = sz.dim, sz.n_save
     itemsize = np.dtype(dtype_t).itemsize
-    backend.check_scratch(sz, dtype_t)
+    backend.check_scratch(sz, dtype_t, model)
     # Stored outputs grow with n_paths; statistics, observables and histograms do not
     # (they are streamed per kernel call), so only the former can be refused for size.
     out_bytes = layout.stored_bytes(sz, itemsize)

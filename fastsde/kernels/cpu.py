@@ -40,6 +40,26 @@ RNG_FUNCTIONS = module_functions(philox)
 #: the time loop's per-step work is too short to overlap the step's latency chain; above
 #: it the lane arrays leave the registers' neighbourhood without a gain.
 LANES = {np.float32: 64, np.float64: 64}
+#: Paths advanced together by a model whose drift is evaluated a block at a time
+#: (``model.lane_block``: an MLPField, a large Gaussian mixture, a user's drift whose
+#: loops stay), whose layer or component loops run once per block over its lanes: the
+#: longer a block's rows, the less each pass's setup (its weights read and broadcast,
+#: its loop's bounds and alias checks) costs per path. Rows of 512 bytes in both dtypes.
+#: Measured on a 2-core AVX-512 machine, bench/drifts.py (fastsde alone, 2 threads, two
+#: runs per width), path-steps/s at 64 / 128 lanes in float32: MLP 3-64-64-2 tanh
+#: 1.11e7 / 1.27e7-1.32e7, silu 1.13e7-1.14e7 / 1.24e7-1.29e7, 3-256-256-2 tanh
+#: 1.14e6-1.15e6 / 1.27e6-1.39e6, 64-component mixture flow 2.69e7-2.74e7 / 3.14e7-3.27e7
+#: (256 lanes: 3-64-64-2 tanh 1.13e7-1.27e7); in float64 128 lanes gained nothing
+#: (3-64-64-2 tanh 5.6e6-6.5e6 / 5.4e6-5.8e6, a user's 8-term mixture drift 1.55e8 /
+#: 1.39e8-1.44e8).
+BLOCK_LANES = {np.float32: 128, np.float64: 64}
+
+
+def lanes_for(model, dtype):
+    """Paths per lane block in ``model``'s CPU kernels of ``dtype`` (the paths' bits do not
+    depend on it)."""
+    table = BLOCK_LANES if model.lane_block is not None else LANES
+    return table[np.dtype(dtype).type]
 #: Parameter counts up to which the step copies a lane's parameters at every step
 #: unconditionally (run_chunk); above, a shared row is loaded once per chunk.
 COPY_PARAMS_MAX = 64
@@ -798,7 +818,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
                                                             **options)
-    lanes = LANES[dtype]
+    lanes = lanes_for(model, dtype)
     # The drift evaluated for a block of lanes at once (model.lane_block: an MLP's layers
     # as matrix products over the lanes), where one parameter row serves every path.
     block_mode = model.lane_block is not None and not rng_only and not debug
@@ -1711,7 +1731,7 @@ def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None, running=(
     return kernel
 
 
-def check_scratch(sz, dtype):
+def check_scratch(sz, dtype, model):
     """Refuse, before compiling, a state so large that one thread's lane buffers (lanes x
     (dim + noise + parameters + observables)) and per-path scratch would not fit in
     memory; smaller ones run (scratch past ``STACK_SCRATCH_BYTES`` on the heap)."""
@@ -1719,7 +1739,7 @@ def check_scratch(sz, dtype):
     from ..api import _available_memory
 
     itemsize = np.dtype(dtype).itemsize
-    lanes = LANES[np.dtype(dtype).type]
+    lanes = lanes_for(model, dtype)
     per_thread = itemsize * (lanes * (sz.dim + sz.noise_dim + 8 + max(sz.n_params, 1)
                                       + sz.n_obs_slots) + sz.scratch_elements())
     total = per_thread * numba.get_num_threads()

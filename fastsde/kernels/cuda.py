@@ -972,10 +972,11 @@ def _hist_dispatcher(dtype):
 MAX_LOCAL_BYTES = 512 * 1024
 
 
-def check_scratch(sz, dtype):
+def check_scratch(sz, dtype, model=None):
     """Refuse, before compiling, a model whose per-thread scratch (``cuda.local.array``
     of the state, the stage slopes, the diffusion's out arrays, noise and observables)
-    exceeds a thread's local memory."""
+    exceeds a thread's local memory (``model``: the CPU backend's signature; one thread
+    runs one path here, whatever the model)."""
     need = sz.scratch_elements() * np.dtype(dtype).itemsize
     if need > MAX_LOCAL_BYTES:
         raise ValueError(
