@@ -1,5 +1,6 @@
 """The CPU kernel's lane-block drift: an MLP field, or a mixture's path too large to unroll,
-evaluated for 64 paths at once.
+evaluated for a block of paths at once (128 in float32, 64 in float64:
+``cpu.BLOCK_LANES``).
 
 Where a run passes one parameter row for every path, the CPU kernel evaluates an
 :class:`fastsde.MLPField`'s layers as matrix products over a block of lanes
@@ -192,3 +193,28 @@ def test_block_forward_pass_is_the_one_path_forward_pass(activation, math_source
         field.drift(t[lane], x[lane], field.params, one_path)
         np.testing.assert_array_equal(field_block[lane], one_path)
     np.testing.assert_allclose(field_block, field(x, t), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint32, np.int64])
+@pytest.mark.parametrize("zeroed", [True, False])
+def test_lane_arrays_start_on_a_vector_boundary(dtype, zeroed):
+    """The kernels' lane arrays start on a 64-byte boundary (Numba's own arrays start on a
+    32-byte one, and a 512-bit access from there touches two cache lines), whatever the
+    length, and are zero where asked."""
+    import numba
+
+    lane_array = cpu._lane_array(dtype, zeroed)
+
+    @numba.njit
+    def make(n):
+        a = lane_array(n)
+        for i in range(a.shape[0]):
+            a[i] += 1
+        return a, a.ctypes.data % cpu.LANE_ALIGN_BYTES
+
+    for n in (0, 1, 7, 64, 1000):
+        a, offset = make(n)
+        assert offset == 0, f"n={n}: data {offset} bytes past a 64-byte boundary"
+        assert a.shape == (n,) and a.dtype == dtype
+        if zeroed:
+            np.testing.assert_array_equal(a, np.ones(n, dtype))

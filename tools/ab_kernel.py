@@ -28,14 +28,15 @@ from revision import load_kernel_module  # noqa: E402
 
 
 def _accepting_current_arguments(module):
-    """``module`` with a ``get_kernel`` that drops the keyword arguments this checkout's
-    api passes and an older revision's does not take (``per_path_params``), so the two
-    kernels can be compared."""
+    """``module`` with a ``get_kernel`` and a ``check_scratch`` that drop the arguments
+    this checkout's api passes and an older revision's do not take (``per_path_params``;
+    check_scratch's ``model``), so the two kernels can be compared."""
     import inspect
     import types
 
     accepted = inspect.signature(module.get_kernel).parameters
-    if all(name in accepted for name in ("per_path_params",)):
+    n_scratch_args = len(inspect.signature(module.check_scratch).parameters)
+    if "per_path_params" in accepted and n_scratch_args >= 3:
         return module
     wrapper = types.ModuleType(module.__name__)
     wrapper.__dict__.update(module.__dict__)
@@ -43,7 +44,11 @@ def _accepting_current_arguments(module):
     def get_kernel(*args, **kwargs):
         return module.get_kernel(*args, **{k: v for k, v in kwargs.items()
                                            if k in accepted})
+
+    def check_scratch(*args):
+        return module.check_scratch(*args[:n_scratch_args])
     wrapper.get_kernel = get_kernel
+    wrapper.check_scratch = check_scratch
     return wrapper
 
 

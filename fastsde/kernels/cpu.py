@@ -655,6 +655,35 @@ def _scratch_allocator(shape, dtype, on_stack):
     return alloc
 
 
+#: Alignment of the kernel's lane arrays, in bytes: one 512-bit vector. Numba aligns an
+#: array's data to 32 bytes, so half of the arrays it allocates start mid-cache-line, and
+#: every 512-bit load and store of their lane loops then touches two lines.
+LANE_ALIGN_BYTES = 64
+_LANE_ARRAYS = {}
+
+
+def _lane_array(dtype, zeroed):
+    """``lane_array(n)``: a 1-D ``dtype`` array of n elements (zeros where ``zeroed``)
+    whose data starts on a :data:`LANE_ALIGN_BYTES` boundary (a view into a slightly
+    longer allocation). Compiled once per dtype and kind, a call that LLVM inlines."""
+    key = (np.dtype(dtype).name, zeroed)
+    if key not in _LANE_ARRAYS:
+        itemsize = np.dtype(dtype).itemsize
+        pad = LANE_ALIGN_BYTES // itemsize
+        if zeroed:
+            def lane_array(n):
+                buf = np.zeros(n + pad, dtype)
+                skip = (-buf.ctypes.data) % LANE_ALIGN_BYTES // itemsize
+                return buf[skip:skip + n]
+        else:
+            def lane_array(n):
+                buf = np.empty(n + pad, dtype)
+                skip = (-buf.ctypes.data) % LANE_ALIGN_BYTES // itemsize
+                return buf[skip:skip + n]
+        _LANE_ARRAYS[key] = njit(**_JIT)(lane_array)
+    return _LANE_ARRAYS[key]
+
+
 def scratch_on_stack(sz, dtype):
     """Whether the per-path scratch of a kernel of sizes ``sz`` goes on the stack."""
     return sz.scratch_elements() * np.dtype(dtype).itemsize <= STACK_SCRATCH_BYTES
@@ -932,6 +961,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
+    zeros, empty = _lane_array(dtype, True), _lane_array(dtype, False)
+    empty_words, empty_f64 = _lane_array(np.uint32, False), _lane_array(np.float64, False)
+    empty_masks = _lane_array(mask_int, False)
 
     def run_chunk(c, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
                   n_steps, save_steps, key0, key1, first_path, n_paths, chunk, antithetic,
@@ -953,17 +985,17 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         scale = sqrt_h if gaussian or two_point else dtype(math.sqrt(3.0 * h))
         # Component-major lane state and noise (element [j * lanes + l]), so that loops
         # over the lanes touch contiguous memory and vectorise.
-        X = np.zeros(dim * lanes, dtype)
-        Z = np.empty(4 * lanes, dtype)
-        W = np.empty(words_per_block * lanes, np.uint32)
-        DW = np.zeros(noise_dim * lanes, dtype)
-        Z2 = np.empty(4 * lanes if extra else 0, dtype)
-        DZ = np.zeros(noise_dim * lanes if extra else 0, dtype)
-        OBV = np.empty(n_obs_c * lanes, dtype)
-        HT = np.empty(lanes, np.float64)
+        X = zeros(dim * lanes)
+        Z = empty(4 * lanes)
+        W = empty_words(words_per_block * lanes)
+        DW = zeros(noise_dim * lanes)
+        Z2 = empty(4 * lanes if extra else 0)
+        DZ = zeros(noise_dim * lanes if extra else 0)
+        OBV = empty(n_obs_c * lanes)
+        HT = empty_f64(lanes)
         # Lane masks of the state's width (all bits set: the path still moves), so that
         # freezing a path is a bitwise blend that vectorises with the step.
-        live = np.empty(lanes, mask_int)
+        live = empty_masks(lanes)
         # Antithetic pairs: path 2m + 1 draws the normals of path 2m (its counter with the
         # low bit cleared), negated. The counter stays arithmetic in the lane index (a load
         # from an array would keep LLVM from vectorising the Philox loop).
@@ -996,7 +1028,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         # copied for every lane and chunk cost as much as the run itself where the
         # parameters are a network's weights (66,304 of them: 17 MB per chunk in float32).
         lane_params = reload_params or has_obs
-        P = np.zeros((n_params_c if lane_params else 1) * lanes, dtype)
+        P = zeros((n_params_c if lane_params else 1) * lanes)
         if not per_path_params:
             for j in range(n_params_model):
                 p[j] = params[0, j]
@@ -1006,11 +1038,11 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         if block_mode:
             # The replay buffer (_ReplayLayout) starts with the parameter row, which the
             # steps pass on as p; the block's activations go in S.
-            R = np.zeros(r_total, dtype)
+            R = zeros(r_total)
             for j in range(n_params_model):
                 R[j] = params[0, j]
             p_step = R[:n_params_model]
-            S = np.empty(block_scratch, dtype)
+            S = empty(block_scratch)
             # A row per path: the block reads the lanes' rows where the step reads its
             # own lane's, reloaded into p_step.
             p_block = P if per_path_params else p_step
@@ -1525,6 +1557,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
     alloc_g = _scratch_allocator(gshape, dtype, True)
     alloc_noise = _scratch_allocator((noise_dim,), dtype, True)
     alloc_params = _scratch_allocator((n_params,), dtype, True)
+    zeros, empty = _lane_array(dtype, True), _lane_array(dtype, False)
+    empty_words, empty_masks = _lane_array(np.uint32, False), _lane_array(mask_int, False)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     all_bits = ~np.uint64(0)
 
@@ -1563,19 +1597,19 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
         hf = dtype(h_f)
         hc = dtype(h_c)
         sqrt_hf = dtype(math.sqrt(h_f))
-        XF = np.empty(dim * lanes, dtype)
-        XC = np.empty(dim * lanes, dtype)
+        XF = empty(dim * lanes)
+        XC = empty(dim * lanes)
         # Running minima of the fine and coarse paths (n_run, lanes).
-        RF = np.empty(max(n_run, 1) * lanes, dtype)
-        RC = np.empty(max(n_run, 1) * lanes, dtype)
+        RF = empty(max(n_run, 1) * lanes)
+        RC = empty(max(n_run, 1) * lanes)
         xp = alloc_payoff_x()
-        DW = np.zeros(noise_dim * lanes, dtype)
-        DWC = np.zeros(noise_dim * lanes, dtype)
-        Z = np.empty(4 * lanes, dtype)
-        W = np.empty(words_per_block * lanes, np.uint32)
+        DW = zeros(noise_dim * lanes)
+        DWC = zeros(noise_dim * lanes)
+        Z = empty(4 * lanes)
+        W = empty_words(words_per_block * lanes)
         # Lane masks (all bits set: the path still moves) of the fine and coarse paths.
-        LF = np.empty(lanes, mask_int)
-        LC = np.empty(lanes, mask_int)
+        LF = empty_masks(lanes)
+        LC = empty_masks(lanes)
         x = alloc_state()
         x_new = alloc_state()
         f0 = alloc_state()
