@@ -138,6 +138,11 @@ F64_ROUND = 6755399441055744.0  # 1.5 * 2^52
 I64_ROUND_BITS = np.int64(0x4338000000000000)
 F64_EXP_MAX = 709.782712893384      # above: e^x overflows
 F64_EXP_MIN = -745.1332191019412    # below: e^x rounds to 0
+# exp_f64 clamps its argument to these instead: the core then overflows to inf itself
+# above F64_EXP_MAX (k = 1024, two factors of 2^512) and rounds to 0 below F64_EXP_MIN
+# (k = -1076, e^r < 1.5: below half the smallest subnormal).
+F64_EXP_HI = 710.0
+F64_EXP_LO = -746.0
 I64_ONE = np.int64(1)
 I64_52 = np.int64(52)
 I64_1023 = np.int64(1023)
@@ -368,11 +373,8 @@ def _exp_core_moderate_f64(x):
 def exp_f64(x):
     """e^x for float64 x (1 ulp; subnormal results round twice)."""
     xf = np.float64(x)
-    xc = select(xf > F64_EXP_MAX, F64_EXP_MAX, select(xf < F64_EXP_MIN, F64_EXP_MIN, xf))
-    value = _exp_core_f64(xc)
-    value = select(xf > F64_EXP_MAX, F64_INF, value)
-    value = select(xf < F64_EXP_MIN, 0.0, value)
-    return select(xf != xf, xf, value)
+    xc = select(xf > F64_EXP_HI, F64_EXP_HI, select(xf < F64_EXP_LO, F64_EXP_LO, xf))
+    return select(xf != xf, xf, _exp_core_f64(xc))
 
 
 def expm1_f64(x):
