@@ -76,6 +76,9 @@ path count.
     python bench/drifts.py --rows ou,heston --dtypes float32 --out -
     python bench/drifts.py --scale 0.05 --repeats 1      # a quick check of every row
     python bench/drifts.py --engines fastsde,numpy        # skip torch and jax
+    python bench/drifts.py --figure-from bench/results/drifts-2026-12-04b.md
+                                  # the figure of a results file (where the run's own
+                                  # environment had no matplotlib)
 
 Run it with an interpreter whose environment has torch and jax for those columns (they
 read "not installed" otherwise). NUMBA_CACHE_DIR keeps the compiled kernels between runs.
@@ -769,6 +772,31 @@ def fmt_count(value):
     return f"{value:.3g}".replace("e+0", "e") if value >= 10_000 else str(value)
 
 
+def read_results(path):
+    """(results, dtypes, engines) of a results table this script wrote: results maps
+    (row, dtype) to ({engine: path-steps/s or the cell's text}, ...), as in a run."""
+    results, dtypes, engines = {}, [], []
+    with open(path) as fh:
+        lines = [line.strip() for line in fh if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    columns = {e: header.index(e) for e in ENGINES if e in header}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name, dtype = cells[0], cells[1]
+        rates = {}
+        for engine, i in columns.items():
+            try:
+                rates[engine] = float(cells[i])
+            except ValueError:
+                rates[engine] = cells[i]
+        results[(name, dtype)] = (rates, {}, "")
+        dtypes += [dtype] if dtype not in dtypes else []
+    for engine in columns:
+        if any(isinstance(r[0].get(engine), float) for r in results.values()):
+            engines.append(engine)
+    return results, dtypes, engines
+
+
 def write_figure(results, dtypes, engines, path):
     """Grouped bars of path-steps/s per row (log scale), one bar per engine, one panel
     per dtype. Needs matplotlib; returns the path or None."""
@@ -777,6 +805,8 @@ def write_figure(results, dtypes, engines, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print(f"no figure: matplotlib is not installed here (python bench/drifts.py "
+              f"--figure-from {os.path.splitext(path)[0]}.md draws it where it is)")
         return None
     rows = list(dict.fromkeys(name for name, _ in results))
     fig, axes = plt.subplots(len(dtypes), 1, figsize=(max(8, 1.1 * len(rows) + 2),
@@ -818,7 +848,15 @@ def main(argv=None):
                         help="torch.set_num_threads (default: the CPU count)")
     parser.add_argument("--out", default=None, help="results file (default: "
                         "bench/results/drifts-<date>.md; '-' prints only)")
+    parser.add_argument("--figure-from", default=None, metavar="FILE.md",
+                        help="run nothing: draw the figure of this results file beside it")
     args = parser.parse_args(argv)
+    if args.figure_from:
+        png = write_figure(*read_results(args.figure_from),
+                           os.path.splitext(args.figure_from)[0] + ".png")
+        if png:
+            print(f"wrote {png}")
+        return
     wanted = args.rows.split(",")
     unknown = [r for r in wanted if r not in names]
     if unknown:
