@@ -659,29 +659,22 @@ def _scratch_allocator(shape, dtype, on_stack):
 #: array's data to 32 bytes, so half of the arrays it allocates start mid-cache-line, and
 #: every 512-bit load and store of their lane loops then touches two lines.
 LANE_ALIGN_BYTES = 64
-_LANE_ARRAYS = {}
 
 
-def _lane_array(dtype, zeroed):
-    """``lane_array(n)``: a 1-D ``dtype`` array of n elements (zeros where ``zeroed``)
-    whose data starts on a :data:`LANE_ALIGN_BYTES` boundary (a view into a slightly
-    longer allocation). Compiled once per dtype and kind, a call that LLVM inlines."""
-    key = (np.dtype(dtype).name, zeroed)
-    if key not in _LANE_ARRAYS:
-        itemsize = np.dtype(dtype).itemsize
-        pad = LANE_ALIGN_BYTES // itemsize
-        if zeroed:
-            def lane_array(n):
-                buf = np.zeros(n + pad, dtype)
-                skip = (-buf.ctypes.data) % LANE_ALIGN_BYTES // itemsize
-                return buf[skip:skip + n]
-        else:
-            def lane_array(n):
-                buf = np.empty(n + pad, dtype)
-                skip = (-buf.ctypes.data) % LANE_ALIGN_BYTES // itemsize
-                return buf[skip:skip + n]
-        _LANE_ARRAYS[key] = njit(**_JIT)(lane_array)
-    return _LANE_ARRAYS[key]
+def _lane_array_function(dtype):
+    """``lane_array(n)``: n zeros of ``dtype`` starting on a :data:`LANE_ALIGN_BYTES`
+    boundary (a view into a slightly longer allocation). Compiled once per dtype, then
+    loaded from the disk cache, and called (not inlined) by the kernels: each call site
+    then costs a model's kernel no typing of its own."""
+    itemsize = np.dtype(dtype).itemsize
+    pad = LANE_ALIGN_BYTES // itemsize
+
+    def lane_array(n):
+        buf = np.zeros(n + pad, dtype)
+        skip = (-buf.ctypes.data) % LANE_ALIGN_BYTES // itemsize
+        return buf[skip:skip + n]
+    return _shared_function(lane_array, ("lane_array", np.dtype(dtype).name,
+                                         LANE_ALIGN_BYTES), **_JIT)
 
 
 def scratch_on_stack(sz, dtype):
@@ -961,9 +954,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
-    zeros, empty = _lane_array(dtype, True), _lane_array(dtype, False)
-    empty_words, empty_f64 = _lane_array(np.uint32, False), _lane_array(np.float64, False)
-    empty_masks = _lane_array(mask_int, False)
+    lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
+    lane_masks, lane_times = _lane_array_function(mask_int), _lane_array_function(np.float64)
 
     def run_chunk(c, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
                   n_steps, save_steps, key0, key1, first_path, n_paths, chunk, antithetic,
@@ -985,17 +977,17 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         scale = sqrt_h if gaussian or two_point else dtype(math.sqrt(3.0 * h))
         # Component-major lane state and noise (element [j * lanes + l]), so that loops
         # over the lanes touch contiguous memory and vectorise.
-        X = zeros(dim * lanes)
-        Z = empty(4 * lanes)
-        W = empty_words(words_per_block * lanes)
-        DW = zeros(noise_dim * lanes)
-        Z2 = empty(4 * lanes if extra else 0)
-        DZ = zeros(noise_dim * lanes if extra else 0)
-        OBV = empty(n_obs_c * lanes)
-        HT = empty_f64(lanes)
+        X = lane_floats(dim * lanes)
+        Z = lane_floats(4 * lanes)
+        W = lane_words(words_per_block * lanes)
+        DW = lane_floats(noise_dim * lanes)
+        Z2 = lane_floats(4 * lanes if extra else 0)
+        DZ = lane_floats(noise_dim * lanes if extra else 0)
+        OBV = lane_floats(n_obs_c * lanes)
+        HT = lane_times(lanes)
         # Lane masks of the state's width (all bits set: the path still moves), so that
         # freezing a path is a bitwise blend that vectorises with the step.
-        live = empty_masks(lanes)
+        live = lane_masks(lanes)
         # Antithetic pairs: path 2m + 1 draws the normals of path 2m (its counter with the
         # low bit cleared), negated. The counter stays arithmetic in the lane index (a load
         # from an array would keep LLVM from vectorising the Philox loop).
@@ -1028,7 +1020,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         # copied for every lane and chunk cost as much as the run itself where the
         # parameters are a network's weights (66,304 of them: 17 MB per chunk in float32).
         lane_params = reload_params or has_obs
-        P = zeros((n_params_c if lane_params else 1) * lanes)
+        P = lane_floats((n_params_c if lane_params else 1) * lanes)
         if not per_path_params:
             for j in range(n_params_model):
                 p[j] = params[0, j]
@@ -1038,11 +1030,11 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         if block_mode:
             # The replay buffer (_ReplayLayout) starts with the parameter row, which the
             # steps pass on as p; the block's activations go in S.
-            R = zeros(r_total)
+            R = lane_floats(r_total)
             for j in range(n_params_model):
                 R[j] = params[0, j]
             p_step = R[:n_params_model]
-            S = empty(block_scratch)
+            S = lane_floats(block_scratch)
             # A row per path: the block reads the lanes' rows where the step reads its
             # own lane's, reloaded into p_step.
             p_block = P if per_path_params else p_step
@@ -1557,8 +1549,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
     alloc_g = _scratch_allocator(gshape, dtype, True)
     alloc_noise = _scratch_allocator((noise_dim,), dtype, True)
     alloc_params = _scratch_allocator((n_params,), dtype, True)
-    zeros, empty = _lane_array(dtype, True), _lane_array(dtype, False)
-    empty_words, empty_masks = _lane_array(np.uint32, False), _lane_array(mask_int, False)
+    lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
+    lane_masks = _lane_array_function(mask_int)
     stream_inc = np.uint64(philox.STREAM_INCREMENTS)
     all_bits = ~np.uint64(0)
 
@@ -1597,19 +1589,19 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
         hf = dtype(h_f)
         hc = dtype(h_c)
         sqrt_hf = dtype(math.sqrt(h_f))
-        XF = empty(dim * lanes)
-        XC = empty(dim * lanes)
+        XF = lane_floats(dim * lanes)
+        XC = lane_floats(dim * lanes)
         # Running minima of the fine and coarse paths (n_run, lanes).
-        RF = empty(max(n_run, 1) * lanes)
-        RC = empty(max(n_run, 1) * lanes)
+        RF = lane_floats(max(n_run, 1) * lanes)
+        RC = lane_floats(max(n_run, 1) * lanes)
         xp = alloc_payoff_x()
-        DW = zeros(noise_dim * lanes)
-        DWC = zeros(noise_dim * lanes)
-        Z = empty(4 * lanes)
-        W = empty_words(words_per_block * lanes)
+        DW = lane_floats(noise_dim * lanes)
+        DWC = lane_floats(noise_dim * lanes)
+        Z = lane_floats(4 * lanes)
+        W = lane_words(words_per_block * lanes)
         # Lane masks (all bits set: the path still moves) of the fine and coarse paths.
-        LF = empty_masks(lanes)
-        LC = empty_masks(lanes)
+        LF = lane_masks(lanes)
+        LC = lane_masks(lanes)
         x = alloc_state()
         x_new = alloc_state()
         f0 = alloc_state()
