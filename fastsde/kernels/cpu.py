@@ -60,6 +60,8 @@ def lanes_for(model, dtype):
     depend on it)."""
     table = BLOCK_LANES if model.lane_block is not None else LANES
     return table[np.dtype(dtype).type]
+
+
 #: Parameter counts up to which the step copies a lane's parameters at every step
 #: unconditionally (run_chunk); above, a shared row is loaded once per chunk.
 COPY_PARAMS_MAX = 64
