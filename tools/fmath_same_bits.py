@@ -1,6 +1,7 @@
 """Whether a change to fastsde/kernels/fmath.py kept a function's bits: the function of a
-git revision against the working tree's, both compiled for the CPU as the kernels compile
-them, on every float32 input or, for float64, on dense sweeps.
+git revision (or of a file: tools/revision.py loads it) against the working tree's, both
+compiled for the CPU as the kernels compile them, on every float32 input or, for float64,
+on dense sweeps.
 
     python tools/fmath_same_bits.py REV exp_f64 [exp_f32 ...]
 
@@ -14,33 +15,18 @@ of them) and exits 1 if any differ.
 """
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 from numba import njit, prange
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 from fastsde.kernels import bits, fmath  # noqa: E402
 from fastsde.kernels.target import compile_functions  # noqa: E402
-
-
-def load_revision(rev):
-    """fmath.py as it is at git revision ``rev``, imported as a module of the package."""
-    source = subprocess.run(["git", "show", f"{rev}:fastsde/kernels/fmath.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(), "fmath_rev.py")
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("fastsde.kernels.fmath_rev", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from revision import load_kernel_module  # noqa: E402
 
 
 def runner(module, name):
@@ -101,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--around", default=None, help="comma list of float64 boundary "
                     "constants (default: F64_EXP_MAX, F64_EXP_MIN, F64_EXP_HI, F64_EXP_LO)")
     args = ap.parse_args(argv)
-    before = load_revision(args.rev)
+    before = load_kernel_module(args.rev, "fmath")
     if args.around:
         around = [float(v) for v in args.around.split(",")]
     else:

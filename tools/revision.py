@@ -1,5 +1,5 @@
 """Load a module of ``fastsde/kernels`` as it is at another git revision, beside this
-checkout's, for the side-by-side tools (ab_normals.py, ab_kernel.py)."""
+checkout's, for the side-by-side tools (ab_normals.py, ab_kernel.py, fmath_same_bits.py)."""
 
 import importlib.util
 import os
