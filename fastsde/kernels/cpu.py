@@ -73,6 +73,11 @@ VECTOR_BITS = 512
 #: Kernels use numpy's error model: a division by zero gives inf/nan (counted as a
 #: non-finite path) instead of raising, which would also stop LLVM from vectorising.
 _JIT = dict(error_model="numpy")
+#: The compiled pieces that only other compiled code calls (by symbol or by address):
+#: Numba's wrappers for calls from Python (its CPython and C entry points) would be
+#: built, optimised and compiled for nothing, ~0.15 s of every new model's kernel.
+_WRAPPERLESS = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+_PIECE = dict(_JIT, **_WRAPPERLESS)
 NOISE_FUNCTIONS = ("noise_diagonal", "noise_scalar", "noise_general")
 INCREMENT_FUNCTIONS = ("increment_diagonal", "increment_scalar", "column_diagonal",
                        "column_scalar", "column_general")
@@ -182,7 +187,7 @@ def _make_fill_normals(dtype, lanes, first_pair_only=False):
     # inlining, as a function, OU float32 ran at 89% of the inlined kernel's path-steps/s
     # (2.62e9 against 2.93e9, tools/ab_kernel.py against a520347, same final states).
     return _shared_function(fill_normals, ("fill_normals", np.dtype(dtype).name, lanes,
-                                           VECTOR_BITS, first_pair_only), **_JIT)
+                                           VECTOR_BITS, first_pair_only), **_PIECE)
 
 
 def _make_fill_discrete(dtype, lanes, increments):
@@ -216,7 +221,8 @@ def _make_fill_discrete(dtype, lanes, increments):
                     Z[r * lanes + l] = dtype(_three_point_sign(np.uint64(W[r * lanes + l])))
 
     return _shared_function(fill_discrete, ("fill_discrete", increments,
-                                            np.dtype(dtype).name, lanes, VECTOR_BITS), **_JIT)
+                                            np.dtype(dtype).name, lanes, VECTOR_BITS),
+                            **_PIECE)
 
 
 def _normal_block_dispatcher(dtype):
@@ -412,6 +418,9 @@ def _enable_disk_cache(dispatcher, fingerprint):
 
 
 _SHARED = {}
+#: Held while a shared function's signatures are compiled and its compiling disabled
+#: (the launchers, the lane arrays): threads may build kernels at once.
+_LAUNCHER_LOCK = threading.Lock()
 
 
 def _shared_function(fn, key, role="", **options):
@@ -619,7 +628,7 @@ def _inlined_by_llvm(fn, name, jit, options):
         _inline_into_callers()
         fn(t, x, p, out)
     call.__name__ = call.__qualname__ = name
-    return jit(**options)(call)
+    return jit(**_WRAPPERLESS, **options)(call)
 
 
 def build_step(model, method, dtype, jit, **options):
@@ -675,8 +684,17 @@ def _lane_array_function(dtype):
         buf = np.zeros(n + pad, dtype)
         skip = (-buf.ctypes.data) % LANE_ALIGN_BYTES // itemsize
         return buf[skip:skip + n]
-    return _shared_function(lane_array, ("lane_array", np.dtype(dtype).name,
-                                         LANE_ALIGN_BYTES), **_JIT)
+    function = _shared_function(lane_array, ("lane_array", np.dtype(dtype).name,
+                                             LANE_ALIGN_BYTES), **_PIECE)
+    # For int64 alone: a kernel passes sizes that are compile-time constants, and Numba
+    # would compile (and cache) one specialisation per literal value, 0.05-0.2 s each for
+    # every new model; with compiling disabled they convert to int64.
+    with _LAUNCHER_LOCK:
+        if (types.int64,) not in function.overloads:
+            function.disable_compile(False)
+            function.compile((types.int64,))
+        function.disable_compile()
+    return function
 
 
 def scratch_on_stack(sz, dtype):
@@ -772,7 +790,7 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
 
     return _shared_function(save_block, (
         "save_block", dim, np.dtype(dtype).name, lanes, n_params_model, on_stack,
-        montecarlo.fingerprint(obs, None), debug), **options)
+        montecarlo.fingerprint(obs, None), debug), **_WRAPPERLESS, **options)
 
 
 class _ReplayLayout:
@@ -872,7 +890,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
 
         block_field = _shared_function(block_field, (
             "block_field", model.fingerprint, np.dtype(dtype).name, lanes, VECTOR_BITS,
-            sz.n_params if per_path_params else None, debug), **options)
+            sz.n_params if per_path_params else None, debug), **_WRAPPERLESS, **options)
         drift = njit(inline="always", **options)(_make_replay_drift(dim, lanes, replay))
     else:
         block_field, block_scratch = None, 1
@@ -1218,7 +1236,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
         np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
         montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
-        block_mode), **options)
+        block_mode), **_WRAPPERLESS, **options)
     dispatcher.lane_block = block_mode
     return dispatcher
 
@@ -1240,9 +1258,6 @@ def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, 
                                  paths_out, hit_out, st_count, st_mean, st_m2, ob_count,
                                  ob_mean, ob_m2, hit_count, hit_mean, hit_m2, hist,
                                  hist_edges, nonfinite), None)
-
-
-_LAUNCHER_LOCK = threading.Lock()
 
 
 def _shared_launcher(launch_fn, key, parallel, full_sig):
@@ -1709,7 +1724,7 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
     return _shared_function(mlmc_chunk, (
         "mlmc_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
         montecarlo.fingerprint((("payoff", payoff),), stop), np.dtype(dtype).name, lanes,
-        VECTOR_BITS, n_params, tuple(running)), **_JIT)
+        VECTOR_BITS, n_params, tuple(running)), **_PIECE)
 
 
 class MlmcKernel:

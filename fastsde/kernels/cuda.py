@@ -288,6 +288,21 @@ def device_functions(fastmath, cc=None):
     return _DEVICE_NAMESPACES[key]
 
 
+_DEVICE_PIECES = {}
+
+
+def _device_piece(key, fastmath, cc, make):
+    """The device function ``device_jit(fastmath)(make())``, one per (``key``,
+    fastmath, cc) per process: the pieces of a kernel that do not depend on the model
+    (the noise fill, the initial normals, the lane select, the default stopping function)
+    are typed once, not again for every kernel, as the RNG's are
+    (:func:`device_functions`)."""
+    full_key = (key, bool(fastmath), None if cc is None else tuple(cc))
+    if full_key not in _DEVICE_PIECES:
+        _DEVICE_PIECES[full_key] = device_jit(fastmath)(make())
+    return _DEVICE_PIECES[full_key]
+
+
 def compile_user_functions(model, fastmath, dtype=None):
     """The model's drift and diffusion (or None) as CUDA device functions; with
     ``dtype``, each called with its ``out`` cleared first (``steps.out_cleared``)."""
@@ -406,6 +421,27 @@ def _make_fill_noise(noise_dim, normal_block, lane_select, increments="gaussian"
          "to_float": dtype}, "fill_noise")
 
 
+def _fill_noise_function(noise_dim, increments, extra, dtype, fastmath, cc):
+    """:func:`_make_fill_noise` compiled, one per configuration (:func:`_device_piece`)."""
+    def make():
+        rng, _ = device_functions(fastmath, cc=cc)
+        lane_select = _device_piece(("lane_select",), False, cc, lambda: _lane_select)
+        normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
+        return _make_fill_noise(noise_dim, normal_block, lane_select, increments, extra,
+                                rng.block_words, rng.two_point_sign, rng.three_point_sign,
+                                dtype)
+    return _device_piece(("fill_noise", noise_dim, increments, bool(extra),
+                          np.dtype(dtype).name), fastmath, cc, make)
+
+
+def _stop_function(stop, fastmath, cc):
+    """The stopping function as a device function; :func:`montecarlo.never_stop`, a
+    run's without ``stop_when``, is shared by every kernel (:func:`_device_piece`)."""
+    if stop is not None:
+        return device_jit(fastmath)(stop)
+    return _device_piece(("never_stop",), fastmath, cc, lambda: montecarlo.never_stop)
+
+
 def _make_init_normal(dim, normal_block, lane_select):
     """``x[j] = mean[j] + std[j] * z_j`` (``-z_j`` on the odd path of an antithetic pair)
     for j < dim, with ``z_j`` normal j of the path's initial-state stream (blocks of four).
@@ -435,7 +471,7 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, cc=None, o
     """
     rng, noise_ns = device_functions(fastmath, cc=cc)
     observe = montecarlo.make_observe(obs, device_jit(fastmath))
-    stop_fn = device_jit(fastmath)(stop if stop is not None else montecarlo.never_stop)
+    stop_fn = _stop_function(stop, fastmath, cc)
     has_stop = stop is not None
     n_obs = len(obs)
     n_obs_c = max(n_obs, 1)
@@ -447,23 +483,23 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, cc=None, o
         step = device_jit(fastmath)(_make_rng_only_step(model.dim, max(model.noise_dim, 1)))
     else:
         step = build_step(model, method, dtype, fastmath, noise_ns)
-    lane_select = device_jit(False)(_lane_select)
+    lane_select = _device_piece(("lane_select",), False, cc, lambda: _lane_select)
     normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
     if rng_only:
         increments = "gaussian"
     extra = not rng_only and model.kind == "sde" and method.draws_extra(
         increments, max(model.noise_dim, 1))
     discrete = increments != "gaussian"
-    fill_noise = device_jit(fastmath)(_make_fill_noise(
-        max(model.noise_dim, 1), normal_block, lane_select, increments, extra,
-        rng.block_words, rng.two_point_sign, rng.three_point_sign, dtype))
+    fill_noise = _fill_noise_function(max(model.noise_dim, 1), increments, extra, dtype,
+                                      fastmath, cc)
     # What (z0, z1, z2, z3) hold between steps: normals, or Philox words.
     z_start = np.uint64(0) if discrete else dtype(0.0)
     e_start = dtype(0.0)
     # sqrt(3 h) for three-point increments, as the CPU driver computes it.
     scale_squared = 3.0 if increments == "three_point" else 1.0
-    init_normal = device_jit(fastmath)(_make_init_normal(model.dim, normal_block,
-                                                         lane_select))
+    init_normal = _device_piece(
+        ("init_normal", model.dim, np.dtype(dtype).name), fastmath, cc,
+        lambda: _make_init_normal(model.dim, normal_block, lane_select))
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
     has_noise = model.kind == "sde" or rng_only
@@ -1123,14 +1159,10 @@ def _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk, runni
     step = build_step(model, method, dtype, fastmath, noise_ns)
     pay = jit(payoff)
     has_stop = stop is not None
-    stop_fn = jit(stop if has_stop else montecarlo.never_stop)
-    moments = jit(levels.pair_moments)
-    lane_select = device_jit(False)(_lane_select)
-    normal_block = rng.normal_block_f32 if dtype == np.float32 else rng.normal_block_f64
+    stop_fn = _stop_function(stop, fastmath, cc)
+    moments = _device_piece(("pair_moments",), fastmath, cc, lambda: levels.pair_moments)
     noise_dim = max(model.noise_dim, 1)
-    fill_noise = jit(_make_fill_noise(noise_dim, normal_block, lane_select, "gaussian",
-                                      False, rng.block_words, rng.two_point_sign,
-                                      rng.three_point_sign, dtype))
+    fill_noise = _fill_noise_function(noise_dim, "gaussian", False, dtype, fastmath, cc)
     dim = model.dim
     gshape = model.diffusion_shape
     nb_dtype = numba.from_dtype(np.dtype(dtype))
