@@ -111,7 +111,8 @@ def two_processes():
 def test_the_first_kernel_compiles_the_shared_pieces_once(two_processes):
     first, _ = two_processes
     names = first["first"]["compiled"]
-    for piece in ("run_chunk", "save_block", "fill_normals", "_launch_parallel"):
+    for piece in ("run_chunk", "save_block", "block_start", "block_finish", "fill_normals",
+                  "_launch_parallel"):
         assert names.count(piece) == 1, f"{piece} compiled {names.count(piece)} times: {names}"
     # fs.Normal initial states are not asked for: their normals are not compiled.
     assert "normal_block" not in names, names
@@ -126,8 +127,10 @@ def test_normal_initial_states_compile_only_their_normals(two_processes):
 
 @pytest.mark.parametrize("step", ["other_method", "other_model"])
 def test_a_new_method_or_model_compiles_only_its_chunk_function(two_processes, step):
-    """Euler-Maruyama -> Heun on the same model, or a new drift: the RNG's lane loops, the
-    save point and the launcher are the first kernel's; only run_chunk compiles, and for
+    """Euler-Maruyama -> Heun on the same model, or a new drift of the same width: the RNG's
+    lane loops, the save point, the block's start and finish (initial states, parameter
+    rows, final states and hitting times) and the launcher are the first kernel's; only
+    run_chunk compiles, and for
     a new model its drift and diffusion (compiled once per model and dtype, which every
     kernel of the model then inlines)."""
     first, _ = two_processes

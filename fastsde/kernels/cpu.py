@@ -793,6 +793,89 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
         montecarlo.fingerprint(obs, None), debug), **_WRAPPERLESS, **options)
 
 
+def _make_block_ends(dim, dtype, lanes, n_params_model, debug):
+    """``(block_start, block_finish)``: what a kernel does before and after the steps of a
+    block of lanes.
+
+    ``block_start`` loads the block's initial states into the lane state ``X`` (a shared
+    row, a row per path, or normals drawn by the function at ``normal_address``), the
+    lanes' parameter rows into ``P`` (with a row per path), and clears the hitting times
+    ``HT`` and the lane masks ``live`` (lanes past the chunk's end run on zeros, never
+    written out). ``block_finish`` writes the final states and hitting times out, adds
+    the hitting times to their statistics and returns the number of paths whose final
+    state is not finite.
+
+    They depend on the state's width, the dtype, the lanes and the parameter width, not
+    on the model's functions or the method: compiled once per process, then loaded from
+    the disk cache, and called once per block (a new model's kernel then compiles only
+    its own steps).
+    """
+    options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
+    mask_int = np.int32 if dtype == np.float32 else np.int64
+    LIVE = mask_int(-1)
+    DEAD = mask_int(0)
+    stream_init = np.uint64(philox.STREAM_INITIAL)
+    # The result type of the initial-state normals, called by address (see CpuKernel).
+    normals4 = (dtype(0.0),) * 4
+    welford = _welford
+
+    def block_start(X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
+                    per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address,
+                    key0, key1, params):
+        for l in range(lanes):
+            path = path0 + np.uint64(l)
+            odd = antithetic != 0 and (path & np.uint64(1)) != 0
+            HT[l] = np.inf
+            # Lanes past the chunk's end run on zeros and are never written out.
+            live[l] = LIVE if l < n_live else DEAD
+            if per_path_params:
+                prow = min(b0 + l, n_paths - 1)
+                for j in range(n_params_model):
+                    P[j * lanes + l] = params[prow, j]
+            if l >= n_live:
+                for j in range(dim):
+                    X[j * lanes + l] = dtype(0.0)
+            elif x0_mode == X0_NORMAL:
+                z0 = z1 = z2 = z3 = dtype(0.0)
+                for j in range(dim):
+                    if j % 4 == 0:
+                        # Exactly the argument types it is compiled for (uint64 x 5).
+                        z0, z1, z2, z3 = _call_address(
+                            normal_address, (np.uint64(key0), np.uint64(key1),
+                                             np.uint64(j // 4), np.uint64(stream_init),
+                                             np.uint64(path & pair_bits)), normals4)
+                    r = j % 4
+                    z = z0 if r == 0 else (z1 if r == 1 else (z2 if r == 2 else z3))
+                    X[j * lanes + l] = x0_mean[j] + x0_std[j] * (-z if odd else z)
+            else:
+                row = b0 + l if x0_mode == X0_PER_PATH else 0
+                for j in range(dim):
+                    X[j * lanes + l] = x0_rows[row, j]
+
+    def block_finish(X, HT, x_out, hit_out, hit_count, hit_mean, hit_m2, b0, n_live, c,
+                     keep_x, keep_hits, hit_stats):
+        bad = 0
+        for l in range(n_live):
+            finite = True
+            for j in range(dim):
+                v = X[j * lanes + l]
+                if keep_x:
+                    x_out[b0 + l, j] = v
+                finite = finite and math.isfinite(v)
+            if not finite:
+                bad += 1
+            if keep_hits:
+                hit_out[b0 + l] = HT[l]
+            if hit_stats and HT[l] < np.inf:
+                welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
+        return bad
+
+    key = (dim, np.dtype(dtype).name, lanes, n_params_model, debug)
+    return (_shared_function(block_start, ("block_start",) + key, **_WRAPPERLESS, **options),
+            _shared_function(block_finish, ("block_finish",) + key, **_WRAPPERLESS,
+                             **options))
+
+
 class _ReplayLayout:
     """Where the lane-block replay keeps its numbers, in one array of the run's dtype.
 
@@ -930,8 +1013,6 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     n_obs = len(obs)
     n_obs_c = max(n_obs, 1)
     has_obs = n_obs > 0
-    # The result type of the initial-state normals, called by address (see CpuKernel).
-    normals4 = (dtype(0.0),) * 4
     fill_normals = _make_fill_normals(dtype, lanes)
     fill_increments = fill_normals if gaussian else _make_fill_discrete(dtype, lanes,
                                                                         increments)
@@ -944,10 +1025,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                                          np.uint64(r & 31)))
         return Z[r * lanes + l]
     words_per_block = 4 if dtype == np.float32 else 8
-    welford = _welford
     on_stack = scratch_on_stack(sz, dtype)
     alloc_g = _scratch_allocator(gshape, dtype, on_stack)
-    stream_init = np.uint64(philox.STREAM_INITIAL)
     # The width of the parameter rows passed: sizes the per-lane buffer and the copy p
     # that user functions read (a model declared without params may be given some).
     n_params_model = sz.n_params
@@ -968,12 +1047,12 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     alloc_params = _scratch_allocator((n_params_model,), dtype, on_stack)
     pair_mask = ~np.uint64(1)
     mask_int = np.int32 if dtype == np.float32 else np.int64
-    LIVE = mask_int(-1)
     DEAD = mask_int(0)
     blend = _blend_f32 if dtype == np.float32 else _blend_f64
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
+    block_start, block_finish = _make_block_ends(dim, dtype, lanes, n_params_model, debug)
     lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
     lane_masks, lane_times = _lane_array_function(mask_int), _lane_array_function(np.float64)
 
@@ -1067,35 +1146,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         for b0 in range(start, stop, lanes):
             n_live = min(lanes, stop - b0)
             path0 = first_path + np.uint64(b0)
-            for l in range(lanes):
-                path = path0 + np.uint64(l)
-                odd = antithetic != 0 and (path & np.uint64(1)) != 0
-                HT[l] = np.inf
-                # Lanes past the chunk's end run on zeros and are never written out.
-                live[l] = LIVE if l < n_live else DEAD
-                if per_path_params:
-                    prow = min(b0 + l, n_paths - 1)
-                    for j in range(n_params_model):
-                        P[j * lanes + l] = params[prow, j]
-                if l >= n_live:
-                    for j in range(dim):
-                        X[j * lanes + l] = dtype(0.0)
-                elif x0_mode == X0_NORMAL:
-                    z0 = z1 = z2 = z3 = dtype(0.0)
-                    for j in range(dim):
-                        if j % 4 == 0:
-                            # Exactly the argument types it is compiled for (uint64 x 5).
-                            z0, z1, z2, z3 = _call_address(
-                                normal_address, (np.uint64(key0), np.uint64(key1),
-                                                 np.uint64(j // 4), np.uint64(stream_init),
-                                                 np.uint64(path & pair_bits)), normals4)
-                        r = j % 4
-                        z = z0 if r == 0 else (z1 if r == 1 else (z2 if r == 2 else z3))
-                        X[j * lanes + l] = x0_mean[j] + x0_std[j] * (-z if odd else z)
-                else:
-                    row = b0 + l if x0_mode == X0_PER_PATH else 0
-                    for j in range(dim):
-                        X[j * lanes + l] = x0_rows[row, j]
+            block_start(X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
+                        per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address,
+                        key0, key1, params)
             if has_stop:
                 # A path that starts in the stopping region stops at t0.
                 for l in range(n_live):
@@ -1217,19 +1270,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                                paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
                                ob_m2, hist, hist_edges)
                     s += 1
-            for l in range(n_live):
-                finite = True
-                for j in range(dim):
-                    v = X[j * lanes + l]
-                    if keep_x:
-                        x_out[b0 + l, j] = v
-                    finite = finite and math.isfinite(v)
-                if not finite:
-                    bad += 1
-                if keep_hits:
-                    hit_out[b0 + l] = HT[l]
-                if hit_stats and HT[l] < np.inf:
-                    welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
+            bad += block_finish(X, HT, x_out, hit_out, hit_count, hit_mean, hit_m2, b0,
+                                n_live, c, keep_x, keep_hits, hit_stats)
         nonfinite[c] = bad
 
     dispatcher = _shared_function(run_chunk, (
