@@ -256,23 +256,6 @@ def _normal_block_address(dtype):
 
 
 @intrinsic
-def _stack_pointer(typingctx, size, dtype):
-    """Pointer to ``size`` elements of ``dtype`` on the stack (an ``alloca`` in the entry
-    block of the compiled function); ``size`` must be a compile-time constant."""
-    if not isinstance(size, types.IntegerLiteral):
-        raise errors.RequireLiteralValue(size)
-    if not isinstance(dtype, (types.DType, types.NumberClass)):
-        return None
-    elem = dtype.dtype
-    n = size.literal_value
-
-    def codegen(context, builder, sig, args):
-        return cgutils.alloca_once(builder, context.get_value_type(elem), size=n)
-
-    return types.CPointer(elem)(size, dtype), codegen
-
-
-@intrinsic
 def _widened(typingctx, array, length):
     """The 1-D array ``array`` seen with ``length`` elements (the same data pointer).
 
@@ -643,27 +626,47 @@ def build_step(model, method, dtype, jit, **options):
 def _scratch_allocator(shape, dtype, on_stack):
     """``alloc()``: a per-path scratch array of the compile-time ``shape`` (1-D or 2-D):
     on the stack (``on_stack``: no heap, no reference count, and after inlining LLVM keeps
-    its elements in registers) or on the heap (a state too large for a thread's stack)."""
-    shape = tuple(int(n) for n in shape)
-    # One element at least: an alloca of none is not a pointer LLVM promises anything for.
-    size = max(int(np.prod(shape)), 1)
-    if on_stack and len(shape) == 1:
-        # The length as an int, not a 1-tuple: with the tuple the OU float32 kernel ran
-        # 12% slower (tools/ab_kernel.py).
-        length = shape[0]
+    its elements in registers) or on the heap (a state too large for a thread's stack).
 
-        @njit(inline="always")
-        def alloc():
-            return numba.carray(_stack_pointer(size, dtype), length)
-    elif on_stack:
-        @njit(inline="always")
-        def alloc():
-            return numba.carray(_stack_pointer(size, dtype), shape)
+    The stack form is an intrinsic that emits the array itself (an ``alloca`` in the
+    entry block, constant shape and strides): as a function inlined by Numba around
+    ``numba.carray`` it was copied, typed and linked again at each of a kernel's 16
+    scratch arrays."""
+    shape = tuple(int(n) for n in shape)
+    if on_stack:
+        array_type = types.Array(numba.from_dtype(np.dtype(dtype)), len(shape), "C")
+
+        @intrinsic
+        def alloc(typingctx):
+            def codegen(context, builder, sig, args):
+                return _stack_array(context, builder, array_type, shape)
+            return array_type(), codegen
     else:
         @njit(inline="always")
         def alloc():
             return np.empty(shape, dtype)
     return alloc
+
+
+def _stack_array(context, builder, array_type, shape):
+    """Code for a C-contiguous array of ``array_type`` and the constant ``shape`` whose
+    data is an ``alloca`` in the entry block (no meminfo: it lives as long as the
+    function's frame)."""
+    element = array_type.dtype
+    # One element at least: an alloca of none is not a pointer LLVM promises anything for.
+    size = max(int(np.prod(shape)), 1)
+    data = cgutils.alloca_once(builder, context.get_value_type(element), size=size)
+    itemsize = context.get_abi_sizeof(context.get_data_type(element))
+    strides = [itemsize * int(np.prod(shape[i + 1:])) for i in range(len(shape))]
+    array = context.make_array(array_type)(context, builder)
+    context.populate_array(
+        array, data=data,
+        shape=cgutils.pack_array(builder, [context.get_constant(types.intp, n)
+                                           for n in shape]),
+        strides=cgutils.pack_array(builder, [context.get_constant(types.intp, n)
+                                             for n in strides]),
+        itemsize=context.get_constant(types.intp, itemsize), meminfo=None)
+    return array._getvalue()
 
 
 #: Alignment of the kernel's lane arrays, in bytes: one 512-bit vector. Numba aligns an
