@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import types
 
@@ -234,6 +235,46 @@ def test_internals_check_names_the_missing_internal(monkeypatch):
 
 
 @needs_backend
+def test_internals_check_reports_a_module_that_breaks_on_import(monkeypatch, tmp_path):
+    """numba-cuda 0.30.4 under numpy 2.5 stops importing numba.cuda.cudaimpl with an
+    AttributeError (np.row_stack); the check turns any such failure into an ImportError
+    naming the module, the error and both versions, which cuda_available reports."""
+    (tmp_path / "fastsde_broken_module.py").write_text(
+        "raise AttributeError(\"module 'numpy' has no attribute 'row_stack'\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError) as err:
+        KC.check_numba_cuda_internals((("fastsde_broken_module", "x", "a test"),))
+    text = str(err.value)
+    assert "fastsde_broken_module" in text and "row_stack" in text, text
+    assert KC.numba_cuda_version() in text and np.__version__ in text, text
+    assert KC.NUMPY_SUPPORTED_WITH_CUDA in text, text
+
+
+def test_cuda_available_reports_a_backend_that_breaks_on_import(monkeypatch):
+    """Any exception from importing the backend is a reason, not a crash of
+    device="auto"."""
+    import builtins
+
+    import fastsde.kernels as kernels
+    from fastsde import api
+
+    real_import = builtins.__import__
+
+    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 1 and fromlist and "cuda" in fromlist and name == "":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(kernels, "cuda", None, raising=False)
+    monkeypatch.delitem(sys.modules, "fastsde.kernels.cuda", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    ok, why = kernels.cuda_available()
+    assert not ok and "AttributeError" in why and "row_stack" in why, why
+    monkeypatch.setattr(kernels, "cuda_driver_absent", lambda: False)
+    assert api._resolve_device("auto") == "cpu"
+
+
+@needs_backend
 def test_internals_check_requires_the_lto_option(monkeypatch):
     from numba import cuda
 
@@ -250,7 +291,8 @@ def test_pyproject_pins_the_supported_range():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "pyproject.toml")) as f:
         text = f.read()
-    assert text.count(f'"numba-cuda[cu12]{KC.NUMBA_CUDA_SUPPORTED}"') == 2
+    assert text.count(f'"numba-cuda[cu12]{KC.NUMBA_CUDA_SUPPORTED}", '
+                      f'"numpy{KC.NUMPY_SUPPORTED_WITH_CUDA}"') == 2
     from packaging.specifiers import SpecifierSet
 
     assert KC.numba_cuda_version() in SpecifierSet(KC.NUMBA_CUDA_SUPPORTED)

@@ -68,8 +68,9 @@ def cuda_available():
                        f"target was found); {CUDA_INSTALL_HINT}")
     try:
         from . import cuda as _backend
-    except ImportError as exc:
-        return False, f"the fastsde CUDA backend cannot be imported ({exc})"
+    except Exception as exc:  # noqa: BLE001 - numba-cuda's modules can fail in any way
+        return False, (f"the fastsde CUDA backend cannot be imported "
+                       f"({type(exc).__name__}: {exc})")
     if _backend.simulator_enabled():
         return True, ""
     from numba.cuda.cudadrv import driver as drv

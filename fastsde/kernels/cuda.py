@@ -85,6 +85,10 @@ def simulator_enabled():
 #: extras pin the same range).
 NUMBA_CUDA_SUPPORTED = ">=0.30,<0.31"
 
+#: numpy versions that numba-cuda 0.30 imports with (0.30.4 still lowers np.row_stack,
+#: which numpy 2.5 removed); the ``cuda`` and ``test`` extras pin the same range.
+NUMPY_SUPPORTED_WITH_CUDA = "<2.5"
+
 #: numba-cuda internals (not public API) that this module and fastsde.scratch patch or
 #: read: (module, attribute, what for). Checked when this module is imported, so that a
 #: numba-cuda that moved one fails at once with a message instead of silently compiling
@@ -130,6 +134,15 @@ def check_numba_cuda_internals(internals=NUMBA_CUDA_INTERNALS):
             mod = importlib.import_module(module)
         except ImportError:
             mod = None
+        except Exception as exc:  # noqa: BLE001 - a module that breaks on this numpy
+            # Seen on an H200 image: numba-cuda 0.30.4 with numpy 2.5.2, where
+            # numba.cuda.cudaimpl's import stops at np.row_stack (gone from numpy 2.5).
+            raise ImportError(
+                f"numba-cuda {numba_cuda_version()} fails to import its module {module} "
+                f"with numpy {np.__version__} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}); fastsde is tested with "
+                f"numba-cuda{NUMBA_CUDA_SUPPORTED} and numpy{NUMPY_SUPPORTED_WITH_CUDA}: "
+                f"pip install 'numpy{NUMPY_SUPPORTED_WITH_CUDA}'") from exc
         if mod is None or not hasattr(mod, attr):
             fail(f"internal {module}.{attr}", why)
     try:
