@@ -2,7 +2,7 @@
 drivers' own code compiled with bounds checking and compared with the fast kernel.
 
 The cases run in subprocesses (one per kernel configuration, two at a time on separate
-cores, sharing a Numba disk cache), each printing the case it is about to run: a case
+cores, sharing the session's Numba disk cache), each printing the case it is about to run: a case
 that kills the interpreter (the heap corruption this test was written for) is a failure
 that names the case, not a dead test session.
 """
@@ -86,8 +86,10 @@ def test_every_configuration_is_drawn(drawn_cases):
 def _run_groups(groups, tmp_path, parallel=2):
     """Run each group of cases in its own subprocess, ``parallel`` at a time; returns
     {config: (returncode, output)}."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    # The session's Numba disk cache (NUMBA_CACHE_DIR as set, or Numba's default): the
+    # pieces that do not depend on the model (launchers, block ends, lane arrays) are then
+    # read from it instead of compiled again in the first processes.
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     pending = sorted(groups)
     running = {}
     results = {}
