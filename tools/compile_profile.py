@@ -10,7 +10,10 @@ how many times it was compiled. Use an empty
 cache to see a new user's first run::
 
     NUMBA_CACHE_DIR=$(mktemp -d) python tools/compile_profile.py [--dtype float32]
-        [--method heun] [--top 20] [--demo]
+        [--method heun] [--top 20] [--demo | --mlp 3-16-8-2 [--activation tanh]]
+
+``--mlp`` profiles a network's flow instead (fs.MLPField of those widths, random weights,
+Euler steps on 1000 paths): the kernel with the lane-block forward pass.
 """
 
 import argparse
@@ -32,6 +35,11 @@ def main(argv=None):
     p.add_argument("--demo", action="store_true",
                    help="profile the kernels of `fastsde demo` instead (OU, float32, "
                         "stats, Euler-Maruyama then Heun; small sizes)")
+    p.add_argument("--mlp", default=None, metavar="WIDTHS",
+                   help="profile an MLPField flow of these widths (e.g. 3-16-8-2: input "
+                        "d + 1, output d) instead of the oscillator")
+    p.add_argument("--activation", default="tanh",
+                   help="the network's activation with --mlp (tanh)")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -86,7 +94,16 @@ def main(argv=None):
     osc = fs.SDE(functions["drift"], functions["diffusion"], dim=2, noise="diagonal",
                  params=(1.0, 0.1, 0.3), name="oscillator")
     t1 = time.perf_counter()
-    if args.demo:
+    if args.mlp:
+        widths = [int(w) for w in args.mlp.split("-")]
+        rng = np.random.default_rng(1)
+        layers = [(rng.normal(0, 1 / np.sqrt(n_in), (n_out, n_in)), rng.normal(0, 0.1, n_out))
+                  for n_in, n_out in zip(widths[:-1], widths[1:])]
+        flow = fs.MLPField(layers, args.activation).ode()
+        res = fs.simulate(flow, x0=fs.Normal(0.0, 1.0), t_span=(0.0, 1.0), n_steps=10,
+                          n_paths=1000, method="euler", dtype=args.dtype, seed=0,
+                          progress=False)
+    elif args.demo:
         for method in ("euler_maruyama", "heun"):
             res = fs.simulate(fs.OU(theta=0.25, sigma=1.0), 0.0, (0.0, 40.0), 100, 1000,
                               method=method, dtype="float32", seed=0, stats=True,

@@ -720,11 +720,16 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
     """The save point's function: everything asked for at a save index, for the live lanes
     of one block (the statistics, histogram, observables and stored paths).
 
-    It depends on the state's width, the lanes, the parameters and the observables, not
-    on the model's drift or the method, so the kernels of one model for every method
-    (and of every model of the same width) share it: compiled once per process, then
-    loaded from the disk cache, and linked into each kernel.
+    It depends on the state's width, the lanes and the observables (and, with
+    observables, the parameters' width: they read a path's parameter row), not on the
+    model's drift or the method, so the kernels of one model for every method (and of
+    every model of the same width) share it: compiled once per process, then loaded from
+    the disk cache, and linked into each kernel.
     """
+    if not obs:
+        # Without observables the parameters are not read: one function serves every
+        # parameter width (a network's width is its number of weights).
+        n_params_model = 0
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     observe = montecarlo.make_observe(obs, njit(inline="always", **options))
     n_obs = len(obs)
@@ -796,7 +801,7 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
         montecarlo.fingerprint(obs, None), debug), **_WRAPPERLESS, **options)
 
 
-def _make_block_ends(dim, dtype, lanes, n_params_model, debug):
+def _make_block_ends(dim, dtype, lanes, debug):
     """``(block_start, block_finish)``: what a kernel does before and after the steps of a
     block of lanes.
 
@@ -808,10 +813,10 @@ def _make_block_ends(dim, dtype, lanes, n_params_model, debug):
     the hitting times to their statistics and returns the number of paths whose final
     state is not finite.
 
-    They depend on the state's width, the dtype, the lanes and the parameter width, not
-    on the model's functions or the method: compiled once per process, then loaded from
-    the disk cache, and called once per block (a new model's kernel then compiles only
-    its own steps).
+    They depend on the state's width, the dtype and the lanes, not on the model's
+    functions, its parameter width (``n_params``, an argument of ``block_start``) or the
+    method: compiled once per process, then loaded from the disk cache, and called once
+    per block (a new model's kernel then compiles only its own steps).
     """
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     mask_int = np.int32 if dtype == np.float32 else np.int64
@@ -824,7 +829,7 @@ def _make_block_ends(dim, dtype, lanes, n_params_model, debug):
 
     def block_start(X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
                     per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address,
-                    key0, key1, params):
+                    key0, key1, params, n_params):
         for l in range(lanes):
             path = path0 + np.uint64(l)
             odd = antithetic != 0 and (path & np.uint64(1)) != 0
@@ -833,7 +838,7 @@ def _make_block_ends(dim, dtype, lanes, n_params_model, debug):
             live[l] = LIVE if l < n_live else DEAD
             if per_path_params:
                 prow = min(b0 + l, n_paths - 1)
-                for j in range(n_params_model):
+                for j in range(n_params):
                     P[j * lanes + l] = params[prow, j]
             if l >= n_live:
                 for j in range(dim):
@@ -873,7 +878,7 @@ def _make_block_ends(dim, dtype, lanes, n_params_model, debug):
                 welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
         return bad
 
-    key = (dim, np.dtype(dtype).name, lanes, n_params_model, debug)
+    key = (dim, np.dtype(dtype).name, lanes, debug)
     return (_shared_function(block_start, ("block_start",) + key, **_WRAPPERLESS, **options),
             _shared_function(block_finish, ("block_finish",) + key, **_WRAPPERLESS,
                              **options))
@@ -1055,7 +1060,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
-    block_start, block_finish = _make_block_ends(dim, dtype, lanes, n_params_model, debug)
+    block_start, block_finish = _make_block_ends(dim, dtype, lanes, debug)
     lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
     lane_masks, lane_times = _lane_array_function(mask_int), _lane_array_function(np.float64)
 
@@ -1151,7 +1156,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
             path0 = first_path + np.uint64(b0)
             block_start(X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
                         per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address,
-                        key0, key1, params)
+                        key0, key1, params, np.int64(n_params_model))
             if has_stop:
                 # A path that starts in the stopping region stops at t0.
                 for l in range(n_live):
