@@ -2,9 +2,9 @@
 drivers' own code compiled with bounds checking and compared with the fast kernel.
 
 The cases run in subprocesses (one per kernel configuration, two at a time on separate
-cores, sharing the session's Numba disk cache), each printing the case it is about to run: a case
-that kills the interpreter (the heap corruption this test was written for) is a failure
-that names the case, not a dead test session.
+cores, sharing the session's Numba disk cache), each printing the case it is about to
+run: a case that kills the interpreter (the heap corruption this test was written for) is
+a failure that names the case, not a dead test session.
 """
 
 import json
