@@ -11,7 +11,10 @@ naive kernel alternate; each row is the best of ``--repeats``.
 
 fastsde rows also give the share of the time that Numba spends compiling (its
 ``numba:compile`` events) and, of that, holding the LLVM lock (``numba:llvm_lock``:
-optimisation and machine code); the rest is Numba's front end (typing, lowering).
+optimisation and machine code); the rest is Numba's front end (typing, lowering). On the
+GPU the compiling column adds the time numba-cuda holds its own compiler lock
+(``numba-cuda:compiler_lock`` events: typing, lowering, NVVM), and the LLVM column is
+left empty (numba-cuda fires no event for NVVM alone).
 
 Variants that compile a new kernel (float32, the stochastic Heun method (the same model
 declared with additive noise, which it has), observables with statistics, ``stop_when``,
@@ -22,10 +25,16 @@ row is the user's usual case: another model (the oscillator with a cubic drift t
 in a fresh process after the first model ran with the same cache, so that what every
 kernel shares (the RNG's lane loops, the launcher, the save point) comes from the cache
 and only the model's own code compiles. ``fastsde demo`` is timed too (first run with an
-empty cache, then a second run that reads it)::
+empty cache, then a second run that reads it). The "same model again" row runs the first
+model a second time in the cache it filled: a user's rerun of an unchanged script.
+
+``--device cuda`` runs fastsde's rows on the GPU (``device="cuda"``) beside a naive
+``numba.cuda.jit`` kernel of the same model (one thread per path, the user's functions as
+device functions, ``numba.cuda.random``'s xoroshiro128p normals)::
 
     python bench/first_result.py                 # best of 3, writes bench/results/
     python bench/first_result.py --repeats 1 --only naive,base --out /tmp/x.md
+    python bench/first_result.py --device cuda --only naive,base,float32,new_model,rerun
 
 The table is printed and written to ``bench/results/first-result-<date>.md``.
 """
@@ -87,6 +96,20 @@ class _Spans(_event.Listener):
 _compile, _llvm = _Spans(), _Spans()
 _event.register("numba:compile", _compile)
 _event.register("numba:llvm_lock", _llvm)
+import os as _os
+if _os.environ.get("FASTSDE_BENCH_DEVICE") == "cuda":
+    # numba-cuda compiles with its own copy of Numba's core and its own events; 0.30
+    # fires no "numba-cuda:compile", but holds its compiler lock while it compiles.
+    from numba.cuda.core import event as _cuda_event
+
+    class _CudaSpans(_cuda_event.Listener):
+        def on_start(self, ev):
+            _compile.on_start(ev)
+
+        def on_end(self, ev):
+            _compile.on_end(ev)
+
+    _cuda_event.register("numba-cuda:compiler_lock", _CudaSpans())
 """
 
 FASTSDE_CHILD = TIMING_SOURCE + """
@@ -98,7 +121,7 @@ _T_IMPORT = time.perf_counter() - _T0
 osc = fs.SDE(drift, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
              name="oscillator")
 kw = dict(x0=[1.0, 0.0], t_span=(0.0, 10.0), n_steps=100, n_paths=1000, seed=0,
-          progress=False)
+          progress=False, device={device!r})
 VARIANT = {variant!r}
 if VARIANT == "float32":
     kw["dtype"] = "float32"
@@ -139,6 +162,8 @@ elif VARIANT == "lane_form":
     osc = fs.SDE(springs, diffusion, dim=2, noise="diagonal",
                  params=(1.0, 0.1, 0.3, 0.05, 0.02), name="springs")
     assert osc.lane_block is not None, "the drift has no lane form"
+elif VARIANT == "rerun":
+    pass  # the first model again, run after "base" in the same cache folder
 elif VARIANT == "new_model":
     # The user's next model: the oscillator made a Duffing oscillator. Run after "base"
     # in the same cache folder, so what fastsde shares between models is cached.
@@ -189,11 +214,56 @@ print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=0.0,
                       compile_s=_compile.total, llvm_s=_llvm.total)))
 """
 
+NAIVE_CUDA_CHILD = TIMING_SOURCE + """
+import json
+import math
+import numpy as np
+from numba import cuda, float64
+from numba.cuda.random import create_xoroshiro128p_states, xoroshiro128p_normal_float64
+""" + MODEL_SOURCE + """
+drift_d = cuda.jit(device=True)(drift)
+diffusion_d = cuda.jit(device=True)(diffusion)
+
+
+@cuda.jit
+def kernel(x0, p, t0, t1, n_steps, states, x_out):
+    i = cuda.grid(1)
+    if i >= x_out.shape[0]:
+        return
+    h = (t1 - t0) / n_steps
+    sqrt_h = math.sqrt(h)
+    x = cuda.local.array(2, float64)
+    f = cuda.local.array(2, float64)
+    g = cuda.local.array(2, float64)
+    for j in range(2):
+        x[j] = x0[j]
+    for k in range(n_steps):
+        t = t0 + k * h
+        drift_d(t, x, p, f)
+        diffusion_d(t, x, p, g)
+        for j in range(2):
+            x[j] = x[j] + f[j] * h + g[j] * sqrt_h * xoroshiro128p_normal_float64(states, i)
+    for j in range(2):
+        x_out[i, j] = x[j]
+
+
+n_paths = 1000
+states = create_xoroshiro128p_states(n_paths, seed=0)
+x_out = cuda.device_array((n_paths, 2))
+kernel[(n_paths + 127) // 128, 128](np.array([1.0, 0.0]), np.array([1.0, 0.1, 0.3]), 0.0,
+                                    10.0, 100, states, x_out)
+x = x_out.copy_to_host()
+assert np.all(np.isfinite(x))
+print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=0.0,
+                      compile_s=_compile.total, llvm_s=_llvm.total)))
+"""
+
 VARIANTS = ("base", "float32", "heun", "observables", "stop_when", "pendulum",
-            "pendulum_libm", "lane_form", "new_model")
+            "pendulum_libm", "lane_form", "new_model", "rerun")
 #: Rows measured in a cache folder that "base" filled first (their own run is timed).
-AFTER_BASE = ("new_model",)
+AFTER_BASE = ("new_model", "rerun")
 ROW_NAMES = {"new_model": "fastsde, the next model (cache holds the first's)",
+             "rerun": "fastsde, the same model again (cache holds it)",
              "pendulum": "fastsde, a pendulum (math.sin as kmath's sin)",
              "pendulum_libm": "fastsde, the pendulum with math=\"libm\"",
              "lane_form": "fastsde, a drift whose loop count is read from p (lane form)"}
@@ -205,6 +275,9 @@ def parse_args(argv=None):
     p.add_argument("--only", default="",
                    help="comma-separated rows: naive," + ",".join(VARIANTS) + ",demo "
                         "(default: all)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where fastsde runs; the naive kernel is then a numba.cuda kernel "
+                        "(xoroshiro128p normals, one thread per path) (cpu)")
     p.add_argument("--out", default=None,
                    help="markdown output (default bench/results/first-result-<date>.md)")
     args = p.parse_args(argv)
@@ -213,10 +286,10 @@ def parse_args(argv=None):
     return args
 
 
-def run_child(source, cache_dir):
+def run_child(source, cache_dir, device="cpu"):
     """Run ``source`` in a fresh interpreter with ``cache_dir`` as Numba's cache; the
     last line of its output is a JSON dict of seconds."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, FASTSDE_BENCH_DEVICE=device,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # A script file, not ``python -c``: the kernel reads the model's source (to unroll
     # its loops, compile math as kmath's, build a lane form), which ``-c`` code lacks.
@@ -261,6 +334,15 @@ def fresh(fn):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _gpu_name():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.strip().splitlines()[0]
+    except Exception:  # the name is only a label in the table
+        return "unnamed"
+
+
 def main(argv=None):
     args = parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -271,15 +353,18 @@ def main(argv=None):
         # Alternate: naive, then each fastsde row, so slow drifts of the machine's speed
         # hit both sides alike.
         if want("naive"):
-            res = fresh(lambda d: run_child(NAIVE_CHILD, d))
-            print(f"  run {r + 1}: naive njit kernel {res['total']:.2f} s", flush=True)
+            naive_source = NAIVE_CUDA_CHILD if args.device == "cuda" else NAIVE_CHILD
+            res = fresh(lambda d: run_child(naive_source, d, args.device))
+            print(f"  run {r + 1}: naive kernel {res['total']:.2f} s", flush=True)
             if "naive" not in best or res["total"] < best["naive"]["total"]:
                 best["naive"] = res
         for v in rows:
             def measure(d, v=v):
                 if v in AFTER_BASE:
-                    run_child(FASTSDE_CHILD.format(variant="base"), d)
-                return run_child(FASTSDE_CHILD.format(variant=v), d)
+                    run_child(FASTSDE_CHILD.format(variant="base", device=args.device), d,
+                              args.device)
+                return run_child(FASTSDE_CHILD.format(variant=v, device=args.device), d,
+                                 args.device)
             res = fresh(measure)
             print(f"  run {r + 1}: fastsde {v} {res['total']:.2f} s (compile "
                   f"{res['compile_s']:.2f} s, LLVM {res['llvm_s']:.2f} s)", flush=True)
@@ -296,27 +381,34 @@ def main(argv=None):
 
     naive = best.get("naive", {}).get("total")
     date = datetime.date.today().isoformat()
+    where = "the CPU" if args.device == "cpu" else "the GPU (" + _gpu_name() + ")"
+    naive_name = ("naive `njit(parallel=True)` kernel" if args.device == "cpu" else
+                  "naive `numba.cuda.jit` kernel (xoroshiro128p normals)")
     lines = [f"# Time to first result, {date}", "",
              f"Command: `python bench/first_result.py {' '.join(argv or sys.argv[1:])}`; "
              f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
              f"{platform.python_version()}; fresh process and empty Numba cache per run, "
-             f"best of {args.repeats}, fastsde and the naive kernel alternating. Model: the "
+             f"best of {args.repeats}, fastsde and the naive kernel alternating, both on "
+             f"{where}. Model: the "
              f"README's damped oscillator (dim 2, diagonal noise), 1000 paths x 100 steps, "
              f"float64 Euler-Maruyama unless the row says otherwise. The next model: "
              f"the oscillator with a cubic term added to its drift, run after the first "
-             f"model in the same Numba cache (what every model shares is cached).", "",
+             f"model in the same Numba cache (what every model shares is cached); the same "
+             f"model again: the first model run a second time in the same cache.", "",
              "| what | first result s | import s | compiling s | of which LLVM s | "
              "vs naive kernel |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     if naive is not None:
         n = best["naive"]
-        lines.append(f"| naive `njit(parallel=True)` kernel | {n['total']:.2f} | - | "
-                     f"{n['compile_s']:.2f} | {n['llvm_s']:.2f} | 1.00x |")
+        llvm = f"{n['llvm_s']:.2f}" if args.device == "cpu" else "-"
+        lines.append(f"| {naive_name} | {n['total']:.2f} | - | "
+                     f"{n['compile_s']:.2f} | {llvm} | 1.00x |")
     for v in rows:
         b = best[v]
         ratio = f"{b['total'] / naive:.2f}x" if naive else "-"
         what = ROW_NAMES.get(v, "fastsde" + ("" if v == "base" else f", {v}"))
+        llvm = f"{b['llvm_s']:.2f}" if args.device == "cpu" else "-"
         lines.append(f"| {what} | {b['total']:.2f} | {b['import_s']:.2f} | "
-                     f"{b['compile_s']:.2f} | {b['llvm_s']:.2f} | {ratio} |")
+                     f"{b['compile_s']:.2f} | {llvm} | {ratio} |")
     for key, _, label in DEMO_ROWS:
         if key in best:
             for run, seconds in zip(("first run (empty cache)", "second run (cache filled)"),

@@ -43,9 +43,13 @@ def resources(ptx, arch="sm_90"):
         src = os.path.join(tmp, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        log = subprocess.run([tool("ptxas"), "-v", f"-arch={arch}", "-o",
-                              os.path.join(tmp, "k.cubin"), src], check=True,
-                             capture_output=True, text=True, timeout=300).stderr
+        done = subprocess.run([tool("ptxas"), "-v", f"-arch={arch}", "-o",
+                               os.path.join(tmp, "k.cubin"), src],
+                              capture_output=True, text=True, timeout=300)
+    log = done.stderr
+    # What the launch's link (nvJitLink runs the same assembler) would refuse, e.g. more
+    # than 64 KiB of constant data.
+    assert done.returncode == 0, f"ptxas cannot assemble the kernel for {arch}:\n{log}"
     frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
                       r"(\d+) bytes spill loads", log)
     registers = re.search(r"Used (\d+) registers", log)

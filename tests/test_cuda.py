@@ -183,6 +183,26 @@ def _generative_cases():
 
 
 GEN_CASES = _generative_cases()
+
+
+def _trig_pow_drift(t, x, p, out):
+    out[0] = x[1]
+    out[1] = math.sin(x[0]) * (p[0] * math.cos(x[0]) - p[1]) - abs(x[1]) ** p[2]
+
+
+def _trig_pow_diffusion(t, x, p, out):
+    out[0] = 0.1
+    out[1] = 0.2
+
+
+#: A model whose functions call math.sin, math.cos and ``**``, compiled as fastsde.kmath's
+#: (math="fastsde"): on a GPU its float64 paths equal the plain-Python reference bit for
+#: bit, as kmath promises; its kernel holds kmath's 51 KB table of 2/pi once (numba-cuda
+#: gives each reference to a global array its own copy in 64 KiB of constant memory).
+TRIG = fs.SDE(_trig_pow_drift, _trig_pow_diffusion, 2, noise="additive",
+              params=(2.0, 1.0, 1.5), name="trig_pow")
+KMATH_CASES = [("kmath-trig-pow-em", TRIG, "euler_maruyama",
+                dict(x0=[0.5, -0.3], save_at=3))]
 #: Compared with the CPU backend bit for bit. Each CPU kernel costs 20-45 s to compile on
 #: two cores, so the CPU comparisons use the model whose kernels the rest of the suite
 #: compiles anyway (fs.OU(1.0, 0.5), disk-cached); every case is compared bit for bit with
@@ -405,11 +425,13 @@ def test_device_normals_equal_cpu_normals(rng_kernels):
 
 
 @device_only
-@pytest.mark.parametrize("case", CASES + GEN_CASES, ids=[c[0] for c in CASES + GEN_CASES])
+@pytest.mark.parametrize("case", CASES + GEN_CASES + KMATH_CASES,
+                         ids=[c[0] for c in CASES + GEN_CASES + KMATH_CASES])
 def test_float64_paths_equal_the_reference(case):
     """Every method, noise kind, x0 form, params form and save_at form; the generative
-    models too. Bit for bit, except for models calling exp/tanh/erf on a real GPU
-    (libdevice against numpy's libm: a relative 1e-12 of the paths' scale)."""
+    models and a model calling kmath's sin, cos and pow too. Bit for bit, except for the
+    generative models on a real GPU (their exp/tanh/erf are libdevice's against numpy's
+    libm: a relative 1e-12 of the paths' scale)."""
     name, model, method, kw = case
     gpu = _run(model, method, "cuda", **kw)
     x, saved = _reference(model, method, kw)
@@ -997,16 +1019,6 @@ def test_every_kernel_compiles_to_ptx_for_sm90(case, dtype):
             assert "fma.rn.f32" in ptx["path"]
 
 
-def _trig_pow_drift(t, x, p, out):
-    out[0] = x[1]
-    out[1] = math.sin(x[0]) * (p[0] * math.cos(x[0]) - p[1]) - abs(x[1]) ** p[2]
-
-
-def _trig_pow_diffusion(t, x, p, out):
-    out[0] = 0.1
-    out[1] = 0.2
-
-
 @needs_nvvm
 @pytest.mark.parametrize("math_source,dtype", [("fastsde", "float32"), ("fastsde", "float64"),
                                                ("libm", "float64")])
@@ -1027,9 +1039,60 @@ def test_model_math_is_kmath_in_the_ptx(math_source, dtype):
                            "__internal_accurate_pow") if m in ptx]
     if math_source == "fastsde":
         assert markers == [], markers
+        # kmath's table of 2/pi once: each reference to a global array is a copy of it in
+        # the kernel's constant data, and twelve copies of the float64 table (606 KiB)
+        # were more than the 64 KiB a kernel may have: its launch failed to link.
+        from fastsde.kernels import fmath
+        table = (fmath.F32_TRIG_TABLE if dtype == "float32" else fmath.F64_TRIG_TABLE).nbytes
+        copies = _constant_arrays(ptx).count(table)
+        assert copies == 1, f"{copies} copies of kmath's {table}-byte table in the kernel"
+        if ptxas_checks.tool("ptxas"):
+            ptxas_checks.resources(ptx)  # it assembles (the launch's link runs ptxas too)
     else:
         assert markers == ["__cudart_i2opi", "__internal_trig_reduction",
                            "__internal_accurate_pow"], markers
+
+
+def _constant_arrays(ptx):
+    """Sizes in bytes of the arrays ``ptx`` declares in constant memory."""
+    return [int(n) for n in re.findall(r"^\.const\s+\.align\s+\d+\s+\.b8\s+\S+\[(\d+)\]",
+                                       ptx, flags=re.M)]
+
+
+_BIG = np.arange(5000.0)  # 40000 bytes
+
+
+def _two_reads_of_a_global_array(out, i):
+    out[0] = _BIG[i] + _BIG[i + 1]
+
+
+@needs_nvvm
+def test_constant_data_checks_are_not_vacuous():
+    """The checks above can fail: numba-cuda copies a global array into constant memory
+    once per reference, and two copies of a 40000-byte array are more than ptxas takes."""
+    ptx, _ = cuda.compile_ptx(_two_reads_of_a_global_array,
+                              (numba.float64[::1], numba.int64), cc=(9, 0))
+    assert _constant_arrays(ptx) == [40000, 40000]
+    if ptxas_checks.tool("ptxas"):
+        with pytest.raises(AssertionError, match="too much global constant data"):
+            ptxas_checks.resources(ptx)
+
+
+@needs_nvvm
+def test_too_much_constant_data_is_explained(monkeypatch):
+    """The link's refusal reaches the user as a ModelError that says what to change."""
+    import types
+
+    from fastsde.errors import ModelError
+    from fastsde.kernels import cuda as kc
+
+    # The model's functions compile alone (checked without a GPU: no driver to ask here).
+    compiles = types.SimpleNamespace(compile_device=lambda sig: None)
+    monkeypatch.setattr(kc, "cuda", types.SimpleNamespace(jit=lambda **kw: lambda f: compiles))
+    refusal = RuntimeError("nvJitLink error log: ptxas error   : File uses too much global "
+                           "constant data (0x97980 bytes, 0x10000 max)")
+    with pytest.raises(ModelError, match=r"64 KiB of constant data(.|\n)*0x97980 bytes"):
+        kc._diagnose(OSC, np.float64, refusal)
 
 
 @needs_nvvm

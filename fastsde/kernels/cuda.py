@@ -883,8 +883,14 @@ def _diagnose(model, dtype, error):
                              f"numba.cuda for dtype {np.dtype(dtype).name}:\n{summary}"
                              ) from None
     lines = str(error).strip().splitlines()
+    hint = "check the shapes they index"
+    if "constant data" in str(error):
+        hint = ("the kernel has more than CUDA's 64 KiB of constant data: numba-cuda puts "
+                "a copy of a global numpy array in it for every place a function reads "
+                "the array; read it once into a local name, or pass a large array as the "
+                "model's params")
     raise ModelError(f"the model {model!r} could not be compiled into a CUDA kernel (its "
-                     f"functions compile alone; check the shapes they index):\n"
+                     f"functions compile alone; {hint}):\n"
                      + "\n".join(lines[:12])) from None
 
 

@@ -718,6 +718,19 @@ def _cos_poly_f32(r):
     return ((1.0 + z * F32_COS_D0) + w * F32_COS_D1) + (w * z) * (F32_COS_D2 + z * F32_COS_D3)
 
 
+def _f32_trig_chunk(at):
+    """F32_TRIG_TABLE[at]. The reductions read the tables only through these two
+    functions: numba-cuda lowers every place a function reads a global array as a copy of
+    the array in the kernel's constant data (64 KiB at most), and the twelve reads of the
+    51 KB float64 table written out made a kernel that did not link."""
+    return F32_TRIG_TABLE[at]
+
+
+def _f64_trig_chunk(at):
+    """F64_TRIG_TABLE[at] (see :func:`_f32_trig_chunk`)."""
+    return F64_TRIG_TABLE[at]
+
+
 def _reduce_pio2_f32(xf):
     """(n mod 4, r) with |x| (2/pi) = n + r / (pi/2), |r| <= pi/4 (a little more when the
     rounding of n is off by one: harmless), for float32 x, computed in float64: 2^-34
@@ -728,10 +741,12 @@ def _reduce_pio2_f32(xf):
     row = select(row < I32_ZERO, I32_ZERO, select(row > I32_TRIG_LAST_ROW, I32_TRIG_LAST_ROW,
                                                   row))
     at = np.int32(row * I32_TRIG_CHUNKS)
-    p0 = ax * F32_TRIG_TABLE[at]
-    p1 = ax * F32_TRIG_TABLE[at + 1]
-    p2 = ax * F32_TRIG_TABLE[at + 2]
-    p3 = ax * F32_TRIG_TABLE[at + 3]
+    # One index type (at + 1 is an int64): one compiled _f32_trig_chunk, one copy of the
+    # table.
+    p0 = ax * _f32_trig_chunk(np.int64(at))
+    p1 = ax * _f32_trig_chunk(at + 1)
+    p2 = ax * _f32_trig_chunk(at + 2)
+    p3 = ax * _f32_trig_chunk(at + 3)
     # p0 - n is exact (both on p0's grid, 2^-27 at most), so the cancellation near a
     # multiple of pi/2 costs no accuracy.
     n = _rint_f64(p0 + p1)
@@ -798,10 +813,10 @@ def _reduce_pio2_f64(ax):
     high = _trig_row_f64(exponent, I64_TRIG_HIGH_OFFSET)
     xl = select(low >= I64_TRIG_SCALED_ROW, xl * F64_TRIG_DOWN, xl)
     xh = select(high >= I64_TRIG_SCALED_ROW, xh * F64_TRIG_DOWN, xh)
-    p0h = xh * F64_TRIG_TABLE[high]
-    p0l = xl * F64_TRIG_TABLE[low]
-    p1h = xh * F64_TRIG_TABLE[high + 1]
-    p1l = xl * F64_TRIG_TABLE[low + 1]
+    p0h = xh * _f64_trig_chunk(high)
+    p0l = xl * _f64_trig_chunk(low)
+    p1h = xh * _f64_trig_chunk(high + 1)
+    p1l = xl * _f64_trig_chunk(low + 1)
     n0h = _rint_f64(p0h)
     n0l = _rint_f64(p0l)
     n1h = _rint_f64(p1h)
@@ -809,12 +824,12 @@ def _reduce_pio2_f64(ax):
     f = (((p0h - n0h) + (p0l - n0l)) + (p1h - n1h)) + (p1l - n1l)
     n2 = _rint_f64(f)
     f = f - n2
-    hi, lo = _two_sum_f64(f, xh * F64_TRIG_TABLE[high + 2])
-    hi, e1 = _two_sum_f64(hi, xl * F64_TRIG_TABLE[low + 2])
-    hi, e2 = _two_sum_f64(hi, xh * F64_TRIG_TABLE[high + 3])
-    hi, e3 = _two_sum_f64(hi, xl * F64_TRIG_TABLE[low + 3])
-    far = ((xh * F64_TRIG_TABLE[high + 4] + xl * F64_TRIG_TABLE[low + 4])
-           + (xh * F64_TRIG_TABLE[high + 5] + xl * F64_TRIG_TABLE[low + 5]))
+    hi, lo = _two_sum_f64(f, xh * _f64_trig_chunk(high + 2))
+    hi, e1 = _two_sum_f64(hi, xl * _f64_trig_chunk(low + 2))
+    hi, e2 = _two_sum_f64(hi, xh * _f64_trig_chunk(high + 3))
+    hi, e3 = _two_sum_f64(hi, xl * _f64_trig_chunk(low + 3))
+    far = ((xh * _f64_trig_chunk(high + 4) + xl * _f64_trig_chunk(low + 4))
+           + (xh * _f64_trig_chunk(high + 5) + xl * _f64_trig_chunk(low + 5)))
     lo = (lo + e1) + ((e2 + e3) + far)
     # r = (hi + lo) pi/2: hi pi/2 exactly as a pair by Dekker's product (no FMA: the CPU
     # and CUDA kernels keep contraction off), the rest rounded.
@@ -1163,8 +1178,8 @@ FUNCTIONS = ("_exp_tail_f32", "_tanh_odd_f32", "_exp_tail_f64", "_tanh_odd_f64",
              "expm1_f64", "_log_series_f32", "_log_series_f64", "log_f32", "log_f64",
              "log1p_f32", "log1p_f64", "_erf_p_f32", "_erf_q_f32", "_erf_p_f64",
              "_erf_q_f64", "erf_f32", "erf_f64", "_rint_f64", "_quadrant_f64",
-             "_sin_poly_f32", "_cos_poly_f32", "_reduce_pio2_f32", "sin_f32", "cos_f32",
-             "_two_sum_f64", "_trig_row_f64", "_head_f64", "_reduce_pio2_f64",
+             "_sin_poly_f32", "_cos_poly_f32", "_f32_trig_chunk", "_reduce_pio2_f32",
+             "sin_f32", "cos_f32", "_f64_trig_chunk", "_two_sum_f64", "_trig_row_f64", "_head_f64", "_reduce_pio2_f64",
              "_sin_kernel_f64", "_cos_kernel_f64", "sin_f64", "cos_f64", "_high_word_f64",
              "_log2_pair_f64", "_log2_near_one_f64", "_exp2_pair_f64", "_pow_special_f64",
              "_finite_magnitude_f64", "pow_f64", "_log2_f32_in_f64", "_exp2_f64_for_f32",
