@@ -1244,20 +1244,20 @@ def test_gpu_benchmark_script_dry_run(tmp_path):
 
 # --- the simulator run (CI without a GPU) ---------------------------------------------
 
-# The subprocess is started by tests/conftest.py when the session starts, and this test is
-# moved to the end of the session, so that the simulator run (minutes, mostly one core)
-# overlaps the whole suite on a two-core machine instead of only this module.
+# The subprocess is started by tests/conftest.py when the session starts (once per session,
+# under pytest-xdist too), and this test is moved to the end of the session, so that the
+# simulator run (minutes, mostly one core) overlaps the whole suite on a two-core machine
+# instead of only this module.
 
 
 @pytest.mark.skipif(CUDA_OK, reason="the device tests ran in this process")
 def test_device_tests_under_the_simulator(simulator_run):
     if simulator_run is None:
         pytest.skip("this process is the simulator run")
-    proc, log_path = simulator_run
-    proc.wait(timeout=900)
-    text = log_path.read_text()
+    returncode = simulator_run.wait(timeout=900)
+    text = simulator_run.log.read_text()
     tail = text[-6000:]
-    assert proc.returncode == 0, tail
+    assert returncode == 0, tail
     assert " passed" in text and " failed" not in text, tail
     # The device tests must have run there, not been skipped.
     assert "cannot run in this process" not in text, tail
