@@ -20,8 +20,8 @@ Variants that compile a new kernel (float32, the stochastic Heun method (the sam
 declared with additive noise, which it has), observables with statistics, ``stop_when``,
 and the oscillator made a pendulum, ``-sin(x)`` for ``-x``, with math="fastsde" (kmath's
 sin inlined) and math="libm", and a drift whose loop's count is read from p, which
-runs through its lane form) are each timed as a first result in a fresh process with an empty cache. The "next model"
-row is the user's usual case: another model (the oscillator with a cubic drift term) run
+runs through its lane form) are each timed as a first result in a fresh process with an
+empty cache. The "next model" row is the user's usual case: another model (the oscillator with a cubic drift term) run
 in a fresh process after the first model ran with the same cache, so that what every
 kernel shares (the RNG's lane loops, the launcher, the save point) comes from the cache
 and only the model's own code compiles. ``fastsde demo`` is timed too (first run with an
@@ -382,6 +382,10 @@ def main(argv=None):
     naive = best.get("naive", {}).get("total")
     date = datetime.date.today().isoformat()
     where = "the CPU" if args.device == "cpu" else "the GPU (" + _gpu_name() + ")"
+
+    def llvm_cell(row):  # numba-cuda reports no LLVM/NVVM time of its own
+        return f"{row['llvm_s']:.2f}" if args.device == "cpu" else "-"
+
     naive_name = ("naive `njit(parallel=True)` kernel" if args.device == "cpu" else
                   "naive `numba.cuda.jit` kernel (xoroshiro128p normals)")
     lines = [f"# Time to first result, {date}", "",
@@ -399,16 +403,14 @@ def main(argv=None):
              "vs naive kernel |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     if naive is not None:
         n = best["naive"]
-        llvm = f"{n['llvm_s']:.2f}" if args.device == "cpu" else "-"
         lines.append(f"| {naive_name} | {n['total']:.2f} | - | "
-                     f"{n['compile_s']:.2f} | {llvm} | 1.00x |")
+                     f"{n['compile_s']:.2f} | {llvm_cell(n)} | 1.00x |")
     for v in rows:
         b = best[v]
         ratio = f"{b['total'] / naive:.2f}x" if naive else "-"
         what = ROW_NAMES.get(v, "fastsde" + ("" if v == "base" else f", {v}"))
-        llvm = f"{b['llvm_s']:.2f}" if args.device == "cpu" else "-"
         lines.append(f"| {what} | {b['total']:.2f} | {b['import_s']:.2f} | "
-                     f"{b['compile_s']:.2f} | {llvm} | {ratio} |")
+                     f"{b['compile_s']:.2f} | {llvm_cell(b)} | {ratio} |")
     for key, _, label in DEMO_ROWS:
         if key in best:
             for run, seconds in zip(("first run (empty cache)", "second run (cache filled)"),

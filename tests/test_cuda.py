@@ -26,7 +26,7 @@ from numba import cuda  # a module global: the simulator swaps it inside kernels
 import fastsde as fs
 from fastsde import methods
 from fastsde.kernels import cuda_available
-from fastsde.kernels import philox, unroll
+from fastsde.kernels import fmath, philox, unroll
 from fastsde.kernels.cpu import _rng as cpu_rng
 
 import ptxas_checks
@@ -1042,7 +1042,6 @@ def test_model_math_is_kmath_in_the_ptx(math_source, dtype):
         # kmath's table of 2/pi once: each reference to a global array is a copy of it in
         # the kernel's constant data, and twelve copies of the float64 table (606 KiB)
         # were more than the 64 KiB a kernel may have: its launch failed to link.
-        from fastsde.kernels import fmath
         table = (fmath.F32_TRIG_TABLE if dtype == "float32" else fmath.F64_TRIG_TABLE).nbytes
         copies = _constant_arrays(ptx).count(table)
         assert copies == 1, f"{copies} copies of kmath's {table}-byte table in the kernel"
