@@ -12,6 +12,7 @@ path-step here).
 """
 
 import inspect
+import json
 import math
 import os
 import re
@@ -1216,6 +1217,56 @@ def test_fma_contraction_is_off_only_inside_exact_fp():
         fused, _ = cuda.compile_ptx(kc.stats_kernel, kc.stats_signature(np.float64),
                                     cc=(9, 0))
     assert "fma.rn.f64" in fused
+
+
+GPU_CACHE_CHILD = r"""
+import hashlib, json
+import numpy as np
+import fastsde as fs
+from fastsde.kernels import cuda as kc
+
+
+def drift(t, x, p, out):
+    out[0] = -p[0] * x[0]
+    out[1] = x[0] - x[1]
+
+
+def diffusion(t, x, p, out):
+    out[0] = p[1]
+    out[1] = p[1] * x[0]
+
+
+model = fs.SDE(drift, diffusion, dim=2, noise="diagonal", params=(1.0, 0.5))
+r = fs.simulate(model, x0=[1.0, 0.0], t_span=(0.0, 1.0), n_steps=64, n_paths=4096,
+                seed=5, device="cuda", save_at=[0.5, 1.0], stats=True,
+                histogram=dict(bins=20, range=(-3.0, 3.0)), progress=False)
+dispatchers = {id(d): d for k in kc._KERNELS.values() for d in (k.path, k.stats, k.hist)}
+bits = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in (
+    r.x, r.mean, r.var, r.histogram.counts))).hexdigest()
+print(json.dumps(dict(
+    misses=sum(sum(d._cache_misses.values()) for d in dispatchers.values()),
+    hits=sum(sum(d._cache_hits.values()) for d in dispatchers.values()), bits=bits)))
+"""
+
+
+@device_only
+@pytest.mark.skipif(IN_SIMULATOR, reason="the simulator keeps no kernels on disk")
+def test_second_process_loads_the_kernels_and_gives_the_same_bits(tmp_path):
+    """On a GPU: a second process with the same model loads the path, statistics and
+    histogram kernels from the disk cache (nothing compiled) and gives the first's final
+    states, moments and histogram bit for bit."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
+    runs = []
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", GPU_CACHE_CHILD], capture_output=True,
+                             text=True, env=env, timeout=600, cwd=str(tmp_path))
+        assert run.returncode == 0, run.stderr[-3000:]
+        runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["misses"] == 3 and first["hits"] == 0, first
+    assert second["misses"] == 0 and second["hits"] == 3, second
+    assert second["bits"] == first["bits"]
 
 
 @pytest.mark.skipif(IN_SIMULATOR, reason="runs the script in its own process")

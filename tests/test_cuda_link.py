@@ -14,6 +14,7 @@
 """
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -213,6 +214,71 @@ def test_link_check_is_not_vacuous(monkeypatch):
             ptx, "sm_90a" if ".target sm_90a" in ptx else "sm_90", tmp))
     assert "fma.rn.f64" not in ptx
     assert linked[0] > reference[0]
+
+
+# --- the disk cache --------------------------------------------------------------------
+
+CACHE_CHILD = r"""
+import hashlib, json, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import test_cuda_link as T
+from numba.cuda.cudadrv import driver
+from fastsde import methods
+
+T.KC.check_driver = lambda: None  # no driver here
+links = []
+linker = driver._Linker
+
+
+def counting_linker(*args, **kwargs):
+    links.append(1)
+    return linker(*args, **kwargs)
+
+
+driver._Linker = counting_linker
+models = {"ou": T.OU, "gbm": T.GBM}
+out = {}
+cubins = []
+with T._fake_device((9, 0), cubins):
+    for name in sys.argv[2:]:
+        before, linked = len(cubins), len(links)
+        kernel = T.KC.get_kernel(models[name], methods.METHODS["euler_maruyama"], np.float64)
+        for disp in (kernel.path, kernel.stats):  # what a launch does: load the cubin
+            next(iter(disp.overloads.values()))._codelibrary.get_cufunc()
+        out[name] = dict(
+            misses=sum(sum(d._cache_misses.values()) for d in (kernel.path, kernel.stats)),
+            hits=sum(sum(d._cache_hits.values()) for d in (kernel.path, kernel.stats)),
+            links=len(links) - linked,
+            cubins=[hashlib.sha256(bytes(getattr(c, "code", c))).hexdigest()
+                    for c in cubins[before:]])
+print(json.dumps(out))
+"""
+
+
+def _cache_child(cache_dir, *names):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    run = subprocess.run([sys.executable, "-c", CACHE_CHILD, os.path.dirname(__file__),
+                          *names], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@needs_link
+def test_kernels_load_from_the_disk_cache_with_the_cubin_they_were_linked_to(tmp_path):
+    """A second process finds the path and statistics kernels in the disk cache (no
+    compile, no link) and loads the cubin the first process linked under exact_fp, byte
+    for byte; another model's kernel is not mistaken for it (a miss, compiled)."""
+    first = _cache_child(tmp_path, "ou")["ou"]
+    assert first["misses"] == 2 and first["hits"] == 0 and first["links"] == 2, first
+    second = _cache_child(tmp_path, "ou", "gbm")
+    again, other = second["ou"], second["gbm"]
+    assert again["misses"] == 0 and again["hits"] == 2 and again["links"] == 0, again
+    assert again["cubins"] == first["cubins"], (again["cubins"], first["cubins"])
+    # GBM compiles its own path kernel and shares the float64 statistics kernel.
+    assert other["misses"] == 1 and other["links"] == 1, other
+    assert other["cubins"][0] not in first["cubins"]
 
 
 # --- numba-cuda internals --------------------------------------------------------------

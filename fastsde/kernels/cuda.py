@@ -26,10 +26,12 @@ calculator for the compiled kernel), capped by the work available.
 """
 
 import contextlib
+import hashlib
 import importlib
 import inspect
 import math
 import re
+import sys
 import types
 import warnings
 
@@ -37,6 +39,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .. import __version__
 from ..errors import DeviceError, ModelError, OutputTooLargeError
 from .. import montecarlo
 from . import bits, layout, levels, philox, steps, unroll
@@ -105,6 +108,8 @@ NUMBA_CUDA_INTERNALS = (
      "the np.sqrt/np.floor lowerings call it"),
     ("numba.cuda.cudaimpl", "_generic_array", "fastsde.scratch.local_array lowers with it"),
     ("numba.cuda.core.config", "ENABLE_CUDASIM", "simulator detection"),
+    ("numba.cuda.dispatcher", "CUDACache",
+     "_KeyedCudaCache keeps compiled kernels on disk, keyed by their fingerprint"),
 )
 
 
@@ -898,7 +903,67 @@ _KERNELS = {}
 _STATS = {}
 
 
-def jit_kernel(pyfunc, sig, fastmath=False):
+def _source_hash():
+    """Hash of every source a CUDA kernel is built from: the CPU backend's (the step, the
+    RNG, kmath, the fields, ...) and this module's."""
+    from . import cpu
+
+    return hashlib.sha256((cpu._SOURCE_HASH + inspect.getsource(sys.modules[__name__])
+                           ).encode()).hexdigest()
+
+
+_SOURCE_HASH = []
+
+
+def kernel_fingerprint(key):
+    """What names a compiled kernel in the disk cache: ``key`` (what the kernel depends on
+    beyond the sources: model fingerprint, method, dtype, observables, ...), fastsde's and
+    numba-cuda's versions and the hash of the kernel sources."""
+    if not _SOURCE_HASH:
+        _SOURCE_HASH.append(_source_hash())
+    return hashlib.sha256(repr((key, __version__, numba_cuda_version(), _SOURCE_HASH[0])
+                               ).encode()).hexdigest()
+
+
+try:
+    from numba.cuda.dispatcher import CUDACache as _CUDACache
+except Exception:  # noqa: BLE001 - the simulator keeps no kernels on disk
+    _CUDACache = object
+
+
+class _KeyedCudaCache(_CUDACache):
+    """numba-cuda's on-disk kernel cache, keyed by the kernel's fingerprint.
+
+    numba-cuda keys a kernel by pickling its closure's cells, which hold compiled device
+    functions: they pickle differently in each process, so a fastsde kernel was never
+    found again (every process compiled every kernel: 3-4 s per model on an H200). The
+    fingerprint names everything the kernel depends on; numba-cuda adds the device's
+    compute capability and the CUDA runtime's version (``magic_tuple``). An entry holds
+    the PTX and the cubin linked when it was compiled, under :func:`exact_fp` and without
+    link-time optimisation, so a kernel loaded from it has the compiled kernel's
+    floating point (tests/test_cuda_link.py checks the loaded cubin's bytes)."""
+
+    def __init__(self, py_func, fingerprint):
+        super().__init__(py_func)
+        self._fingerprint = fingerprint
+
+    def _index_key(self, sig, codegen):
+        code_hash = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+        return (sig, codegen.magic_tuple(), (code_hash, self._fingerprint))
+
+
+def _named(fn, fingerprint):
+    """A copy of ``fn`` whose qualified name carries ``fingerprint``: each kernel then has
+    its own index file in the cache (every path kernel is the same closure of
+    :func:`_make_path_kernel`, so they would otherwise share one, and processes saving
+    different kernels at once would overwrite each other's entries)."""
+    named = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                               fn.__closure__)
+    named.__qualname__ = f"{fn.__name__}_{fingerprint[:24]}"
+    return named
+
+
+def jit_kernel(pyfunc, sig, fastmath=False, cache_key=None):
     """``cuda.jit`` a kernel and, on a GPU, compile it now for ``sig`` inside
     :func:`exact_fp`, then forbid further compilation: a launch with other argument types
     must fail rather than compile a variant with FMA contraction on.
@@ -913,11 +978,23 @@ def jit_kernel(pyfunc, sig, fastmath=False):
     The option is passed with the function: ``cuda.jit(fastmath=..., lto=False)(f)``
     drops ``lto`` in numba-cuda 0.30. tests/test_cuda_link.py links every kernel as a
     launch does and counts the FMAs in the SASS.
+
+    ``cache_key``: everything the kernel depends on beyond fastsde's sources (None: not
+    cached). The compiled kernel is then kept in Numba's disk cache (``NUMBA_CACHE_DIR``)
+    and a later process loads it instead of compiling (:class:`_KeyedCudaCache`).
     """
     if simulator_enabled():
         return cuda.jit(fastmath=fastmath)(pyfunc)
     check_driver()
+    fingerprint = None if cache_key is None else kernel_fingerprint((cache_key, fastmath))
+    if fingerprint is not None:
+        pyfunc = _named(pyfunc, fingerprint)
     disp = cuda.jit(pyfunc, fastmath=fastmath, lto=False)
+    if fingerprint is not None:
+        try:
+            disp._cache = _KeyedCudaCache(disp.py_func, fingerprint)
+        except Exception:  # noqa: BLE001 - no writable cache location: compile in memory
+            pass
     with exact_fp():
         disp.compile(sig)
     disp.disable_compile()
@@ -1010,7 +1087,8 @@ def check_driver():
 
 def _stats_dispatcher(dtype):
     if dtype not in _STATS:
-        _STATS[dtype] = jit_kernel(stats_kernel, stats_signature(dtype))
+        _STATS[dtype] = jit_kernel(stats_kernel, stats_signature(dtype),
+                                   cache_key=("stats", np.dtype(dtype).name))
     return _STATS[dtype]
 
 
@@ -1019,7 +1097,8 @@ _HIST = {}
 
 def _hist_dispatcher(dtype):
     if dtype not in _HIST:
-        _HIST[dtype] = jit_kernel(hist_kernel, hist_signature(dtype))
+        _HIST[dtype] = jit_kernel(hist_kernel, hist_signature(dtype),
+                                  cache_key=("hist", np.dtype(dtype).name))
     return _HIST[dtype]
 
 
@@ -1096,7 +1175,8 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         source = _make_path_kernel(model, method, dtype, fastmath, rng_only, obs=obs,
                                    stop=stop, increments=increments)
         try:
-            path = jit_kernel(source, path_signature(model, dtype, len(obs)), fastmath)
+            path = jit_kernel(source, path_signature(model, dtype, len(obs)), fastmath,
+                              cache_key=("path",) + key)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -1364,7 +1444,8 @@ def get_mlmc_kernel(model, method, dtype, payoff, chunk, stop=None, running=()):
         source = _make_mlmc_kernel(model, method, dtype, fastmath, payoff, stop, chunk,
                                    running)
         try:
-            kernel = jit_kernel(source, mlmc_signature(dtype), fastmath)
+            kernel = jit_kernel(source, mlmc_signature(dtype), fastmath,
+                                cache_key=("mlmc",) + key)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
