@@ -1240,9 +1240,18 @@ model = fs.SDE(drift, diffusion, dim=2, noise="diagonal", params=(1.0, 0.5))
 r = fs.simulate(model, x0=[1.0, 0.0], t_span=(0.0, 1.0), n_steps=64, n_paths=4096,
                 seed=5, device="cuda", save_at=[0.5, 1.0], stats=True,
                 histogram=dict(bins=20, range=(-3.0, 3.0)), progress=False)
+
+
+def call(t, x, p):
+    return max(x[0] - 1.0, 0.0)
+
+
+m = fs.mlmc(fs.GBM(mu=0.05, sigma=0.2), 1.0, (0.0, 1.0), call, eps=0.05, n0=1,
+            n_initial=200, seed=4, device="cuda", progress=False)
 dispatchers = {id(d): d for k in kc._KERNELS.values() for d in (k.path, k.stats, k.hist)}
+dispatchers.update((id(d), d) for d in kc._MLMC_KERNELS.values())
 bits = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in (
-    r.x, r.mean, r.var, r.histogram.counts))).hexdigest()
+    r.x, r.mean, r.var, r.histogram.counts, np.array([m.value, m.se])))).hexdigest()
 print(json.dumps(dict(
     misses=sum(sum(d._cache_misses.values()) for d in dispatchers.values()),
     hits=sum(sum(d._cache_hits.values()) for d in dispatchers.values()), bits=bits)))
@@ -1252,9 +1261,9 @@ print(json.dumps(dict(
 @device_only
 @pytest.mark.skipif(IN_SIMULATOR, reason="the simulator keeps no kernels on disk")
 def test_second_process_loads_the_kernels_and_gives_the_same_bits(tmp_path):
-    """On a GPU: a second process with the same model loads the path, statistics and
-    histogram kernels from the disk cache (nothing compiled) and gives the first's final
-    states, moments and histogram bit for bit."""
+    """On a GPU: a second process with the same models loads the path, statistics,
+    histogram and MLMC level kernels from the disk cache (nothing compiled) and gives the
+    first's final states, moments, histogram and MLMC estimate bit for bit."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
     runs = []
@@ -1264,8 +1273,8 @@ def test_second_process_loads_the_kernels_and_gives_the_same_bits(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
     first, second = runs
-    assert first["misses"] == 3 and first["hits"] == 0, first
-    assert second["misses"] == 0 and second["hits"] == 3, second
+    assert first["misses"] >= 4 and first["hits"] == 0, first  # one level kernel or more
+    assert second["misses"] == 0 and second["hits"] == first["misses"], second
     assert second["bits"] == first["bits"]
 
 

@@ -336,10 +336,10 @@ def _source_hash():
     for module in (bits, fmath, levels, philox, steps, unroll, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     # Sources that build kernel code without being imported here (kmath's overloads, the
-    # built-in fields' generated loops, lane forms): read as files, not imported, since
-    # some of them import this module.
+    # built-in fields' generated loops, the scratch arrays' lowering, lane forms): read as
+    # files, not imported, since some of them import this module.
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for name in ("kmath.py", "mlp.py", "generative.py", "montecarlo.py",
+    for name in ("kmath.py", "mlp.py", "generative.py", "montecarlo.py", "scratch.py",
                  os.path.join("kernels", "lanes.py"), os.path.join("kernels", "layout.py"),
                  os.path.join("kernels", "target.py")):
         try:
