@@ -912,17 +912,17 @@ def _source_hash():
                            ).encode()).hexdigest()
 
 
-_SOURCE_HASH = []
+#: (fastsde's version, numba-cuda's version, the sources' hash), read once per process.
+_FINGERPRINT_BASE = []
 
 
 def kernel_fingerprint(key):
     """What names a compiled kernel in the disk cache: ``key`` (what the kernel depends on
     beyond the sources: model fingerprint, method, dtype, observables, ...), fastsde's and
     numba-cuda's versions and the hash of the kernel sources."""
-    if not _SOURCE_HASH:
-        _SOURCE_HASH.append(_source_hash())
-    return hashlib.sha256(repr((key, __version__, numba_cuda_version(), _SOURCE_HASH[0])
-                               ).encode()).hexdigest()
+    if not _FINGERPRINT_BASE:
+        _FINGERPRINT_BASE.append((__version__, numba_cuda_version(), _source_hash()))
+    return hashlib.sha256(repr((key,) + _FINGERPRINT_BASE[0]).encode()).hexdigest()
 
 
 try:
