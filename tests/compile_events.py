@@ -8,7 +8,7 @@ from numba.core import event
 
 
 def piece(qualname):
-    """A compiled piece's name without the fingerprint that ``cpu._named`` appends."""
+    """A compiled piece's name without the fingerprint that ``cpu.named`` appends."""
     return re.sub(r"_[0-9a-f]{24}$", "", qualname)
 
 

@@ -352,13 +352,15 @@ def _source_hash():
 X0_SHARED, X0_PER_PATH, X0_NORMAL = 0, 1, 2
 
 
-class _KeyedCache(FunctionCache):
-    """Numba's on-disk cache keyed by the model's fingerprint.
+class FingerprintKeyed:
+    """Mixin for a Numba cache class (CPU or CUDA): entries keyed by a fingerprint.
 
     Numba keys a closure's cache entry by pickling its cells; cells that hold compiled
     functions pickle with a per-process id, so a closure kernel would never be found again
     in a new process. fastsde knows what determines the kernel (the fingerprint of the user
-    functions, method, noise kind, dims, dtype and fastsde's version) and keys by that.
+    functions, method, noise kind, dims, dtype and fastsde's version) and keys by that,
+    with the codegen's ``magic_tuple`` (CPU and Numba version; or compute capability and
+    CUDA runtime version).
     """
 
     def __init__(self, py_func, fingerprint):
@@ -369,6 +371,10 @@ class _KeyedCache(FunctionCache):
         code_hash = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
         return (sig, codegen.magic_tuple(), (code_hash, self._fingerprint))
 
+
+class _KeyedCache(FingerprintKeyed, FunctionCache):
+    """Numba's on-disk cache of CPU functions, keyed by fingerprint."""
+
     def holds(self, sig, target_context):
         """Whether the cache's index has an entry for ``sig`` on this machine (its CPU and
         Numba's version), read without loading the code."""
@@ -376,8 +382,9 @@ class _KeyedCache(FunctionCache):
                 in self._cache_file._load_index())
 
 
-def _named(fn, fingerprint, role=""):
-    """A copy of the closure ``fn`` whose qualified name carries the kernel's fingerprint.
+def named(fn, fingerprint, role=""):
+    """A copy of the closure ``fn`` whose qualified name carries the kernel's fingerprint
+    (each kernel then also has its own index file in the disk cache; CUDA kernels too).
 
     Numba names a compiled function's symbol after its ``__qualname__`` and a per-process
     counter, and a library loaded from the disk cache keeps the names it was compiled
@@ -414,7 +421,7 @@ def _shared_function(fn, key, role="", **options):
     fingerprint = hashlib.sha256(repr((key, __version__, numba.__version__, _SOURCE_HASH)
                                       ).encode()).hexdigest()
     if fingerprint not in _SHARED:
-        dispatcher = njit(**options)(_named(fn, fingerprint, role))
+        dispatcher = njit(**options)(named(fn, fingerprint, role))
         _enable_disk_cache(dispatcher, fingerprint)
         _SHARED[fingerprint] = dispatcher
     return _SHARED[fingerprint]
@@ -588,7 +595,7 @@ def compile_user_functions(model, jit, dtype=None, **options):
         # instead, the function's IR was copied at each level of inlining (a mixture
         # flow's first result: 11.9-13.0 s against 10.1-10.7 s).
         drift, diffusion = rewritten()
-        # Named by the key's hash (see _named): should LLVM leave a call to one in a
+        # Named by the key's hash (see named): should LLVM leave a call to one in a
         # kernel, a kernel loaded from the disk cache must not find another model's.
         tag = hashlib.sha256(repr((key, __version__, _SOURCE_HASH)).encode()).hexdigest()[:24]
         _MODEL_FUNCTIONS[key] = (
@@ -973,7 +980,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         # to call and is compiled once instead of at each call site. The kernel calls it
         # by its symbol, which must name this network's pass alone: under a name of its
         # qualname and a per-process counter, a kernel loaded from the disk cache called
-        # another network's pass made earlier in the process (_named).
+        # another network's pass made earlier in the process (named).
 
         def block_field(T, X, p, F, S):
             _prefer_vector_width(VECTOR_BITS)

@@ -42,7 +42,7 @@ from numba import cuda
 from .. import __version__
 from ..errors import DeviceError, ModelError, OutputTooLargeError
 from .. import montecarlo
-from . import bits, layout, levels, philox, steps, unroll
+from . import bits, cpu, layout, levels, philox, steps, unroll
 from .target import compile_functions, module_functions
 
 #: Every function of philox.py (they call each other by name; compile_functions rebinds
@@ -496,9 +496,8 @@ def _make_path_kernel(model, method, dtype, fastmath, rng_only=False, cc=None, o
     pair_mask = ~np.uint64(1)
     nan = dtype(np.nan)
     if rng_only:
-        from .cpu import _make_rng_only_step
-
-        step = device_jit(fastmath)(_make_rng_only_step(model.dim, max(model.noise_dim, 1)))
+        step = device_jit(fastmath)(cpu._make_rng_only_step(model.dim,
+                                                            max(model.noise_dim, 1)))
     else:
         step = build_step(model, method, dtype, fastmath, noise_ns)
     lane_select = _device_piece(("lane_select",), False, cc, lambda: _lane_select)
@@ -906,8 +905,6 @@ _STATS = {}
 def _source_hash():
     """Hash of every source a CUDA kernel is built from: the CPU backend's (the step, the
     RNG, kmath, the fields, ...) and this module's."""
-    from . import cpu
-
     return hashlib.sha256((cpu._SOURCE_HASH + inspect.getsource(sys.modules[__name__])
                            ).encode()).hexdigest()
 
@@ -931,36 +928,15 @@ except Exception:  # noqa: BLE001 - the simulator keeps no kernels on disk
     _CUDACache = object
 
 
-class _KeyedCudaCache(_CUDACache):
+class _KeyedCudaCache(cpu.FingerprintKeyed, _CUDACache):
     """numba-cuda's on-disk kernel cache, keyed by the kernel's fingerprint.
 
-    numba-cuda keys a kernel by pickling its closure's cells, which hold compiled device
+    numba-cuda's own key pickles the closure's cells, which hold compiled device
     functions: they pickle differently in each process, so a fastsde kernel was never
-    found again (every process compiled every kernel: 3-4 s per model on an H200). The
-    fingerprint names everything the kernel depends on; numba-cuda adds the device's
-    compute capability and the CUDA runtime's version (``magic_tuple``). An entry holds
-    the PTX and the cubin linked when it was compiled, under :func:`exact_fp` and without
-    link-time optimisation, so a kernel loaded from it has the compiled kernel's
-    floating point (tests/test_cuda_link.py checks the loaded cubin's bytes)."""
-
-    def __init__(self, py_func, fingerprint):
-        super().__init__(py_func)
-        self._fingerprint = fingerprint
-
-    def _index_key(self, sig, codegen):
-        code_hash = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
-        return (sig, codegen.magic_tuple(), (code_hash, self._fingerprint))
-
-
-def _named(fn, fingerprint):
-    """A copy of ``fn`` whose qualified name carries ``fingerprint``: each kernel then has
-    its own index file in the cache (every path kernel is the same closure of
-    :func:`_make_path_kernel`, so they would otherwise share one, and processes saving
-    different kernels at once would overwrite each other's entries)."""
-    named = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
-                               fn.__closure__)
-    named.__qualname__ = f"{fn.__name__}_{fingerprint[:24]}"
-    return named
+    found again (every process compiled every kernel: 3-4 s per model on an H200). An
+    entry holds the PTX and the cubin linked when it was compiled, under :func:`exact_fp`
+    and without link-time optimisation, so a kernel loaded from it has the compiled
+    kernel's floating point (tests/test_cuda_link.py checks the loaded cubin's bytes)."""
 
 
 def jit_kernel(pyfunc, sig, fastmath=False, cache_key=None):
@@ -988,7 +964,7 @@ def jit_kernel(pyfunc, sig, fastmath=False, cache_key=None):
     check_driver()
     fingerprint = None if cache_key is None else kernel_fingerprint((cache_key, fastmath))
     if fingerprint is not None:
-        pyfunc = _named(pyfunc, fingerprint)
+        pyfunc = cpu.named(pyfunc, fingerprint)
     disp = cuda.jit(pyfunc, fastmath=fastmath, lto=False)
     if fingerprint is not None:
         try:
