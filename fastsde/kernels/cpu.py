@@ -400,9 +400,11 @@ def named(fn, fingerprint, role=""):
     return named
 
 
-def _enable_disk_cache(dispatcher, fingerprint):
+def enable_disk_cache(dispatcher, fingerprint, cache_class=None):
+    """Keep ``dispatcher``'s compiled code in Numba's disk cache under ``fingerprint``
+    (``cache_class``: a :class:`FingerprintKeyed` cache; None: the CPU's)."""
     try:
-        dispatcher._cache = _KeyedCache(dispatcher.py_func, fingerprint)
+        dispatcher._cache = (cache_class or _KeyedCache)(dispatcher.py_func, fingerprint)
     except Exception:  # no writable cache location: compile in memory only
         pass
 
@@ -422,7 +424,7 @@ def _shared_function(fn, key, role="", **options):
                                       ).encode()).hexdigest()
     if fingerprint not in _SHARED:
         dispatcher = njit(**options)(named(fn, fingerprint, role))
-        _enable_disk_cache(dispatcher, fingerprint)
+        enable_disk_cache(dispatcher, fingerprint)
         _SHARED[fingerprint] = dispatcher
     return _SHARED[fingerprint]
 

@@ -967,10 +967,7 @@ def jit_kernel(pyfunc, sig, fastmath=False, cache_key=None):
         pyfunc = cpu.named(pyfunc, fingerprint)
     disp = cuda.jit(pyfunc, fastmath=fastmath, lto=False)
     if fingerprint is not None:
-        try:
-            disp._cache = _KeyedCudaCache(disp.py_func, fingerprint)
-        except Exception:  # noqa: BLE001 - no writable cache location: compile in memory
-            pass
+        cpu.enable_disk_cache(disp, fingerprint, _KeyedCudaCache)
     with exact_fp():
         disp.compile(sig)
     disp.disable_compile()
