@@ -481,6 +481,76 @@ def _call_address(typingctx, address, args, result_like):
 
 
 @intrinsic
+def _call_compiled(typingctx, function, args):
+    """``function(*args)`` for a piece compiled beforehand for exactly these argument
+    types (:func:`_load_pieces`), called by its symbol; its status is propagated, so an
+    exception it raises is the caller's.
+
+    A call by name (Numba's own) links the callee's LLVM module into the caller, where
+    LLVM optimises it again with the caller and emits its machine code again: the block
+    ends, called once per block and never inlined, were about 40% of a kernel's final
+    module, and a network's block field is larger still. Numba's JIT resolves the symbol
+    to the piece's code, which is in the process before the caller is compiled or loaded
+    from the disk cache; the symbol names the piece's fingerprint (:func:`named`), so it
+    is that piece's code. What LLVM cannot do across such a call is read the callee's
+    code for what it leaves untouched, so a piece called inside the time loop
+    (``save_block``) stays a call by name (docs/design.md).
+    """
+    if not isinstance(function, types.Dispatcher) or not isinstance(args, types.BaseTuple):
+        return None
+    dispatcher = function.dispatcher
+    arg_types = tuple(args)
+    compiled = dispatcher.overloads.get(arg_types)
+    if compiled is None:
+        raise errors.TypingError(
+            f"fastsde: {dispatcher.py_func.__name__} is called with {arg_types} but was "
+            f"compiled for {list(dispatcher.overloads)} (see _load_pieces)")
+    fndesc = compiled.fndesc
+
+    def codegen(context, builder, signature, llvm_args):
+        packed = llvm_args[1]
+        values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
+        callee = context.declare_function(builder.module, fndesc)
+        status, result = context.call_conv.call_function(builder, callee, fndesc.restype,
+                                                         fndesc.argtypes, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return result if fndesc.restype is not types.none else context.get_dummy_value()
+
+    return compiled.signature.return_type(function, args), codegen
+
+
+def _load_pieces(pieces):
+    """Compile, or load from the disk cache, each ``(dispatcher, argument types)`` of
+    ``pieces`` and put its code in the process's JIT, where the callers of
+    :func:`_call_compiled` find its symbol: before the caller is compiled (it is typed
+    against these signatures) or loaded (its machine code refers to the symbol)."""
+    for dispatcher, sig in pieces:
+        _address(_compiled(dispatcher, sig))
+
+
+def _piece_signatures(kernel_sig, dtype, per_path_params):
+    """The argument types with which ``run_chunk`` calls its block ends
+    (``kernel_sig``: the kernel arguments' types, :func:`layout.empty_args`);
+    ``(block_start, block_finish)``."""
+    arg = dict(zip(layout.KernelArgs._fields, kernel_sig))
+    floats = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
+    times = types.Array(types.float64, 1, "C")
+    masks = types.Array(types.int32 if dtype == np.float32 else types.int64, 1, "C")
+    i64, u64 = types.int64, types.uint64
+    # run_chunk's "may_vary_by_path and ...": a literal False where rows never vary.
+    varies = types.boolean if per_path_params else types.literal(False)
+    block_start = (floats, floats, times, masks, i64, i64, arg["n_paths"], u64, u64,
+                   arg["antithetic"], varies, arg["x0_rows"], arg["x0_mode"],
+                   arg["x0_mean"], arg["x0_std"], i64, arg["key0"], arg["key1"],
+                   arg["params"], i64)
+    block_finish = (floats, times, arg["x_out"], arg["hit_out"], arg["hit_count"],
+                    arg["hit_mean"], arg["hit_m2"], i64, i64, i64, types.boolean,
+                    types.boolean, types.boolean)
+    return block_start, block_finish
+
+
+@intrinsic
 def _inline_into_callers(typingctx):
     """Mark the function being compiled ``alwaysinline`` for LLVM.
 
@@ -1163,9 +1233,10 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         for b0 in range(start, stop, lanes):
             n_live = min(lanes, stop - b0)
             path0 = first_path + np.uint64(b0)
-            block_start(X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
-                        per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address,
-                        key0, key1, params, np.int64(n_params_model))
+            _call_compiled(block_start, (
+                X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
+                per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address, key0,
+                key1, params, np.int64(n_params_model)))
             if has_stop:
                 # A path that starts in the stopping region stops at t0.
                 for l in range(n_live):
@@ -1222,8 +1293,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 if block_mode:
                     for l in range(lanes):
                         R[r_times + l] = t
-                    block_field(R[r_times:r_times + lanes], X[:lane_block], p_block,
-                                R[r_fields:r_fields + lane_block], S)
+                    _call_compiled(block_field, (R[r_times:r_times + lanes], X[:lane_block],
+                                                 p_block, R[r_fields:r_fields + lane_block],
+                                                 S))
                 for target in range(first_pass, n_passes):
                     if block_mode:
                         R[r_target] = target
@@ -1276,19 +1348,21 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                             live[l] = keep
                     if block_mode and target < n_calls:
                         at = target * lanes
-                        block_field(R[r_times + at:r_times + at + lanes],
-                                    R[r_states + target * lane_block:
-                                      r_states + (target + 1) * lane_block],
-                                    p_block,
-                                    R[r_fields + target * lane_block:
-                                      r_fields + (target + 1) * lane_block], S)
+                        _call_compiled(block_field, (
+                            R[r_times + at:r_times + at + lanes],
+                            R[r_states + target * lane_block:
+                              r_states + (target + 1) * lane_block],
+                            p_block,
+                            R[r_fields + target * lane_block:
+                              r_fields + (target + 1) * lane_block], S))
                 if s < n_save and save_steps[s] == k + 1:
                     save_block(X, P, OBV, n_live, b0, c, s, t_next, antithetic, tid,
                                paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
                                ob_m2, hist, hist_edges)
                     s += 1
-            bad += block_finish(X, HT, x_out, hit_out, hit_count, hit_mean, hit_m2, b0,
-                                n_live, c, keep_x, keep_hits, hit_stats)
+            bad += _call_compiled(block_finish, (
+                X, HT, x_out, hit_out, hit_count, hit_mean, hit_m2, b0, n_live, c, keep_x,
+                keep_hits, hit_stats))
         nonfinite[c] = bad
 
     dispatcher = _shared_function(run_chunk, (
@@ -1297,6 +1371,13 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
         block_mode), **_WRAPPERLESS, **options)
     dispatcher.lane_block = block_mode
+    kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
+    dispatcher.pieces = tuple(zip((block_start, block_finish),
+                                  _piece_signatures(kernel_sig, dtype, may_vary_by_path)))
+    if block_mode:
+        # (T, X, p, F, S): slices of the lane arrays, and the parameter row.
+        floats = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
+        dispatcher.pieces += ((block_field, (floats,) * 5),)
     return dispatcher
 
 
@@ -1545,6 +1626,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
                                     increments, per_path_params)
         sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
         try:
+            _load_pieces(run_chunk.pieces)
             run_chunk.compile(_run_chunk_sig(sig))
         except ModelError:
             raise
