@@ -85,8 +85,8 @@ print(json.dumps(steps))
 """
 
 
-def _child(steps, cache_dir, kernel_first=False):
-    code = (f"STEPS = {steps!r}\nKERNEL_FIRST = {kernel_first!r}\n"
+def _child(steps, cache_dir, kernel_first=False, prelude=""):
+    code = (prelude + f"STEPS = {steps!r}\nKERNEL_FIRST = {kernel_first!r}\n"
             + textwrap.dedent(CHILD))
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
@@ -164,6 +164,30 @@ def test_a_new_process_loads_every_piece_from_the_disk_cache(two_processes):
         np.testing.assert_array_equal(np.array(again[step]["x"]), np.array(first[step]["x"]))
 
 
+def test_a_cached_kernel_finds_block_ends_compiled_in_another_order():
+    """A kernel loaded from the disk cache calls block ends that this process compiled
+    itself, after other functions: Numba's own symbols carry a per-process counter, so
+    the kernel must reach them by names that do not (cpu._piece_symbol). Called by
+    Numba's symbols (6e3c596), the process died: here it aborted, in a CI run it
+    crashed (SIGSEGV) in `fastsde demo`, which loads Heun's kernel compiled by a
+    second process."""
+    steps = [("first", "osc", "euler_maruyama", False, False)]
+    with tempfile.TemporaryDirectory(prefix="fastsde-compile-") as cache:
+        first = _child(steps, cache)
+        removed = [name for name in os.listdir(os.path.join(cache, os.listdir(cache)[0]))
+                   if "block_start" in name or "block_finish" in name]
+        folder = os.path.join(cache, os.listdir(cache)[0])
+        for name in removed:
+            os.remove(os.path.join(folder, name))
+        assert removed, os.listdir(folder)
+        # Two functions compiled first: the block ends get other counters than before.
+        again = _child(steps, cache, prelude=(
+            "import numba\nnumba.njit(lambda v: v + 1.0)(1.0)\n"
+            "numba.njit(lambda v: v * 2)(3)\n"))
+    assert sorted(again["first"]["compiled"]) == ["block_finish", "block_start"], again
+    np.testing.assert_array_equal(np.array(again["first"]["x"]), np.array(first["first"]["x"]))
+
+
 def test_the_rng_lane_loops_are_inlined_into_the_step_loop():
     """fill_normals is compiled on its own (shared, cached) and marked for LLVM to inline:
     a call left in the time loop costs about a tenth of the float32 throughput."""
@@ -224,7 +248,7 @@ def test_a_piece_called_by_symbol_refuses_argument_types_it_was_not_compiled_for
     def piece(a, b):
         return a + b
 
-    piece.compile((cpu.types.float64, cpu.types.float64))
+    cpu._load_pieces([(piece, (cpu.types.float64, cpu.types.float64))])
 
     @cpu.njit
     def caller(a, b):

@@ -22,6 +22,7 @@ from numba import njit, prange, types
 from numba.core import cgutils, errors
 from numba.core.caching import FunctionCache
 from numba.extending import intrinsic
+from llvmlite import binding as llvm_binding
 from llvmlite.ir.values import FunctionAttributes
 
 from .. import __version__
@@ -480,21 +481,31 @@ def _call_address(typingctx, address, args, result_like):
     return result_type(address, args, result_like), codegen
 
 
+def _piece_symbol(dispatcher, arg_types):
+    """The name by which :func:`_call_compiled` calls ``dispatcher``'s code for
+    ``arg_types``: the same in every process. Numba's own symbol for it carries a
+    per-process counter (:func:`named`), so a kernel compiled in one process and loaded
+    from the disk cache in another would not find the piece under it."""
+    digest = hashlib.sha256(repr(tuple(arg_types)).encode()).hexdigest()[:16]
+    return f"fastsde_{dispatcher.py_func.__qualname__}_{digest}"
+
+
 @intrinsic
 def _call_compiled(typingctx, function, args):
     """``function(*args)`` for a piece compiled beforehand for exactly these argument
-    types (:func:`_load_pieces`), called by its symbol; its status is propagated, so an
-    exception it raises is the caller's.
+    types (:func:`_load_pieces`), called by a symbol of its own (:func:`_piece_symbol`);
+    its status is propagated, so an exception it raises is the caller's.
 
     A call by name (Numba's own) links the callee's LLVM module into the caller, where
     LLVM optimises it again with the caller and emits its machine code again: the block
     ends, called once per block and never inlined, were about 40% of a kernel's final
-    module, and a network's block field is larger still. Numba's JIT resolves the symbol
-    to the piece's code, which is in the process before the caller is compiled or loaded
-    from the disk cache; the symbol names the piece's fingerprint (:func:`named`), so it
-    is that piece's code. What LLVM cannot do across such a call is read the callee's
-    code for what it leaves untouched, so a piece called inside the time loop
-    (``save_block``) stays a call by name (docs/design.md).
+    module, and a network's block field is larger still. The symbol is bound to the
+    piece's address in the process (``llvmlite.binding.add_symbol``, as Numba binds its
+    runtime's functions) before the caller is compiled or loaded from the disk cache,
+    and it names the piece's fingerprint and argument types, so it is that piece's code.
+    What LLVM cannot do across such a call is read the callee's code for what it leaves
+    untouched, so a piece called inside the time loop (``save_block``) stays a call by
+    name (docs/design.md).
     """
     if not isinstance(function, types.Dispatcher) or not isinstance(args, types.BaseTuple):
         return None
@@ -505,28 +516,32 @@ def _call_compiled(typingctx, function, args):
         raise errors.TypingError(
             f"fastsde: {dispatcher.py_func.__name__} is called with {arg_types} but was "
             f"compiled for {list(dispatcher.overloads)} (see _load_pieces)")
-    fndesc = compiled.fndesc
+    restype, argtypes = compiled.fndesc.restype, compiled.fndesc.argtypes
+    symbol = _piece_symbol(dispatcher, compiled.signature.args)
 
     def codegen(context, builder, signature, llvm_args):
         packed = llvm_args[1]
         values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
-        callee = context.declare_function(builder.module, fndesc)
-        status, result = context.call_conv.call_function(builder, callee, fndesc.restype,
-                                                         fndesc.argtypes, values)
+        callee = cgutils.get_or_insert_function(
+            builder.module, context.call_conv.get_function_type(restype, argtypes), symbol)
+        status, result = context.call_conv.call_function(builder, callee, restype,
+                                                         argtypes, values)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
-        return result if fndesc.restype is not types.none else context.get_dummy_value()
+        return result if restype is not types.none else context.get_dummy_value()
 
     return compiled.signature.return_type(function, args), codegen
 
 
 def _load_pieces(pieces):
     """Compile, or load from the disk cache, each ``(dispatcher, argument types)`` of
-    ``pieces`` and put its code in the process's JIT, where the callers of
-    :func:`_call_compiled` find its symbol: before the caller is compiled (it is typed
-    against these signatures) or loaded (its machine code refers to the symbol)."""
+    ``pieces`` and bind its :func:`_piece_symbol` to its code, where the callers of
+    :func:`_call_compiled` find it: before the caller is compiled (it is typed against
+    these signatures) or loaded (its machine code refers to the symbol)."""
     for dispatcher, sig in pieces:
-        _address(_compiled(dispatcher, sig))
+        compiled = _compiled(dispatcher, sig)
+        llvm_binding.add_symbol(_piece_symbol(dispatcher, compiled.signature.args),
+                                _address(compiled))
 
 
 def _piece_signatures(kernel_sig, dtype, per_path_params):
