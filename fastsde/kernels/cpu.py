@@ -468,17 +468,22 @@ def _call_address(typingctx, address, args, result_like):
     result_type = types.none if isinstance(result_like, types.NoneType) else result_like
 
     def codegen(context, builder, signature, llvm_args):
-        address_value, packed = llvm_args[0], llvm_args[1]
-        values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
         function_type = context.call_conv.get_function_type(result_type, arg_types)
-        callee = builder.inttoptr(address_value, function_type.as_pointer())
-        status, result = context.call_conv.call_function(builder, callee, result_type,
-                                                         arg_types, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return result if result_type is not types.none else context.get_dummy_value()
+        callee = builder.inttoptr(llvm_args[0], function_type.as_pointer())
+        return _emit_call(context, builder, callee, result_type, arg_types, llvm_args[1])
 
     return result_type(address, args, result_like), codegen
+
+
+def _emit_call(context, builder, callee, result_type, arg_types, packed):
+    """Code for ``callee`` (Numba's calling convention) on the values of the tuple
+    ``packed``, its exception status propagated to the caller; returns its result."""
+    values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
+    status, result = context.call_conv.call_function(builder, callee, result_type,
+                                                     arg_types, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return result if result_type is not types.none else context.get_dummy_value()
 
 
 def _piece_symbol(dispatcher, arg_types):
@@ -520,15 +525,9 @@ def _call_compiled(typingctx, function, args):
     symbol = _piece_symbol(dispatcher, compiled.signature.args)
 
     def codegen(context, builder, signature, llvm_args):
-        packed = llvm_args[1]
-        values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
         callee = cgutils.get_or_insert_function(
             builder.module, context.call_conv.get_function_type(restype, argtypes), symbol)
-        status, result = context.call_conv.call_function(builder, callee, restype,
-                                                         argtypes, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return result if restype is not types.none else context.get_dummy_value()
+        return _emit_call(context, builder, callee, restype, argtypes, llvm_args[1])
 
     return compiled.signature.return_type(function, args), codegen
 
@@ -545,9 +544,9 @@ def _load_pieces(pieces):
 
 
 def _piece_signatures(kernel_sig, dtype, per_path_params):
-    """The argument types with which ``run_chunk`` calls its block ends
-    (``kernel_sig``: the kernel arguments' types, :func:`layout.empty_args`);
-    ``(block_start, block_finish)``."""
+    """The argument types with which ``run_chunk`` calls the pieces it reaches through
+    :func:`_call_compiled` (``kernel_sig``: the kernel arguments' types,
+    :func:`layout.empty_args`), by the piece's name."""
     arg = dict(zip(layout.KernelArgs._fields, kernel_sig))
     floats = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     times = types.Array(types.float64, 1, "C")
@@ -562,7 +561,10 @@ def _piece_signatures(kernel_sig, dtype, per_path_params):
     block_finish = (floats, times, arg["x_out"], arg["hit_out"], arg["hit_count"],
                     arg["hit_mean"], arg["hit_m2"], i64, i64, i64, types.boolean,
                     types.boolean, types.boolean)
-    return block_start, block_finish
+    # (T, X, p, F, S): slices of the lane arrays, and the parameter row.
+    block_field = (floats,) * 5
+    return dict(block_start=block_start, block_finish=block_finish,
+                block_field=block_field)
 
 
 @intrinsic
@@ -1386,13 +1388,14 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
         block_mode), **_WRAPPERLESS, **options)
     dispatcher.lane_block = block_mode
-    kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
-    dispatcher.pieces = tuple(zip((block_start, block_finish),
-                                  _piece_signatures(kernel_sig, dtype, may_vary_by_path)))
+    # The kernel arguments' types (what run_chunk is compiled for, after the chunk index
+    # and the normals' address) and the pieces it calls by symbol, with their types.
+    dispatcher.kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
+    signatures = _piece_signatures(dispatcher.kernel_sig, dtype, may_vary_by_path)
+    called = dict(block_start=block_start, block_finish=block_finish)
     if block_mode:
-        # (T, X, p, F, S): slices of the lane arrays, and the parameter row.
-        floats = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
-        dispatcher.pieces += ((block_field, (floats,) * 5),)
+        called["block_field"] = block_field
+    dispatcher.pieces = tuple((piece, signatures[name]) for name, piece in called.items())
     return dispatcher
 
 
@@ -1589,9 +1592,8 @@ def kernel_is_ready(model, method, dtype, obs=(), stop=None, n_params=None,
     cache = run_chunk._cache
     if not isinstance(cache, _KeyedCache):
         return False
-    sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
     try:
-        return cache.holds(_run_chunk_sig(sig), run_chunk.targetctx)
+        return cache.holds(_run_chunk_sig(run_chunk.kernel_sig), run_chunk.targetctx)
     except Exception:  # noqa: BLE001 - an unreadable index: as good as absent
         return False
 
@@ -1639,7 +1641,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     if kernel is None:
         run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop,
                                     increments, per_path_params)
-        sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
+        sig = run_chunk.kernel_sig
         try:
             _load_pieces(run_chunk.pieces)
             run_chunk.compile(_run_chunk_sig(sig))
