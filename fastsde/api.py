@@ -329,7 +329,7 @@ def _progress_bar(n_paths, progress):
     if not progress:
         return None
     try:
-        from tqdm.auto import tqdm
+        from ._progress import tqdm
     except ImportError:
         return None
     return tqdm(total=n_paths, unit="path", unit_scale=True, delay=2.0, desc="fastsde",

@@ -381,7 +381,7 @@ def _run(model, req, raw, client, per, progress, chunk):
 
 def _progress_bar(total):
     try:
-        from tqdm.auto import tqdm
+        from ._progress import tqdm
     except ImportError:
         return None
     return tqdm(total=total, unit="task", delay=2.0, desc="fastsde[dask]", leave=False)
