@@ -24,7 +24,8 @@ runs through its lane form) are each timed as a first result in a fresh process 
 empty cache. The "next model" row is the user's usual case: another model (the oscillator with a cubic drift term) run
 in a fresh process after the first model ran with the same cache, so that what every
 kernel shares (the RNG's lane loops, the launcher, the save point) comes from the cache
-and only the model's own code compiles. ``fastsde demo`` is timed too (first run with an
+and only the model's own code compiles; the "next model of 3 components" row does the same
+with a model of another state width. ``fastsde demo`` is timed too (first run with an
 empty cache, then a second run that reads it). The "same model again" row runs the first
 model a second time in the cache it filled: a user's rerun of an unchanged script.
 
@@ -172,6 +173,21 @@ elif VARIANT == "new_model":
         out[1] = -p[0] * x[0] - p[1] * x[1] - 0.1 * x[0] * x[0] * x[0]
     osc = fs.SDE(duffing, diffusion, dim=2, noise="diagonal", params=(1.0, 0.1, 0.3),
                  name="duffing")
+elif VARIANT == "new_width":
+    # A next model of another state width: the oscillator with a third, relaxing
+    # component that feeds its velocity. Run after "base" in the same cache folder.
+    def relaxed(t, x, p, out):
+        out[0] = x[1]
+        out[1] = -p[0] * x[0] - p[1] * x[1] + 0.1 * x[2]
+        out[2] = x[0] - x[2]
+
+    def diffusion3(t, x, p, out):
+        out[0] = 0.0
+        out[1] = p[2]
+        out[2] = 0.1
+    osc = fs.SDE(relaxed, diffusion3, dim=3, noise="diagonal", params=(1.0, 0.1, 0.3),
+                 name="relaxed oscillator")
+    kw["x0"] = [1.0, 0.0, 0.5]
 res = fs.simulate(osc, **kw)
 assert np.all(np.isfinite(res.x)), "the first result is not finite"
 print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=_T_IMPORT,
@@ -259,10 +275,11 @@ print(json.dumps(dict(total=time.perf_counter() - _T0, import_s=0.0,
 """
 
 VARIANTS = ("base", "float32", "heun", "observables", "stop_when", "pendulum",
-            "pendulum_libm", "lane_form", "new_model", "rerun")
+            "pendulum_libm", "lane_form", "new_model", "new_width", "rerun")
 #: Rows measured in a cache folder that "base" filled first (their own run is timed).
-AFTER_BASE = ("new_model", "rerun")
+AFTER_BASE = ("new_model", "new_width", "rerun")
 ROW_NAMES = {"new_model": "fastsde, the next model (cache holds the first's)",
+             "new_width": "fastsde, a next model of 3 components (cache holds the first's)",
              "rerun": "fastsde, the same model again (cache holds it)",
              "pendulum": "fastsde, a pendulum (math.sin as kmath's sin)",
              "pendulum_libm": "fastsde, the pendulum with math=\"libm\"",
@@ -397,7 +414,9 @@ def main(argv=None):
              f"README's damped oscillator (dim 2, diagonal noise), 1000 paths x 100 steps, "
              f"float64 Euler-Maruyama unless the row says otherwise. The next model: "
              f"the oscillator with a cubic term added to its drift, run after the first "
-             f"model in the same Numba cache (what every model shares is cached); the same "
+             f"model in the same Numba cache (what every model shares is cached); a next "
+             f"model of 3 components: the oscillator with a third, relaxing component, "
+             f"likewise; the same "
              f"model again: the first model run a second time in the same cache.", "",
              "| what | first result s | import s | compiling s | of which LLVM s | "
              "vs naive kernel |", "| --- | ---: | ---: | ---: | ---: | ---: |"]

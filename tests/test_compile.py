@@ -54,15 +54,31 @@ def noise(t, x, p, out):
     out[1] = p[2]
 
 
+def osc_relaxed(t, x, p, out):  # a third component: another state width
+    out[0] = x[1]
+    out[1] = -p[0] * x[0] - p[1] * x[1]
+    out[2] = x[0] - x[2]
+
+
+def noise3(t, x, p, out):
+    out[0] = 0.0
+    out[1] = p[2]
+    out[2] = 0.1
+
+
 def energy(t, x, p):
     return 0.5 * (x[1] * x[1] + p[0] * x[0] * x[0])
 
 
 def run(drift, method, observe, normal_x0):
     params = (1.0, 0.1, 0.3, 0.1) if drift is duffing_wide else (1.0, 0.1, 0.3)
-    model = fs.SDE(drift, noise, dim=2, noise="additive", params=params)
+    dim = 3 if drift is osc_relaxed else 2
+    model = fs.SDE(drift, noise3 if dim == 3 else noise, dim=dim, noise="additive",
+                   params=params)
     extra = dict(observables={"energy": energy}, stats=True) if observe else {}
-    x0 = fs.Normal([1.0, 0.0], [0.1, 0.2]) if normal_x0 else [1.0, 0.0]
+    x0 = [1.0, 0.0, 0.5][:dim]
+    if normal_x0:
+        x0 = fs.Normal(x0, [0.1, 0.2, 0.3][:dim])
     res = fs.simulate(model, x0, (0.0, 1.0), 16, 300, method=method, seed=3,
                       device="cpu", progress=False, **extra)
     return res.x
@@ -106,6 +122,7 @@ def two_processes():
              ("other_outputs", "osc", "euler_maruyama", True, False),
              ("other_model", "duffing", "euler_maruyama", False, False),
              ("other_width", "duffing_wide", "euler_maruyama", False, False),
+             ("other_dim", "osc_relaxed", "euler_maruyama", False, False),
              ("normal_x0", "osc", "euler_maruyama", False, True)]
     with tempfile.TemporaryDirectory(prefix="fastsde-compile-") as cache:
         first = _child(steps, cache)
@@ -133,15 +150,17 @@ def test_normal_initial_states_compile_only_their_normals(two_processes):
     assert first["normal_x0"]["compiled"] == ["normal_block"], first["normal_x0"]["compiled"]
 
 
-@pytest.mark.parametrize("step", ["other_method", "other_model", "other_width"])
+@pytest.mark.parametrize("step", ["other_method", "other_model", "other_width",
+                                  "other_dim"])
 def test_a_new_method_or_model_compiles_only_its_chunk_function(two_processes, step):
-    """Euler-Maruyama -> Heun on the same model, a new drift of the same width, or one
-    with another parameter width: the RNG's lane loops, the save point, the block's start
-    and finish (initial states, parameter rows, final states and hitting times) and the
-    launcher are the first kernel's; only run_chunk compiles, and for a new model its
-    drift and diffusion (compiled once per model and dtype, which every kernel of the
-    model then inlines). A network's parameter width is its number of weights: each new
-    architecture would otherwise compile the block's pieces again."""
+    """Euler-Maruyama -> Heun on the same model, a new drift of the same width, one with
+    another parameter width, or one with another state width (three components, not
+    two): the RNG's lane loops, the save point, the block's start and finish (initial
+    states, parameter rows, final states and hitting times) and the launcher are the
+    first kernel's; only run_chunk compiles, and for a new model its drift and diffusion
+    (compiled once per model and dtype, which every kernel of the model then inlines). A
+    network's parameter width is its number of weights: each new architecture would
+    otherwise compile the block's pieces again."""
     first, _ = two_processes
     expected = ["run_chunk"] + (["model_diffusion", "model_drift"]
                                 if step != "other_method" else [])

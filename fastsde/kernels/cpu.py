@@ -557,10 +557,10 @@ def _piece_signatures(kernel_sig, dtype, per_path_params):
     block_start = (floats, floats, times, masks, i64, i64, arg["n_paths"], u64, u64,
                    arg["antithetic"], varies, arg["x0_rows"], arg["x0_mode"],
                    arg["x0_mean"], arg["x0_std"], i64, arg["key0"], arg["key1"],
-                   arg["params"], i64)
+                   arg["params"], i64, i64)
     block_finish = (floats, times, arg["x_out"], arg["hit_out"], arg["hit_count"],
                     arg["hit_mean"], arg["hit_m2"], i64, i64, i64, types.boolean,
-                    types.boolean, types.boolean)
+                    types.boolean, types.boolean, i64)
     # (T, X, p, F, S): slices of the lane arrays, and the parameter row.
     block_field = (floats,) * 5
     return dict(block_start=block_start, block_finish=block_finish,
@@ -816,16 +816,19 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
     """The save point's function: everything asked for at a save index, for the live lanes
     of one block (the statistics, histogram, observables and stored paths).
 
-    It depends on the state's width, the lanes and the observables (and, with
-    observables, the parameters' width: they read a path's parameter row), not on the
-    model's drift or the method, so the kernels of one model for every method (and of
-    every model of the same width) share it: compiled once per process, then loaded from
-    the disk cache, and linked into each kernel.
+    It depends on the dtype and the lanes (and, with observables, on them, the state's
+    width and the parameters' width: they read a path's state and parameter row), not on
+    the model's functions or the method, so the kernels of every model without
+    observables share it, whatever their widths: compiled once per process, then loaded
+    from the disk cache, and linked into each kernel. The state's width is an argument
+    (``width``, the kernel's ``dim``).
     """
     if not obs:
-        # Without observables the parameters are not read: one function serves every
-        # parameter width (a network's width is its number of weights).
+        # Without observables neither the state nor the parameters are read into scratch:
+        # one function serves every state and parameter width (a network's parameter
+        # width is its number of weights).
         n_params_model = 0
+        dim = 1
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     observe = montecarlo.make_observe(obs, njit(inline="always", **options))
     n_obs = len(obs)
@@ -838,8 +841,9 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
     nan = dtype(np.nan)
 
     def save_block(X, P, OBV, n_live, b0, c, s, t_s, antithetic, tid, paths_out, st_count,
-                   st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_edges):
-        """Everything asked for at save index s, for the live lanes of one block.
+                   st_mean, st_m2, ob_count, ob_mean, ob_m2, hist, hist_edges, width):
+        """Everything asked for at save index s, for the live lanes of one block (of
+        ``width`` components).
 
         Compiled once and called (not inlined) from both save points, which keeps the
         kernel's compile time down; its scratch is its own, so the hot loop's per-path
@@ -848,8 +852,11 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
         p = alloc_params()
         ov = alloc_obs()
         if paths_out.shape[0] > 0:
-            for l in range(n_live):
-                for j in range(dim):
+            # Component by component: with the width known only at run time, a loop over
+            # the lanes inside is what LLVM vectorises (lanes outside: 6-15% slower runs
+            # that store every step, float32).
+            for j in range(width):
+                for l in range(n_live):
                     paths_out[s, b0 + l, j] = X[j * lanes + l]
         want_stats = st_count.shape[0] > 0
         want_hist = hist.shape[0] > 0
@@ -858,10 +865,10 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
             for l in range(n_live):
                 # A path with any non-finite component is left out as a whole.
                 finite = True
-                for j in range(dim):
+                for j in range(width):
                     finite = finite and math.isfinite(X[j * lanes + l])
                 if finite:
-                    for j in range(dim):
+                    for j in range(width):
                         v = np.float64(X[j * lanes + l])
                         if want_stats:
                             welford(st_count, st_mean, st_m2, c, s, j, v)
@@ -893,11 +900,11 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
                         welford(ob_count, ob_mean, ob_m2, c, s, o, v)
 
     return _shared_function(save_block, (
-        "save_block", dim, np.dtype(dtype).name, lanes, n_params_model, on_stack,
-        montecarlo.fingerprint(obs, None), debug), **_WRAPPERLESS, **options)
+        "save_block", dim if obs else None, np.dtype(dtype).name, lanes, n_params_model,
+        on_stack, montecarlo.fingerprint(obs, None), debug), **_WRAPPERLESS, **options)
 
 
-def _make_block_ends(dim, dtype, lanes, debug):
+def _make_block_ends(dtype, lanes, debug):
     """``(block_start, block_finish)``: what a kernel does before and after the steps of a
     block of lanes.
 
@@ -909,10 +916,11 @@ def _make_block_ends(dim, dtype, lanes, debug):
     the hitting times to their statistics and returns the number of paths whose final
     state is not finite.
 
-    They depend on the state's width, the dtype and the lanes, not on the model's
-    functions, its parameter width (``n_params``, an argument of ``block_start``) or the
-    method: compiled once per process, then loaded from the disk cache, and called once
-    per block (a new model's kernel then compiles only its own steps).
+    They depend on the dtype and the lanes, not on the model's functions, its state's
+    width (``dim``, an argument of both), its parameter width (``n_params``, an argument
+    of ``block_start``) or the method: compiled once per process, then loaded from the
+    disk cache, and called once per block (a new model's kernel then compiles only its
+    own steps, whatever its widths).
     """
     options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     mask_int = np.int32 if dtype == np.float32 else np.int64
@@ -925,7 +933,7 @@ def _make_block_ends(dim, dtype, lanes, debug):
 
     def block_start(X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
                     per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address,
-                    key0, key1, params, n_params):
+                    key0, key1, params, n_params, dim):
         for l in range(lanes):
             path = path0 + np.uint64(l)
             odd = antithetic != 0 and (path & np.uint64(1)) != 0
@@ -957,7 +965,7 @@ def _make_block_ends(dim, dtype, lanes, debug):
                     X[j * lanes + l] = x0_rows[row, j]
 
     def block_finish(X, HT, x_out, hit_out, hit_count, hit_mean, hit_m2, b0, n_live, c,
-                     keep_x, keep_hits, hit_stats):
+                     keep_x, keep_hits, hit_stats, dim):
         bad = 0
         for l in range(n_live):
             finite = True
@@ -974,7 +982,7 @@ def _make_block_ends(dim, dtype, lanes, debug):
                 welford(hit_count, hit_mean, hit_m2, c, 0, 0, HT[l])
         return bad
 
-    key = (dim, np.dtype(dtype).name, lanes, debug)
+    key = (np.dtype(dtype).name, lanes, debug)
     return (_shared_function(block_start, ("block_start",) + key, **_WRAPPERLESS, **options),
             _shared_function(block_finish, ("block_finish",) + key, **_WRAPPERLESS,
                              **options))
@@ -1156,7 +1164,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
     save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
-    block_start, block_finish = _make_block_ends(dim, dtype, lanes, debug)
+    block_start, block_finish = _make_block_ends(dtype, lanes, debug)
     lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
     lane_masks, lane_times = _lane_array_function(mask_int), _lane_array_function(np.float64)
 
@@ -1253,7 +1261,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
             _call_compiled(block_start, (
                 X, P, HT, live, b0, n_live, n_paths, path0, pair_bits, antithetic,
                 per_path_params, x0_rows, x0_mode, x0_mean, x0_std, normal_address, key0,
-                key1, params, np.int64(n_params_model)))
+                key1, params, np.int64(n_params_model), np.int64(dim)))
             if has_stop:
                 # A path that starts in the stopping region stops at t0.
                 for l in range(n_live):
@@ -1270,7 +1278,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 # np.int64: a literal 0 here compiled save_block a second time.
                 save_block(X, P, OBV, n_live, b0, c, np.int64(0), dtype(t0), antithetic,
                            tid, paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
-                           ob_m2, hist, hist_edges)
+                           ob_m2, hist, hist_edges, np.int64(dim))
                 s = 1
             current_block = -1
             for k in range(n_steps):
@@ -1375,11 +1383,11 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 if s < n_save and save_steps[s] == k + 1:
                     save_block(X, P, OBV, n_live, b0, c, s, t_next, antithetic, tid,
                                paths_out, st_count, st_mean, st_m2, ob_count, ob_mean,
-                               ob_m2, hist, hist_edges)
+                               ob_m2, hist, hist_edges, np.int64(dim))
                     s += 1
             bad += _call_compiled(block_finish, (
                 X, HT, x_out, hit_out, hit_count, hit_mean, hit_m2, b0, n_live, c, keep_x,
-                keep_hits, hit_stats))
+                keep_hits, hit_stats, np.int64(dim)))
         nonfinite[c] = bad
 
     dispatcher = _shared_function(run_chunk, (
