@@ -816,9 +816,9 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
     """The save point's function: everything asked for at a save index, for the live lanes
     of one block (the statistics, histogram, observables and stored paths).
 
-    It depends on the dtype and the lanes (and, with observables, on them, the state's
-    width and the parameters' width: they read a path's state and parameter row), not on
-    the model's functions or the method, so the kernels of every model without
+    It depends on the dtype and the lanes, and with observables on the observables and
+    the state's and parameters' widths too (they read a path's state and parameter row),
+    not on the model's functions or the method, so the kernels of every model without
     observables share it, whatever their widths: compiled once per process, then loaded
     from the disk cache, and linked into each kernel. The state's width is an argument
     (``width``, the kernel's ``dim``).
