@@ -74,6 +74,19 @@ def test_demo_figure_is_drawn_here_when_its_process_fails(capsys, tmp_path, monk
     assert f"wrote {png}" in capsys.readouterr().out and _is_png(png)
 
 
+def test_the_figure_process_does_not_import_fastsde():
+    """The figure process runs fastsde/_demo_figure.py as a script: it imports matplotlib
+    and numpy, not fastsde (whose import cost it 0.07-0.1 s of a second run's second)."""
+    from fastsde import _demo_figure
+
+    code = ("import runpy, sys; runpy.run_path(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastsde', 'numba')))")
+    out = subprocess.run([sys.executable, "-c", code, _demo_figure.__file__], cwd="/",
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_demo_ends_its_figure_process_when_the_run_fails(capsys, monkeypatch):
     """A run that fails after the figure process started (here every simulate call)
     reports the error and leaves no process behind."""
