@@ -12,7 +12,7 @@ import pickle
 import sys
 
 
-def _demo_figure(layout):
+def draw(layout):
     """The demo's Figure, of its own (no pyplot: no global state, no GUI backend chosen,
     a shorter import), with what ``layout`` (:func:`fastsde.cli._demo_figure_layout`)
     holds drawn; returns (figure, axes), or None without matplotlib."""
@@ -33,8 +33,8 @@ def _demo_figure(layout):
     return fig, (ax0, ax1)
 
 
-def _finish_demo_figure(fig, axes, layout, data):
-    """Draw :func:`fastsde.cli._demo_figure_data`'s ``data`` on :func:`_demo_figure`'s
+def finish(fig, axes, layout, data):
+    """Draw :func:`fastsde.cli._demo_figure_data`'s ``data`` on :func:`draw`'s
     figure and write it (a .png: the Agg canvas, which savefig picks); returns its path."""
     ax0, ax1 = axes
     ax0.plot(layout["t"], data["paths"], lw=0.6, alpha=0.7)
@@ -51,7 +51,7 @@ def serve():
     (a pickle on stdin), import matplotlib and draw what it holds while the demo
     simulates, then draw the run's data (a second pickle) and answer on stdout."""
     layout = pickle.load(sys.stdin.buffer)
-    made = _demo_figure(layout)
+    made = draw(layout)
     if made is None:
         print("no matplotlib", flush=True)
         return 0
@@ -60,7 +60,7 @@ def serve():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(made[0]).draw()
     data = pickle.load(sys.stdin.buffer)
-    print("wrote " + _finish_demo_figure(*made, layout, data), flush=True)
+    print("wrote " + finish(*made, layout, data), flush=True)
     # The demo waits for this process's end: skip the interpreter's teardown (a process
     # of ours with nothing left to flush or close).
     os._exit(0)

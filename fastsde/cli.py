@@ -23,8 +23,7 @@ from .errors import FastSDEError, ModelError
 from .methods import INCREMENTS, METHODS
 from .models import GBM, OU, BrownianMotion
 from .montecarlo import HIT_ESTIMATES, MAX_BINS
-from . import _demo_figure as _demo_figure_module
-from ._demo_figure import _demo_figure, _finish_demo_figure
+from . import _demo_figure as demo_figure
 
 
 def ou_discrete_stationary_var(method, theta, sigma, h):
@@ -80,7 +79,7 @@ class _FigureProcess:
         self.data = None
         self.process = subprocess.Popen(
             [sys.executable, "-c", "import runpy, sys; runpy.run_path(sys.argv[1], "
-             "run_name='__main__')", _demo_figure_module.__file__],
+             "run_name='__main__')", demo_figure.__file__],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.writer = self._write(layout)
 
@@ -123,8 +122,8 @@ class _FigureProcess:
             return None
         if self.process.returncode == 0 and answer.startswith("wrote "):
             return answer[len("wrote "):]
-        made = _demo_figure(self.layout)
-        return None if made is None else _finish_demo_figure(*made, self.layout, self.data)
+        made = demo_figure.draw(self.layout)
+        return None if made is None else demo_figure.finish(*made, self.layout, self.data)
 
 
 def demo(args):
