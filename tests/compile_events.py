@@ -12,18 +12,29 @@ def piece(qualname):
     return re.sub(r"_[0-9a-f]{24}$", "", qualname)
 
 
+class Compiled(list):
+    """Piece names; ``qualnames``: the same functions' full qualified names (with the
+    fingerprint, as their files in Numba's disk cache are named)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qualnames = []
+
+
 @contextmanager
 def fastsde_compiles():
     """Yield a list that collects the piece names (``run_chunk``, ``save_block``, ...) of
-    the fastsde functions compiled inside the block; Numba's own overloads (``np.empty``
-    and friends, compiled once per process whatever the kernel) are left out."""
-    names = []
+    the fastsde functions compiled inside the block (:class:`Compiled`); Numba's own
+    overloads (``np.empty`` and friends, compiled once per process whatever the kernel)
+    are left out."""
+    names = Compiled()
 
     class Listener(event.Listener):
         def on_start(self, ev):
             py_func = getattr((ev.data or {}).get("dispatcher"), "py_func", None)
             if py_func is not None and py_func.__module__.startswith("fastsde"):
                 names.append(piece(py_func.__qualname__))
+                names.qualnames.append(py_func.__qualname__)
 
         def on_end(self, ev):
             pass

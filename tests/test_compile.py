@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = """
 import json
+import sys
 import numpy as np
 import fastsde as fs
 from compile_events import fastsde_compiles
@@ -96,7 +97,10 @@ steps = {}
 for name, drift, method, observe, normal_x0 in STEPS:
     with fastsde_compiles() as compiled:
         x = run(globals()[drift], method, observe, normal_x0)
-    steps[name] = dict(compiled=compiled, x=x.tolist())
+    # Whether Numba's target registries have been loaded by now (it imports
+    # numba.np.arraymath then): a compile loads them, loading from the cache need not.
+    steps[name] = dict(compiled=compiled, qualnames=compiled.qualnames, x=x.tolist(),
+                       registries="numba.np.arraymath" in sys.modules)
 print(json.dumps(steps))
 """
 
@@ -130,11 +134,20 @@ def two_processes():
         # Exits 0 (_child asserts it): it aborted in LLVM before the driver started
         # Numba's threading layer itself ("Symbol not found: get_thread_id").
         _child([], cache, kernel_first=True)
-    return first, again
+        # A kernel compiled after others were loaded from the cache (the second model's
+        # run_chunk removed from the cache, the rest there).
+        chunk = [q for q in first["other_model"]["qualnames"] if q.startswith("run_chunk")]
+        folder = os.path.join(cache, os.listdir(cache)[0])
+        removed = [name for name in os.listdir(folder) if chunk[0] in name]
+        assert len(chunk) == 1 and removed, (chunk, os.listdir(folder))
+        for name in removed:
+            os.remove(os.path.join(folder, name))
+        after_loads = _child([steps[0], steps[3]], cache)
+    return first, again, after_loads
 
 
 def test_the_first_kernel_compiles_the_shared_pieces_once(two_processes):
-    first, _ = two_processes
+    first, _, _ = two_processes
     names = first["first"]["compiled"]
     for piece in ("run_chunk", "save_block", "block_start", "block_finish", "fill_normals",
                   "_launch_parallel"):
@@ -146,7 +159,7 @@ def test_the_first_kernel_compiles_the_shared_pieces_once(two_processes):
 def test_normal_initial_states_compile_only_their_normals(two_processes):
     """The kernel is the same for fixed and fs.Normal initial states; the normals of the
     latter are compiled on first need and called by address."""
-    first, _ = two_processes
+    first, _, _ = two_processes
     assert first["normal_x0"]["compiled"] == ["normal_block"], first["normal_x0"]["compiled"]
 
 
@@ -161,7 +174,7 @@ def test_a_new_method_or_model_compiles_only_its_chunk_function(two_processes, s
     (compiled once per model and dtype, which every kernel of the model then inlines). A
     network's parameter width is its number of weights: each new architecture would
     otherwise compile the block's pieces again."""
-    first, _ = two_processes
+    first, _, _ = two_processes
     expected = ["run_chunk"] + (["model_diffusion", "model_drift"]
                                 if step != "other_method" else [])
     assert sorted(first[step]["compiled"]) == sorted(expected), first[step]["compiled"]
@@ -170,17 +183,35 @@ def test_a_new_method_or_model_compiles_only_its_chunk_function(two_processes, s
 def test_observables_compile_their_save_point_and_chunk_function(two_processes):
     """Observables are compiled into the save point; statistics and stored paths are
     run-time choices of the same kernel (they compile nothing)."""
-    first, _ = two_processes
+    first, _, _ = two_processes
     assert sorted(first["other_outputs"]["compiled"]) == ["run_chunk", "save_block"]
 
 
 def test_a_new_process_loads_every_piece_from_the_disk_cache(two_processes):
     """Nothing of fastsde's compiles again, and the kernels loaded from the cache (the
-    launcher calls each run_chunk by its address) give the same bits."""
-    first, again = two_processes
+    launcher calls each run_chunk by its address) give the same bits. Loading does not
+    load Numba's target registries (cpu._KeyedCache.load_overload: they import
+    numba.np.arraymath and scipy.linalg, 0.3 s of a process that runs cached kernels)."""
+    first, again, _ = two_processes
+    assert first["first"]["registries"]
     for step in first:
         assert again[step]["compiled"] == [], (step, again[step]["compiled"])
         np.testing.assert_array_equal(np.array(again[step]["x"]), np.array(first[step]["x"]))
+        assert not again[step]["registries"], step
+
+
+def test_a_kernel_compiled_after_cached_ones_were_loaded(two_processes):
+    """A process that loaded a kernel from the cache without Numba's registries, then
+    compiles one (the cache lost it): the compile loads them itself, and both kernels
+    give the first process's bits."""
+    first, _, after_loads = two_processes
+    assert after_loads["first"]["compiled"] == [] and not after_loads["first"]["registries"]
+    assert sorted(after_loads["other_model"]["compiled"]) == [
+        "model_diffusion", "model_drift", "run_chunk"], after_loads["other_model"]["compiled"]
+    assert after_loads["other_model"]["registries"]
+    for step in ("first", "other_model"):
+        np.testing.assert_array_equal(np.array(after_loads[step]["x"]),
+                                      np.array(first[step]["x"]))
 
 
 def test_a_cached_kernel_finds_block_ends_compiled_in_another_order():
