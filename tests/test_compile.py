@@ -71,7 +71,7 @@ def energy(t, x, p):
     return 0.5 * (x[1] * x[1] + p[0] * x[0] * x[0])
 
 
-def run(drift, method, observe, normal_x0):
+def run(drift, method, observe, normal_x0, per_path=False):
     params = (1.0, 0.1, 0.3, 0.1) if drift is duffing_wide else (1.0, 0.1, 0.3)
     dim = 3 if drift is osc_relaxed else 2
     model = fs.SDE(drift, noise3 if dim == 3 else noise, dim=dim, noise="additive",
@@ -80,6 +80,9 @@ def run(drift, method, observe, normal_x0):
     x0 = [1.0, 0.0, 0.5][:dim]
     if normal_x0:
         x0 = fs.Normal(x0, [0.1, 0.2, 0.3][:dim])
+    if per_path:  # a row of parameters per path
+        extra["params"] = np.column_stack([np.linspace(0.5, 1.5, 300),
+                                           np.full((300, len(params) - 1), params[1:])])
     res = fs.simulate(model, x0, (0.0, 1.0), 16, 300, method=method, seed=3,
                       device="cpu", progress=False, **extra)
     return res.x
@@ -94,9 +97,9 @@ if KERNEL_FIRST:
     cpu.get_kernel(model, methods.METHODS["euler_maruyama"], np.float64)
 
 steps = {}
-for name, drift, method, observe, normal_x0 in STEPS:
+for name, drift, method, observe, normal_x0, *per_path in STEPS:
     with fastsde_compiles() as compiled:
-        x = run(globals()[drift], method, observe, normal_x0)
+        x = run(globals()[drift], method, observe, normal_x0, *per_path)
     # Whether Numba's target registries have been loaded by now (it imports
     # numba.np.arraymath then): a compile loads them, loading from the cache need not.
     steps[name] = dict(compiled=compiled, qualnames=compiled.qualnames, x=x.tolist(),
@@ -122,6 +125,7 @@ def two_processes():
     """A first process with an empty cache runs one model with two methods and then a
     second model; a second process with the same cache runs them again."""
     steps = [("first", "osc", "euler_maruyama", False, False),
+             ("per_path_params", "osc", "euler_maruyama", False, False, True),
              ("other_method", "osc", "heun", False, False),
              ("other_outputs", "osc", "euler_maruyama", True, False),
              ("other_model", "duffing", "euler_maruyama", False, False),
@@ -130,7 +134,9 @@ def two_processes():
              ("normal_x0", "osc", "euler_maruyama", False, True)]
     with tempfile.TemporaryDirectory(prefix="fastsde-compile-") as cache:
         first = _child(steps, cache)
-        again = _child(steps, cache)
+        # Without the kernel with a row of parameters per path: the kernels the first
+        # process compiled after it must not need its pieces.
+        again = _child([s for s in steps if s[0] != "per_path_params"], cache)
         # Exits 0 (_child asserts it): it aborted in LLVM before the driver started
         # Numba's threading layer itself ("Symbol not found: get_thread_id").
         _child([], cache, kernel_first=True)
@@ -142,7 +148,7 @@ def two_processes():
         assert len(chunk) == 1 and removed, (chunk, os.listdir(folder))
         for name in removed:
             os.remove(os.path.join(folder, name))
-        after_loads = _child([steps[0], steps[3]], cache)
+        after_loads = _child([s for s in steps if s[0] in ("first", "other_model")], cache)
     return first, again, after_loads
 
 
@@ -191,10 +197,17 @@ def test_a_new_process_loads_every_piece_from_the_disk_cache(two_processes):
     """Nothing of fastsde's compiles again, and the kernels loaded from the cache (the
     launcher calls each run_chunk by its address) give the same bits. Loading does not
     load Numba's target registries (cpu._KeyedCache.load_overload: they import
-    numba.np.arraymath and scipy.linalg, 0.3 s of a process that runs cached kernels)."""
+    numba.np.arraymath and scipy.linalg, 0.3 s of a process that runs cached kernels).
+
+    The second process skips the kernel with a row of parameters per path: the kernels
+    compiled after it in the first process call the block ends by a symbol that must
+    not depend on what else that process had compiled (before cpu._piece_signatures
+    typed the per-path flag as a plain boolean, they called that kernel's block start,
+    and this process aborted: "Symbol not found: fastsde_block_start_...")."""
     first, again, _ = two_processes
     assert first["first"]["registries"]
-    for step in first:
+    assert "per_path_params" not in again
+    for step in again:
         assert again[step]["compiled"] == [], (step, again[step]["compiled"])
         np.testing.assert_array_equal(np.array(again[step]["x"]), np.array(first[step]["x"]))
         assert not again[step]["registries"], step

@@ -554,7 +554,7 @@ def _load_pieces(pieces):
                                 _address(compiled))
 
 
-def _piece_signatures(kernel_sig, dtype, per_path_params):
+def _piece_signatures(kernel_sig, dtype):
     """The argument types with which ``run_chunk`` calls the pieces it reaches through
     :func:`_call_compiled` (``kernel_sig``: the kernel arguments' types,
     :func:`layout.empty_args`), by the piece's name."""
@@ -563,8 +563,13 @@ def _piece_signatures(kernel_sig, dtype, per_path_params):
     times = types.Array(types.float64, 1, "C")
     masks = types.Array(types.int32 if dtype == np.float32 else types.int64, 1, "C")
     i64, u64 = types.int64, types.uint64
-    # run_chunk's "may_vary_by_path and ...": a literal False where rows never vary.
-    varies = types.boolean if per_path_params else types.literal(False)
+    # run_chunk's "may_vary_by_path and ..." is a literal False where rows never vary,
+    # but Numba types an intrinsic's call with the literals made plain first, and falls
+    # back to the literal only if that fails: the call then matched whichever of the
+    # two block starts the process held, and a kernel compiled after one with a row of
+    # parameters per path called that kernel's (by its symbol, which a process that
+    # loads only this kernel does not bind: it crashed). The plain boolean always.
+    varies = types.boolean
     block_start = (floats, floats, times, masks, i64, i64, arg["n_paths"], u64, u64,
                    arg["antithetic"], varies, arg["x0_rows"], arg["x0_mode"],
                    arg["x0_mean"], arg["x0_std"], i64, arg["key0"], arg["key1"],
@@ -1410,7 +1415,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     # The kernel arguments' types (what run_chunk is compiled for, after the chunk index
     # and the normals' address) and the pieces it calls by symbol, with their types.
     dispatcher.kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
-    signatures = _piece_signatures(dispatcher.kernel_sig, dtype, may_vary_by_path)
+    signatures = _piece_signatures(dispatcher.kernel_sig, dtype)
     called = dict(block_start=block_start, block_finish=block_finish)
     if block_mode:
         called["block_field"] = block_field
