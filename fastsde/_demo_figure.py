@@ -59,11 +59,12 @@ def draw(layout):
             ylim=(0.0, 1.2 * max(layout["stationary"].max(), final_peak)))
     legend1 = ax1.legend(handles=[stationary, histogram], loc="upper right")
     # Drawn over the data in this order, as a full draw orders them (zorder): the
-    # stationary line over the histogram, the legends over everything, the frame over
-    # the paths.
-    over = [legend0, stationary, legend1]
-    over += list(ax0.spines.values()) + list(ax1.spines.values())
-    for artist in (legend0, legend1):
+    # stationary line over the histogram, the frame over the paths, the legends over
+    # everything. The frame is left out of the background too: drawn twice, its
+    # antialiased edges came out darker than in a full draw.
+    spines = list(ax0.spines.values()) + list(ax1.spines.values())
+    over = [stationary] + spines + [legend0, legend1]
+    for artist in spines + [legend0, legend1]:
         artist.set_animated(True)
     return Drawing(FigureCanvasAgg(fig), paths, histogram, over)
 

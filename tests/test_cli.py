@@ -74,6 +74,55 @@ def test_demo_figure_is_drawn_here_when_its_process_fails(capsys, tmp_path, monk
     assert f"wrote {png}" in capsys.readouterr().out and _is_png(png)
 
 
+def _figure_pixels(layout, data, path, blit=True, over=None):
+    """The demo's figure for ``data`` as its figure process writes it (drawn over the
+    background made before the data; ``over`` replaces the artists drawn over the data),
+    or as a full draw of the same figure (``blit=False``); RGBA pixels, shape (440, 1210, 4)."""
+    from matplotlib.image import imread
+
+    from fastsde import _demo_figure as demo_figure
+
+    drawing = demo_figure.draw(layout)
+    if blit:
+        drawing.draw_background()
+        if over is not None:
+            drawing.over = over(drawing)
+        demo_figure.finish(drawing, {**layout, "png": str(path)}, data)
+    else:
+        for line, values in zip(drawing.paths, data["paths"].T):
+            line.set_ydata(values)
+        drawing.histogram.set_data(data["density"], data["edges"])
+        for artist in drawing.canvas.figure.findobj():
+            artist.set_animated(False)
+        drawing.canvas.figure.savefig(path, dpi=demo_figure.DPI)
+    return imread(path)
+
+
+def test_demo_figure_drawn_over_its_background_is_the_full_drawing(tmp_path):
+    """The figure process draws everything but the run's data before the data comes and
+    the data's artists over it afterwards: the picture is savefig's of the same figure,
+    pixel for pixel. Without the legends drawn last (the data then covers them) it is
+    not."""
+    pytest.importorskip("matplotlib")
+    model = OU(theta=0.25, sigma=1.0)
+    layout = cli._demo_figure_layout(model, 40.0, 200, 20000, None)
+    rng = np.random.default_rng(0)
+    grid = layout["grid"]
+    density, edges = np.histogram(rng.normal(0.0, np.sqrt(model.stationary_var), 20000),
+                                  bins=200, range=(grid[0], grid[-1]), density=True)
+    data = dict(paths=np.cumsum(rng.normal(0.0, 0.15, (201, 60)), axis=0), density=density,
+                edges=edges)
+    full = _figure_pixels(layout, data, tmp_path / "full.png", blit=False)
+    blit = _figure_pixels(layout, data, tmp_path / "blit.png")
+    assert full.shape == blit.shape == (440, 1210, 4)
+    differ = np.abs(blit - full).max(axis=2) > 0
+    assert not differ.any(), f"{differ.sum()} pixels differ from a full draw"
+    no_legends = _figure_pixels(layout, data, tmp_path / "no_legends.png",
+                                over=lambda d: [a for a in d.over if "Legend" not in
+                                                type(a).__name__])
+    assert (np.abs(no_legends - full).max(axis=2) > 0).sum() > 100
+
+
 def test_the_figure_process_does_not_import_fastsde():
     """The figure process runs fastsde/_demo_figure.py as a script: it imports matplotlib
     and numpy, not fastsde (whose import cost it 0.07-0.1 s of a second run's second)."""
