@@ -377,15 +377,18 @@ class FingerprintKeyed:
 class _KeyedCache(FingerprintKeyed, FunctionCache):
     """Numba's on-disk cache of CPU functions, keyed by fingerprint."""
 
-    def load_overload(self, sig, target_context):
-        # Numba's FunctionCache refreshes the target context first: it loads every
-        # registry of implementations, importing numba.np.arraymath and with it
-        # scipy.linalg (Numba's BLAS check), 0.3 s of a process that runs cached kernels
-        # only. A cached function is machine code that needs only Numba's runtime (NRT)
-        # linked in, which is initialised here; compiling refreshes the context itself.
-        rtsys.initialize(target_context)
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+    # Numba's own load_overload refreshes the target context first: it loads every
+    # registry of implementations, importing numba.np.arraymath and with it scipy.linalg
+    # (Numba's BLAS check), 0.3 s of a process that runs cached kernels only. A cached
+    # function is machine code that needs only Numba's runtime (NRT) linked in, which is
+    # initialised here; compiling refreshes the context itself. Numba's own is kept
+    # where its cache class lacks the two steps this one calls.
+    if hasattr(FunctionCache, "_load_overload") and hasattr(
+            FunctionCache, "_guard_against_spurious_io_errors"):
+        def load_overload(self, sig, target_context):
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
 
     def holds(self, sig, target_context):
         """Whether the cache's index has an entry for ``sig`` on this machine (its CPU and
