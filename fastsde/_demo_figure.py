@@ -11,6 +11,8 @@ import os
 import pickle
 import sys
 
+import numpy as np
+
 
 #: The figure's resolution (dots per inch): the canvas is drawn at it once, and written.
 DPI = 110
@@ -33,8 +35,6 @@ def draw(layout):
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    import numpy as np
-
     fig = Figure(figsize=(11, 4), dpi=DPI)
     # Fixed margins: tight_layout would draw the figure once more to measure its labels.
     ax0, ax1 = fig.subplots(1, 2, gridspec_kw=dict(left=0.06, right=0.985, bottom=0.13,
@@ -42,12 +42,14 @@ def draw(layout):
     t, grid = layout["t"], layout["grid"]
     ax0.fill_between(t, -2 * layout["band"], 2 * layout["band"], color="k", alpha=0.12,
                      label="exact mean ± 2 sd")
-    ax0.set(xlabel="t", ylabel="X_t", title=f"{layout['name']}: 60 of the paths",
+    ax0.set(xlabel="t", ylabel="X_t",
+            title=f"{layout['name']}: {layout['n_fan']} of the paths",
             xlim=(t[0], t[-1]), ylim=(grid[0], grid[-1]))
     # Animated: the canvas's full draw leaves them out; finish draws them over it.
-    paths = ax0.plot(t, np.full((t.size, 60), np.nan), lw=0.6, alpha=0.7, animated=True)
+    paths = ax0.plot(t, np.full((t.size, layout["n_fan"]), np.nan), lw=0.6, alpha=0.7,
+                     animated=True)
     legend0 = ax0.legend(loc="upper right")
-    n_bins = 200
+    n_bins = layout["n_bins"]
     histogram = ax1.stairs(np.zeros(n_bins), np.linspace(grid[0], grid[-1], n_bins + 1),
                            fill=True, alpha=0.6, animated=True,
                            label=f"X_{layout['t1']:g}, {layout['n_final']:,} paths")
@@ -98,7 +100,6 @@ def finish(drawing, layout, data):
         artist.axes.draw_artist(artist)
     # The canvas as drawn, written as it is: savefig would draw the whole figure again.
     from matplotlib.image import imsave
-    import numpy as np
     imsave(layout["png"], np.asarray(canvas.buffer_rgba()), dpi=DPI, format="png")
     return layout["png"]
 

@@ -44,24 +44,25 @@ def ou_discrete_stationary_var(method, theta, sigma, h):
 
 def _demo_figure_layout(model, t1, n_steps, n_paths, path_png):
     """What the demo's figure shows that is known before anything runs: the times of the
-    60 paths it draws (``t``, shape (n_steps + 1,)), the exact +-2 sd band there, and the
-    stationary density on ``grid`` (400 points, the histogram's range)."""
+    ``n_fan`` paths it draws (``t``, shape (n_steps + 1,)), the exact +-2 sd band there,
+    the stationary density on ``grid`` (400 points, the histogram's range) and the
+    histogram's number of bins (``n_bins``)."""
     sd = math.sqrt(model.stationary_var)
     t = np.arange(n_steps + 1) * (t1 / n_steps)
     grid = np.linspace(-4.5 * sd, 4.5 * sd, 400)
     return dict(png=path_png, name=model.name, t1=t1, n_final=int(n_paths), t=t,
-                band=np.sqrt(model.var(t)), grid=grid,
+                band=np.sqrt(model.var(t)), grid=grid, n_fan=60, n_bins=200,
                 stationary=np.exp(-grid**2 / (2 * sd**2)) / math.sqrt(2 * math.pi * sd**2))
 
 
 def _demo_figure_data(model, t1, n_steps, dtype, seed, x_final, layout):
-    """What the demo's figure shows from the run: 60 Euler-Maruyama paths (``paths``,
-    shape (n_steps + 1, 60)) and the histogram of ``x_final`` on 200 bins over the
-    layout's grid (``density``, ``edges``)."""
-    fan = simulate(model, 0.0, (0.0, t1), n_steps, 60, method="euler_maruyama", device="cpu",
-                   seed=seed, dtype=dtype, save_at=n_steps)
+    """What the demo's figure shows from the run: the layout's ``n_fan`` Euler-Maruyama
+    paths (``paths``, shape (n_steps + 1, n_fan)) and the histogram of ``x_final`` on its
+    ``n_bins`` bins over its grid (``density``, ``edges``)."""
+    fan = simulate(model, 0.0, (0.0, t1), n_steps, layout["n_fan"], method="euler_maruyama",
+                   device="cpu", seed=seed, dtype=dtype, save_at=n_steps)
     grid = layout["grid"]
-    density, edges = np.histogram(x_final, bins=200, range=(grid[0], grid[-1]),
+    density, edges = np.histogram(x_final, bins=layout["n_bins"], range=(grid[0], grid[-1]),
                                   density=True)
     return dict(paths=np.ascontiguousarray(fan.paths[:, :, 0]), density=density,
                 edges=edges)
