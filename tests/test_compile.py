@@ -322,6 +322,19 @@ def test_a_piece_called_by_symbol_refuses_argument_types_it_was_not_compiled_for
         caller(np.int64(1), np.int64(2))
 
 
+def test_a_piece_is_never_bound_for_literal_argument_types():
+    """A literal in a piece's signature would make the code that calls it depend on what
+    else the process compiled (the crash test_a_new_process_loads_every_piece_from_the_
+    disk_cache guards against): _load_pieces refuses it before compiling anything."""
+    @cpu.njit(**cpu._PIECE)
+    def piece(flag):
+        return flag
+
+    with pytest.raises(TypeError, match="literal types"):
+        cpu._load_pieces([(piece, (cpu.types.literal(False),))])
+    assert not piece.overloads
+
+
 def test_the_launcher_refuses_argument_types_it_was_not_compiled_for():
     """The launcher passes its arguments to run_chunk's address unchecked, so it must
     never run run_chunk on argument types that run_chunk was not compiled for: not by

@@ -552,6 +552,14 @@ def _load_pieces(pieces):
     :func:`_call_compiled` find it: before the caller is compiled (it is typed against
     these signatures) or loaded (its machine code refers to the symbol)."""
     for dispatcher, sig in pieces:
+        # A literal type here would make the caller's code depend on the process: Numba
+        # types an intrinsic's call with literals made plain first, so the call would
+        # match this piece's plain overload where the process holds one (compiled for
+        # another kernel) and this one elsewhere (see _piece_signatures).
+        literal = [t for t in sig if isinstance(t, types.Literal)]
+        if literal:
+            raise TypeError(f"fastsde: {dispatcher.py_func.__name__}'s signature has the "
+                            f"literal types {literal}; pieces take plain types")
         compiled = _compiled(dispatcher, sig)
         llvm_binding.add_symbol(_piece_symbol(dispatcher, compiled.signature.args),
                                 _address(compiled))
