@@ -31,6 +31,8 @@ def fastsde_compiles():
 
     class Listener(event.Listener):
         def on_start(self, ev):
+            if (ev.data or {}).get("fastsde_stage") == "merge":
+                return  # a framed kernel's merge (cpu._framed_kernel): no Numba compile
             py_func = getattr((ev.data or {}).get("dispatcher"), "py_func", None)
             if py_func is not None and py_func.__module__.startswith("fastsde"):
                 names.append(piece(py_func.__qualname__))

@@ -310,6 +310,40 @@ for name in sys.argv[1:]:
     _assert_each_runs_its_own_code(code, "ou", "gbm", tmp_path)
 
 
+def test_two_models_of_one_frame_each_run_their_own_code(tmp_path):
+    """Two drifts of one shape share their kernels' frame (cpu._framed_kernel): each
+    kernel, merged in one process from the frame and its own step or loaded from the
+    cache beside the other, gives its own result (the frame's symbols are made local to
+    each kernel, so one kernel's code never stands in for the other's)."""
+    code = """
+import sys
+import fastsde as fs
+def pull(t, x, p, out):
+    out[0] = -x[0]
+def push(t, x, p, out):
+    out[0] = 0.5 - 2.0 * x[0]
+def noise(t, x, p, out):
+    out[0] = 0.5
+for name in sys.argv[1:]:
+    model = fs.SDE(pull if name == "pull" else push, noise, dim=1, noise="additive")
+    r = fs.simulate(model, 1.0, (0, 1), 50, 1024, seed=1, device="cpu", progress=False)
+    print(name, r.x.mean().hex())
+"""
+    _assert_each_runs_its_own_code(code, "pull", "push", tmp_path)
+    # Both merged in one process, from a frame lowered there (an empty cache).
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "fresh"),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code, "pull", "push"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    both = dict(line.split() for line in proc.stdout.split("\n") if line.strip())
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-c", code, "pull"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    alone = dict(line.split() for line in proc.stdout.split("\n") if line.strip())
+    assert both["pull"] == alone["pull"] and both["push"] != both["pull"], (both, alone)
+
+
 def test_two_cached_networks_loaded_in_one_process_each_run_their_own_code(tmp_path):
     """The same for two MLPFields, whose kernels call a lane-block forward pass compiled
     as a function of its own: a 3-4-4-2 tanh network's kernel loaded from the cache after

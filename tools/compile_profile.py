@@ -54,7 +54,11 @@ def main(argv=None):
     def name_of(ev):
         disp = (ev.data or {}).get("dispatcher")
         fn = getattr(disp, "py_func", None)
-        return getattr(fn, "__qualname__", repr(disp)) if fn else repr(disp)
+        name = getattr(fn, "__qualname__", repr(disp)) if fn else repr(disp)
+        # A framed kernel's frame and step merged and optimised by LLVM
+        # (fastsde.kernels.cpu._framed_kernel), announced as a compile of the frame.
+        stage = (ev.data or {}).get("fastsde_stage")
+        return f"{stage} of {name}" if stage else name
 
     class Compile(event.Listener):
         def on_start(self, ev):

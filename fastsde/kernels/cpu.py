@@ -12,6 +12,8 @@ bit-identical for any thread count.
 """
 
 import hashlib
+import os
+import pickle
 import types as pytypes
 import math
 import threading
@@ -19,8 +21,9 @@ import threading
 import numba
 import numpy as np
 from numba import njit, prange, types
-from numba.core import cgutils, errors
+from numba.core import cgutils, compiler, errors, event
 from numba.core.caching import FunctionCache
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.runtime import rtsys
 from numba.extending import intrinsic
 from llvmlite import binding as llvm_binding
@@ -612,6 +615,31 @@ def _inline_into_callers(typingctx):
     return types.none(), codegen
 
 
+#: The symbol by which a kernel's frame calls its model's step (:func:`_call_frame_step`);
+#: renamed to the step's own symbol when the two are merged (:func:`_merge`).
+FRAME_STEP_SYMBOL = "fastsde_frame_step"
+
+
+@intrinsic
+def _call_frame_step(typingctx, args):
+    """``step(*args)`` through :data:`FRAME_STEP_SYMBOL`, declared only: the frame of a
+    kernel (``run_chunk`` without its model) is typed and lowered once for every model
+    of its shape, and each model's step, compiled on its own and marked alwaysinline,
+    is linked in and inlined by LLVM before the lane loop is vectorised (see
+    :func:`_framed_kernel`)."""
+    if not isinstance(args, types.BaseTuple):
+        return None
+    arg_types = tuple(args)
+
+    def codegen(context, builder, signature, llvm_args):
+        callee = cgutils.get_or_insert_function(
+            builder.module, context.call_conv.get_function_type(types.none, arg_types),
+            FRAME_STEP_SYMBOL)
+        return _emit_call(context, builder, callee, types.none, arg_types, llvm_args[0])
+
+    return types.none(args), codegen
+
+
 @njit(inline="always", **_JIT)
 def _welford(count, mean, m2, c, s, j, v):
     """Welford's update of accumulator [c, s, j] with the float64 value v (the arithmetic
@@ -1069,12 +1097,63 @@ def _make_replay_drift(dim, lanes, layout):
     return replay_drift
 
 
+def _frames(debug, rng_only, block_mode):
+    """Whether a kernel is built as a frame and a step (:func:`_framed_kernel`): not
+    the debug kernels (bounds checks in the whole kernel, run rarely), the RNG-only
+    ceiling (benchmarks) or the lane-block kernels (their step is the replay of a
+    block's field, not a model's step alone)."""
+    return not (debug or rng_only or block_mode)
+
+
+@njit(inline="always", **_JIT)
+def _frame_step_call(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
+                     x_new):
+    _call_frame_step((t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3,
+                      xt, x_new))
+
+
+def _step_types(model, dtype):
+    """The argument types with which a frame calls the step: (t, t_mid, t_next, h, x, p,
+    dw, dz, f0-f3, g0-g3, xt, x_new), as run_chunk passes them (:func:`_merge` checks
+    the frame's call against the step's definition)."""
+    scalar = numba.from_dtype(np.dtype(dtype))
+    vector = types.Array(scalar, 1, "C")
+    matrix = types.Array(scalar, len(model.diffusion_shape if model.kind == "sde" else (1,)),
+                         "C")
+    return (scalar,) * 4 + (vector,) * 8 + (matrix,) * 4 + (vector,) * 2
+
+
+def _model_step(model, method, dtype):
+    """``method``'s step for ``model`` as a dispatcher of its own (shared per model,
+    method and dtype), marked for LLVM to inline into the frame that calls it: lowered,
+    not compiled, by :func:`_framed_kernel`."""
+    options = dict(_JIT)
+    drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
+                                                            **options)
+    column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
+    step = njit(inline="always", **options)(method.factory(model)(
+        drift, diffusion, noise_term, increment_of, column_of, model.dim, dtype))
+
+    def model_step(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
+                   x_new):
+        _inline_into_callers()
+        step(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
+
+    return _shared_function(model_step, ("model_step", model.fingerprint, method.name,
+                                         np.dtype(dtype).name), **_WRAPPERLESS, **options)
+
+
 def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
-                    stop=None, increments="gaussian", per_path_params=True):
+                    stop=None, increments="gaussian", per_path_params=True, framed=False):
     """The kernel's ``run_chunk`` (a dispatcher, not compiled yet); ``sz`` (:class:`layout.Sizes`) gives every
     compile-time size (the parameter width passed, not the declared one). ``increments``:
     the increment kind ("gaussian", "two_point", "three_point"). ``per_path_params``:
-    False compiles a kernel for one shared parameter row (see :func:`get_kernel`)."""
+    False compiles a kernel for one shared parameter row (see :func:`get_kernel`).
+
+    ``framed``: where the kernel can be (:func:`_frames`), ``run_chunk`` is the kernel's
+    frame instead (its ``framed`` attribute True), which calls the step through
+    :data:`FRAME_STEP_SYMBOL` and is keyed by what it depends on without the model's
+    functions and the method (see :func:`_framed_kernel`)."""
     dim = model.dim
     noise_dim = max(model.noise_dim, 1)
     has_noise = model.kind == "sde"
@@ -1086,6 +1165,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     # The drift evaluated for a block of lanes at once (model.lane_block: an MLP's layers
     # as matrix products over the lanes), where one parameter row serves every path.
     block_mode = model.lane_block is not None and not rng_only and not debug
+    framed = framed and _frames(debug, rng_only, block_mode)
     if block_mode:
         jit_inline = njit(inline="always", **options)
         # None: the block form does not fit this run (a network's with a row of
@@ -1124,6 +1204,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         has_noise = True
         increments = "gaussian"
         step_py = _make_rng_only_step(dim, noise_dim)
+    elif framed:
+        step_py = None  # the model's step is compiled apart (_model_step)
     else:
         column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
         step_py = method.factory(model)(drift, diffusion, noise_term, increment_of, column_of,
@@ -1143,7 +1225,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         philox.STREAM_INCREMENTS if gaussian else
         (philox.STREAM_TWO_POINT if two_point else philox.STREAM_THREE_POINT))
     stream_extra = np.uint64(philox.STREAM_EXTRA)
-    step = njit(inline="always", **options)(step_py)
+    step = _frame_step_call if framed else njit(inline="always", **options)(step_py)
     jit_inline = njit(inline="always", **options)
     stop_fn = jit_inline(stop if stop is not None else montecarlo.never_stop)
     # A compile-time constant: Numba prunes the branches it guards before typing, so a
@@ -1417,12 +1499,22 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
                 keep_hits, hit_stats, np.int64(dim)))
         nonfinite[c] = bad
 
-    dispatcher = _shared_function(run_chunk, (
-        "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
-        np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
-        montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
-        block_mode), **_WRAPPERLESS, **options)
+    if framed:
+        # Everything run_chunk's code depends on once the step is a call: the model's
+        # shapes and kinds, not its functions; the method's extra normals, not the method.
+        dispatcher = _shared_function(run_chunk, (
+            "frame", philox.RNG_VERSION, model.kind, model.noise, dim, noise_dim, gshape,
+            extra, increments, np.dtype(dtype).name, lanes, VECTOR_BITS,
+            montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params),
+            role="frame", **_WRAPPERLESS, **options)
+    else:
+        dispatcher = _shared_function(run_chunk, (
+            "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
+            np.dtype(dtype).name, debug, rng_only, lanes, VECTOR_BITS,
+            montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
+            block_mode), **_WRAPPERLESS, **options)
     dispatcher.lane_block = block_mode
+    dispatcher.framed = framed
     # The kernel arguments' types (what run_chunk is compiled for, after the chunk index
     # and the normals' address) and the pieces it calls by symbol, with their types.
     dispatcher.kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
@@ -1432,6 +1524,210 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         called["block_field"] = block_field
     dispatcher.pieces = tuple((piece, signatures[name]) for name, piece in called.items())
     return dispatcher
+
+
+# --- framed kernels: a frame typed once per shape, each model's step merged in by LLVM --
+
+class _Lowered:
+    """A function lowered to LLVM IR and not optimised (a kernel's frame, or a model's
+    step): ``entry`` (its symbol), ``bitcode`` (its module; a frame's calls the step by
+    :data:`FRAME_STEP_SYMBOL`) and ``linked`` (the bitcode of each piece it calls by
+    name, compiled and optimised already: for a frame the save point, the lane arrays
+    and Numba's runtime; for a step the user's functions)."""
+
+    def __init__(self, entry, bitcode, linked):
+        self.entry, self.bitcode, self.linked = entry, bitcode, linked
+
+
+#: The frames and steps this process lowered (frames also read from disk; a step's
+#: IR is kept only here: on disk it is part of its kernel, and another kernel of the
+#: model, with other outputs say, lowers it again in a new process, about 0.1 s).
+_LOWERED = {}
+#: The cached file formats of frames and framed kernels (a change gives new file names).
+_FRAME_FORMAT = 2
+
+
+def _cache_file(dispatcher, kind, fingerprint):
+    """Where fastsde keeps a frame or a framed kernel: beside ``dispatcher``'s entries in
+    Numba's disk cache, named by the fingerprint and this machine's code generator (CPU
+    and its features); None where the dispatcher has no disk cache."""
+    cache = getattr(dispatcher, "_cache", None)
+    path = getattr(cache, "_cache_path", None)
+    if not isinstance(cache, _KeyedCache) or path is None:
+        return None
+    magic = dispatcher.targetctx.codegen().magic_tuple()
+    digest = hashlib.sha256(repr((kind, _FRAME_FORMAT, fingerprint, magic)).encode())
+    return os.path.join(path, f"fastsde-{kind}-{digest.hexdigest()[:32]}.pkl")
+
+
+def _read_cache_file(path):
+    """The object pickled at ``path``, or None (absent, unreadable, or half written by a
+    process that died: each is as good as a miss)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _write_cache_file(path, value):
+    """Pickle ``value`` to ``path`` atomically (written beside it, then renamed: a reader
+    in another process sees the whole file or none); a cache that cannot be written is
+    skipped, as Numba skips its own."""
+    if path is None:
+        return
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+
+
+def _lower(dispatcher, sig):
+    """Type and lower ``dispatcher``'s function for ``sig`` without optimising or
+    compiling it (a :class:`_Lowered`); announced as a ``numba:compile`` event, as
+    Numba's own compiles are."""
+    flags = compiler.Flags()
+    dispatcher.targetdescr.options.parse_as_flags(flags, dispatcher.targetoptions)
+    # The frame and the step are kept as lowered and optimised once, together, with the
+    # step inlined: a frame optimised first and merged after ran up to 8% slower in a
+    # prototype (its loops were shaped around the call), and a step optimised alone
+    # left a general-noise DRI1 kernel 17% slower.
+    flags.no_compile = True
+    codegen = dispatcher.targetctx.codegen()
+    library = codegen.create_library(dispatcher.py_func.__qualname__)
+    lowered = []
+    library.add_ir_module = lambda module: lowered.append(
+        cgutils.normalize_ir_text(str(module)))
+    details = dict(dispatcher=dispatcher, args=tuple(sig), return_type=None)
+    with global_compiler_lock, event.trigger_event("numba:compile", data=details):
+        dispatcher.typingctx.refresh()
+        dispatcher.targetctx.refresh()
+        result = compiler.compile_extra(dispatcher.typingctx, dispatcher.targetctx,
+                                        dispatcher.py_func, tuple(sig), None, flags,
+                                        dispatcher.locals, library=library)
+        if result.typing_error is not None:
+            raise result.typing_error
+        module = llvm_binding.parse_assembly(lowered[0])
+        for text in lowered[1:]:
+            module.link_in(llvm_binding.parse_assembly(text))
+        linked = []
+        for dependency in library._linking_libraries:
+            bitcode = dependency._get_module_for_linking().as_bitcode()
+            if bitcode not in linked:
+                linked.append(bitcode)
+        return _Lowered(result.fndesc.mangled_name, module.as_bitcode(), tuple(linked))
+
+
+def _lowered(dispatcher, sig, on_disk):
+    """The :class:`_Lowered` function of ``dispatcher`` for ``sig``: held by this
+    process, read from the disk cache (``on_disk``, a frame), or lowered (and then
+    cached)."""
+    key = (dispatcher.py_func.__qualname__, tuple(sig))
+    found = _LOWERED.get(key)
+    if found is None:
+        path = _cache_file(dispatcher, "frame", key) if on_disk else None
+        found = _read_cache_file(path)
+        if not isinstance(found, _Lowered):
+            found = _lower(dispatcher, sig)
+            _write_cache_file(path, found)
+        _LOWERED[key] = found
+    return found
+
+
+def _merge(frame, step, name, codegen):
+    """A code library holding the kernel ``name``: the ``frame``'s module with its call
+    of the step bound to the ``step``'s (both :class:`_Lowered`), optimised with the
+    step inlined and compiled by ``codegen``."""
+    module = llvm_binding.parse_bitcode(frame.bitcode)
+    step_module = llvm_binding.parse_bitcode(step.bitcode)
+    call = module.get_function(FRAME_STEP_SYMBOL)
+    defined = step_module.get_function(step.entry)
+    if str(call.global_value_type) != str(defined.global_value_type):
+        raise RuntimeError(f"fastsde: the frame calls the step as {call.global_value_type}, "
+                           f"the step is {defined.global_value_type}: an internal error, "
+                           f"please report it")
+    call.name = step.entry
+    module.link_in(step_module)
+    module.get_function(frame.entry).name = name
+    # Each kernel merged from this frame holds a copy of the frame's other definitions
+    # (its environment, Numba's helpers) and of the step: kept to the module, so the
+    # kernels of one frame or one step never define one symbol twice in the process.
+    for value in list(module.functions) + list(module.global_variables):
+        if (not value.is_declaration and value.name != name
+                and value.linkage == llvm_binding.Linkage.external):
+            value.linkage = llvm_binding.Linkage.internal
+    # The step inlined first, as Numba inlined it before its function passes: the
+    # kernel's optimised IR is then that of run_chunk with the step inlined by Numba,
+    # instruction for instruction (inlined later, by the module passes, the same
+    # instructions came in another order).
+    inliner = llvm_binding.create_new_module_pass_manager()
+    inliner.add_always_inliner_pass()
+    inliner.run(module, codegen._pass_builder())
+    library = codegen.create_library(name)
+    library.enable_object_caching()
+    library.add_llvm_module(module)
+    # The pieces called by name join as Numba links a library's dependencies when it
+    # finalises it: after the function passes, which they had when they were compiled
+    # (run again on them, a kernel with observables took 0.5 s longer to compile).
+    # Their definitions are linkonce_odr: the linker keeps those the kernel calls.
+    for bitcode in frame.linked + step.linked:
+        library._final_module.link_in(llvm_binding.parse_bitcode(bitcode))
+    with global_compiler_lock:
+        library.finalize()
+    return library
+
+
+def _kernel_fingerprint(kernel_key):
+    """A framed kernel's fingerprint: its request (:func:`_kernel_request`), fastsde's
+    and Numba's versions and the kernel sources."""
+    return hashlib.sha256(repr((kernel_key, philox.RNG_VERSION, VECTOR_BITS, __version__,
+                                numba.__version__, _SOURCE_HASH)).encode()).hexdigest()
+
+
+def _framed_kernel(frame, model_step, step_types, kernel_key, sig):
+    """``(library, symbol, loaded)`` of a framed kernel: loaded from the disk cache
+    (``loaded`` True) or merged from the frame (shared by every model of its shape) and
+    the model's step.
+
+    A kernel's ``run_chunk`` spent about 1 s of its 1.4 s compile (this project's 2-core
+    machine) in Numba's typing and lowering of the lanes, the RNG, the save points and
+    the statistics, which do not depend on the model. The frame is typed and lowered
+    once per shape (dims, noise kind, dtype, outputs, stopping, parameter width) and
+    kept as unoptimised LLVM IR; each model's step is typed and lowered alone (about
+    0.1 s), and LLVM optimises the two together with the step inlined, as when Numba
+    inlined it: the same loops and the same bits (tools/ab_kernel.py)."""
+    fingerprint = _kernel_fingerprint(kernel_key)
+    name = f"fastsde_kernel_{fingerprint[:32]}"
+    path = _cache_file(frame, "kernel", fingerprint)
+    state = _read_cache_file(path)
+    if state is not None:
+        try:
+            rtsys.initialize(frame.targetctx)
+            library = frame.targetctx.codegen().unserialize_library(state)
+            return library, name, True
+        except Exception:  # noqa: BLE001 - a stale or damaged entry: build it again
+            pass
+    with global_compiler_lock:
+        lowered_frame = _lowered(frame, _run_chunk_sig(sig), on_disk=True)
+        lowered_step = _lowered(model_step, step_types, on_disk=False)
+        # Announced as a compile of the frame, marked as the merge (tools and
+        # tests/compile_events.py tell the two apart), so that Numba's compile events
+        # account for all of a kernel's compile time.
+        details = dict(dispatcher=frame, args=tuple(_run_chunk_sig(sig)), return_type=None,
+                       fastsde_stage="merge")
+        with event.trigger_event("numba:compile", data=details):
+            library = _merge(lowered_frame, lowered_step, name, frame.targetctx.codegen())
+    _write_cache_file(path, library.serialize_using_object_code())
+    return library, name, False
 
 
 def _launch(address, normal_address, x0_rows, x0_mode, x0_mean, x0_std, params, t0, h, t1,
@@ -1488,8 +1784,14 @@ class CpuKernel:
 
     Attributes
     ----------
-    run_chunk : numba dispatcher
+    run_chunk : numba dispatcher or None
         Advances the paths of one chunk; compiled for :func:`_run_chunk_sig` of ``sig``.
+        None for a framed kernel (:func:`_framed_kernel`), merged outside Numba's
+        dispatchers.
+    library : numba code library
+        The kernel's code (its LLVM IR, where it was compiled in this process).
+    from_disk_cache : bool
+        Whether the kernel's code was loaded from the disk cache (no IR to read).
     address : int
         Its native entry point, which the launcher calls.
     sig : tuple of numba types
@@ -1501,12 +1803,23 @@ class CpuKernel:
         surfaces as a SystemError).
     """
 
-    def __init__(self, run_chunk, sig, sizes, parallel, per_path_params=True,
+    def __init__(self, code, sig, sizes, parallel, per_path_params=True,
                  lane_block=False):
-        self.run_chunk = run_chunk
         self.per_path_params = per_path_params
         self.lane_block = lane_block
-        self.address = _address(run_chunk.overloads[_run_chunk_sig(sig)])
+        if isinstance(code, tuple):
+            # A framed kernel: (library, symbol, whether it came from the disk cache).
+            self.run_chunk = None
+            self.library, symbol, self.from_disk_cache = code
+            self.address = self.library.get_pointer_to_function(symbol)
+            if not self.address:
+                raise RuntimeError(f"fastsde: no native code for {symbol}")
+        else:
+            self.run_chunk = code
+            compiled = code.overloads[_run_chunk_sig(sig)]
+            self.library = compiled.library
+            self.from_disk_cache = bool(code._cache_hits[_run_chunk_sig(sig)])
+            self.address = _address(compiled)
         self.sig = tuple(sig)
         self.sizes = sizes
         self.parallel = parallel
@@ -1623,7 +1936,10 @@ def kernel_is_ready(model, method, dtype, obs=(), stop=None, n_params=None,
     if key in _KERNELS:
         return True
     run_chunk = _make_run_chunk(model, method, dtype, sz, False, False, obs, stop,
-                                increments, per_path_params)
+                                increments, per_path_params, framed=True)
+    if run_chunk.framed:
+        path = _cache_file(run_chunk, "kernel", _kernel_fingerprint(key))
+        return path is not None and os.path.exists(path)
     cache = run_chunk._cache
     if not isinstance(cache, _KeyedCache):
         return False
@@ -1675,16 +1991,21 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     kernel = _KERNELS.get(key)
     if kernel is None:
         run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop,
-                                    increments, per_path_params)
+                                    increments, per_path_params, framed=True)
         sig = run_chunk.kernel_sig
+        code = run_chunk
         try:
             _load_pieces(run_chunk.pieces)
-            run_chunk.compile(_run_chunk_sig(sig))
+            if run_chunk.framed:
+                code = _framed_kernel(run_chunk, _model_step(model, method, dtype),
+                                      _step_types(model, dtype), key, sig)
+            else:
+                run_chunk.compile(_run_chunk_sig(sig))
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
             _diagnose(model, dtype, exc, obs, stop)
-        kernel = _KERNELS[key] = CpuKernel(run_chunk, sig, sz, parallel=not debug,
+        kernel = _KERNELS[key] = CpuKernel(code, sig, sz, parallel=not debug,
                                            per_path_params=per_path_params,
                                            lane_block=run_chunk.lane_block)
     return kernel
