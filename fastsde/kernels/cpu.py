@@ -1677,7 +1677,7 @@ def _merge(frame, step, name, codegen):
     library.add_llvm_module(module)
     # The pieces called by name join as Numba links a library's dependencies when it
     # finalises it: after the function passes, which they had when they were compiled
-    # (run again on them, a kernel with observables took 0.5 s longer to compile).
+    # (the order of Numba's own kernels, whose machine code these reproduce).
     # Their definitions are linkonce_odr: the linker keeps those the kernel calls.
     for bitcode in frame.linked + step.linked:
         library._final_module.link_in(llvm_binding.parse_bitcode(bitcode))
