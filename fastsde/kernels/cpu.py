@@ -1123,6 +1123,14 @@ def _step_types(model, dtype):
     return (scalar,) * 4 + (vector,) * 8 + (matrix,) * 4 + (vector,) * 2
 
 
+def _scheme_step(model, method, dtype, drift, diffusion, noise_term, increment_of):
+    """``method``'s step for ``model`` as a plain Python function of the compiled user
+    functions and noise helpers (:func:`build_step`), the one every CPU kernel inlines."""
+    column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
+    return method.factory(model)(drift, diffusion, noise_term, increment_of, column_of,
+                                 model.dim, dtype)
+
+
 def _model_step(model, method, dtype):
     """``method``'s step for ``model`` as a dispatcher of its own (shared per model,
     method and dtype), marked for LLVM to inline into the frame that calls it: lowered,
@@ -1130,9 +1138,8 @@ def _model_step(model, method, dtype):
     options = dict(_JIT)
     drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
                                                             **options)
-    column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
-    step = njit(inline="always", **options)(method.factory(model)(
-        drift, diffusion, noise_term, increment_of, column_of, model.dim, dtype))
+    step = njit(inline="always", **options)(_scheme_step(
+        model, method, dtype, drift, diffusion, noise_term, increment_of))
 
     def model_step(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt,
                    x_new):
@@ -1207,9 +1214,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     elif framed:
         step_py = None  # the model's step is compiled apart (_model_step)
     else:
-        column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
-        step_py = method.factory(model)(drift, diffusion, noise_term, increment_of, column_of,
-                                        dim, dtype)
+        step_py = _scheme_step(model, method, dtype, drift, diffusion, noise_term,
+                               increment_of)
     # The extra normals dZ (stream STREAM_EXTRA) of the schemes that form I_(1,0) from
     # them; with discrete increments those schemes take I_(1,0) = h dW / 2 (dz = 0).
     extra = has_noise and not rng_only and method.draws_extra(increments, noise_dim)
@@ -2058,9 +2064,8 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
     gshape = model.diffusion_shape
     drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
                                                             **_JIT)
-    column_of = getattr(_noise, steps.COLUMNS_OF.get(model.noise, "column_diagonal"))
-    step = njit(inline="always", **_JIT)(method.factory(model)(
-        drift, diffusion, noise_term, increment_of, column_of, dim, dtype))
+    step = njit(inline="always", **_JIT)(_scheme_step(
+        model, method, dtype, drift, diffusion, noise_term, increment_of))
     pay = njit(inline="always", **_JIT)(payoff)
     has_stop = stop is not None
     stop_fn = njit(inline="always", **_JIT)(stop if has_stop else montecarlo.never_stop)
