@@ -1,6 +1,9 @@
-"""Models and observables shared by the Monte Carlo tests (tests/test_montecarlo.py) and
-the CUDA comparisons (tests/test_cuda.py): the same plain functions give the same kernel
-key, so each CPU kernel compiles once per CI run (the disk cache serves the other)."""
+"""Models and observables shared by the Monte Carlo and multilevel tests
+(tests/test_montecarlo.py, tests/test_mlmc.py) and the CUDA comparisons
+(tests/test_cuda.py): the same plain functions give the same kernel key, so each CPU
+kernel compiles once per CI run (the disk cache serves the other)."""
+
+import math
 
 import fastsde as fs
 
@@ -68,3 +71,16 @@ def gbm_params(mu, sigma):
 def above_1_2(t, x, p):
     """Positive above 1.2."""
     return x[0] - 1.2
+
+
+# --- multilevel Monte Carlo (tests/test_mlmc.py and the CUDA comparisons) ---------------
+
+#: The European call of the multilevel tests: S0 = K = 100, r = 0.05, sigma = 0.2, T = 1.
+MLMC_GBM = fs.GBM(mu=0.05, sigma=0.2)
+#: exp(-r T) computed once in Python: the payoff then uses only * and max, so the CPU and
+#: a GPU (libdevice's exp) round it alike.
+DISCOUNT = math.exp(-0.05)
+
+
+def mlmc_call(t, x, p):
+    return DISCOUNT * max(x[0] - 100.0, 0.0)

@@ -31,8 +31,10 @@ from fastsde.kernels import fmath, philox, unroll
 from fastsde.kernels.cpu import _rng as cpu_rng
 
 import ptxas_checks
-from mc_models import (BOX, BOX_OBS, LINEAR, LINEAR_OBS, above_1_2, gbm_params, obs_square,
-                       outside_box)
+# MLMC_GBM and mlmc_call are test_mlmc.py's too: the CPU level kernels these comparisons
+# compile are then read from the disk cache by the other process.
+from mc_models import (BOX, BOX_OBS, DISCOUNT, LINEAR, LINEAR_OBS, MLMC_GBM, above_1_2,
+                       gbm_params, mlmc_call, obs_square, outside_box)
 
 pytestmark = pytest.mark.cuda
 
@@ -845,16 +847,6 @@ def test_stats_only_run_copies_back_only_statistics():
 
 
 # --- multilevel Monte Carlo: the level kernel ----------------------------------------
-
-MLMC_GBM = fs.GBM(mu=0.05, sigma=0.2)
-#: exp(-r T) computed once in Python: the payoff then uses only * and max, so the CPU and
-#: a GPU (libdevice's exp) round it alike.
-DISCOUNT = math.exp(-0.05)
-
-
-def mlmc_call(t, x, p):
-    return DISCOUNT * max(x[0] - 100.0, 0.0)
-
 
 def mlmc_barrier(t, x, p):
     return x[0] - 115.0

@@ -1151,14 +1151,15 @@ def _model_step(model, method, dtype):
 
 
 def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
-                    stop=None, increments="gaussian", per_path_params=True, framed=False):
-    """The kernel's ``run_chunk`` (a dispatcher, not compiled yet); ``sz`` (:class:`layout.Sizes`) gives every
-    compile-time size (the parameter width passed, not the declared one). ``increments``:
-    the increment kind ("gaussian", "two_point", "three_point"). ``per_path_params``:
-    False compiles a kernel for one shared parameter row (see :func:`get_kernel`).
+                    stop=None, increments="gaussian", per_path_params=True):
+    """The kernel's ``run_chunk`` (a dispatcher, not compiled yet); ``sz``
+    (:class:`layout.Sizes`) gives every compile-time size (the parameter width passed,
+    not the declared one). ``increments``: the increment kind ("gaussian", "two_point",
+    "three_point"). ``per_path_params``: False compiles a kernel for one shared parameter
+    row (see :func:`get_kernel`).
 
-    ``framed``: where the kernel can be (:func:`_frames`), ``run_chunk`` is the kernel's
-    frame instead (its ``framed`` attribute True), which calls the step through
+    Where the kernel can be framed (:func:`_frames`), ``run_chunk`` is the kernel's frame
+    instead (its ``framed`` attribute True), which calls the step through
     :data:`FRAME_STEP_SYMBOL` and is keyed by what it depends on without the model's
     functions and the method (see :func:`_framed_kernel`)."""
     dim = model.dim
@@ -1172,7 +1173,7 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     # The drift evaluated for a block of lanes at once (model.lane_block: an MLP's layers
     # as matrix products over the lanes), where one parameter row serves every path.
     block_mode = model.lane_block is not None and not rng_only and not debug
-    framed = framed and _frames(debug, rng_only, block_mode)
+    framed = _frames(debug, rng_only, block_mode)
     if block_mode:
         jit_inline = njit(inline="always", **options)
         # None: the block form does not fit this run (a network's with a row of
@@ -1942,7 +1943,7 @@ def kernel_is_ready(model, method, dtype, obs=(), stop=None, n_params=None,
     if key in _KERNELS:
         return True
     run_chunk = _make_run_chunk(model, method, dtype, sz, False, False, obs, stop,
-                                increments, per_path_params, framed=True)
+                                increments, per_path_params)
     if run_chunk.framed:
         path = _cache_file(run_chunk, "kernel", _kernel_fingerprint(key))
         return path is not None and os.path.exists(path)
@@ -1997,7 +1998,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
     kernel = _KERNELS.get(key)
     if kernel is None:
         run_chunk = _make_run_chunk(model, method, dtype, sz, debug, rng_only, obs, stop,
-                                    increments, per_path_params, framed=True)
+                                    increments, per_path_params)
         sig = run_chunk.kernel_sig
         code = run_chunk
         try:
