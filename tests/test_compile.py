@@ -330,6 +330,48 @@ def test_the_models_step_is_inlined_into_the_kernels_frame():
         assert not [line for line in _defined_functions(ir) if "model_step" in line]
 
 
+def _debug_pull(t, x, p, out):
+    out[0] = -0.75 * x[0]
+    out[1] = 0.5 * x[0] - x[1]
+
+
+def _debug_push(t, x, p, out):
+    out[0] = 0.25 * x[1] - x[0]
+    out[1] = -1.25 * x[1]
+
+
+def _debug_late_oob(t, x, p, out):
+    # In bounds at t0 (x[0] = 1, so the plain-Python check passes), out of bounds once
+    # x[0] has decayed below 0.5: only the kernel's bounds checks can find it.
+    out[0] = -x[0]
+    out[1 if x[0] > 0.5 else 2] = -x[1]
+
+
+def test_debug_kernels_share_a_bounds_checked_frame():
+    """debug=True kernels are framed too: the frame and the step are compiled with bounds
+    checks, and a second model of the shape compiles only its step (its debug kernel:
+    1.7-2.3 s as one run_chunk, 0.9-1.3 s framed). Each gives its fast kernel's bits, and
+    an index out of bounds after t0 is still caught in a kernel merged from the shared
+    frame."""
+    def run(drift, debug):
+        model = fs.ODE(drift, dim=2, name=drift.__name__)
+        return fs.simulate(model, [1.0, 0.5], (0.0, 2.0), 40, 70, method="heun",
+                           device="cpu", debug=debug, progress=False)
+
+    run(_debug_pull, True)  # the debug frame of this shape (or it is in the cache)
+    with fastsde_compiles() as compiled:
+        checked = run(_debug_push, True)
+    assert "model_step" in compiled, compiled
+    assert not [name for name in compiled if name.startswith("run_chunk")], compiled
+    for drift in (_debug_pull, _debug_push):
+        assert np.array_equal(run(drift, True).x, run(drift, False).x), drift.__name__
+    assert not np.array_equal(checked.x, run(_debug_pull, True).x)
+    with fastsde_compiles() as compiled:
+        with pytest.raises(fs.ModelError, match="_debug_late_oob.*indexed outside"):
+            run(_debug_late_oob, True)
+    assert not [name for name in compiled if name.startswith("run_chunk")], compiled
+
+
 def _defined_functions(ir):
     return [line for line in ir.splitlines() if line.startswith("define")]
 

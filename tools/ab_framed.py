@@ -3,10 +3,10 @@
     python tools/ab_framed.py [--rounds R] [--paths N] [--steps K] [--only WORDS]
 
 A model's CPU kernel is merged from a frame shared by every model of its shape and the
-model's step (``fastsde.kernels.cpu._framed_kernel``); debug kernels are still one
-``run_chunk`` with the step inlined by Numba. This script builds both forms of the same
-kernel for several methods, noise kinds and outputs (``cpu._frames`` patched to refuse
-frames for the second), and reports for each:
+model's step (``fastsde.kernels.cpu._framed_kernel``); the RNG-only ceiling and the
+lane-block kernels are still one ``run_chunk`` with the step inlined by Numba. This
+script builds both forms of the same kernel for several methods, noise kinds and outputs
+(``cpu._frames`` patched to refuse frames for the second), and reports for each:
 
 * the machine code of the kernel's entry function: how many lines of the two
   assemblies differ, symbol names and labels aside (0: the same instructions);

@@ -1099,10 +1099,11 @@ def _make_replay_drift(dim, lanes, layout):
 
 def _frames(debug, rng_only, block_mode):
     """Whether a kernel is built as a frame and a step (:func:`_framed_kernel`): not
-    the debug kernels (bounds checks in the whole kernel, run rarely), the RNG-only
-    ceiling (benchmarks) or the lane-block kernels (their step is the replay of a
-    block's field, not a model's step alone)."""
-    return not (debug or rng_only or block_mode)
+    the RNG-only ceiling (benchmarks) or the lane-block kernels (their step is the replay
+    of a block's field, not a model's step alone). Debug kernels are: their frame and
+    step are compiled with bounds checks, and a debug frame serves the debug kernels of
+    every model of its shape."""
+    return not (rng_only or block_mode)
 
 
 @njit(inline="always", **_JIT)
@@ -1131,11 +1132,11 @@ def _scheme_step(model, method, dtype, drift, diffusion, noise_term, increment_o
                                  model.dim, dtype)
 
 
-def _model_step(model, method, dtype):
+def _model_step(model, method, dtype, debug=False):
     """``method``'s step for ``model`` as a dispatcher of its own (shared per model,
-    method and dtype), marked for LLVM to inline into the frame that calls it: lowered,
-    not compiled, by :func:`_framed_kernel`."""
-    options = dict(_JIT)
+    method, dtype and ``debug``: bounds checking), marked for LLVM to inline into the
+    frame that calls it: lowered, not compiled, by :func:`_framed_kernel`."""
+    options = dict(_JIT, boundscheck=True) if debug else dict(_JIT)
     drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
                                                             **options)
     step = njit(inline="always", **options)(_scheme_step(
@@ -1147,7 +1148,8 @@ def _model_step(model, method, dtype):
         step(t, t_mid, t_next, h, x, p, dw, dz, f0, f1, f2, f3, g0, g1, g2, g3, xt, x_new)
 
     return _shared_function(model_step, ("model_step", model.fingerprint, method.name,
-                                         np.dtype(dtype).name), **_WRAPPERLESS, **options)
+                                         np.dtype(dtype).name, debug), **_WRAPPERLESS,
+                            **options)
 
 
 def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(),
@@ -1512,8 +1514,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         dispatcher = _shared_function(run_chunk, (
             "frame", philox.RNG_VERSION, model.kind, model.noise, dim, noise_dim, gshape,
             extra, increments, np.dtype(dtype).name, lanes, VECTOR_BITS,
-            montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params),
-            role="frame", **_WRAPPERLESS, **options)
+            montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
+            debug), role="frame", **_WRAPPERLESS, **options)
     else:
         dispatcher = _shared_function(run_chunk, (
             "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
@@ -2004,7 +2006,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         try:
             _load_pieces(run_chunk.pieces)
             if run_chunk.framed:
-                code = _framed_kernel(run_chunk, _model_step(model, method, dtype),
+                code = _framed_kernel(run_chunk, _model_step(model, method, dtype, debug),
                                       _step_types(model, dtype), key, sig)
             else:
                 run_chunk.compile(_run_chunk_sig(sig))
