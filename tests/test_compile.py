@@ -372,6 +372,39 @@ def test_debug_kernels_share_a_bounds_checked_frame():
     assert not [name for name in compiled if name.startswith("run_chunk")], compiled
 
 
+def _half_call(t, x, p):
+    return 0.5 * max(x[0] - 1.0, 0.0)
+
+
+def test_mlmc_level_kernels_share_a_frame():
+    """A multilevel level kernel is framed as simulate's is: its chunk (the fine and
+    coarse paths, the payoff, the pair sums) is a frame shared by every model and method
+    of its shape, payoff, stopping and running extrema, merged with the model's step. A
+    second method of the model compiles its step alone (0.7 s against 2.8-3.2 s), and
+    each kernel runs its own step (tests/test_mlmc.py checks the bits against simulate)."""
+    from fastsde import streams
+
+    model = fs.GBM(mu=0.1, sigma=0.3)
+
+    def level_sums(method):
+        kernel = cpu.get_mlmc_kernel(model, methods.METHODS[method], np.float64,
+                                     _half_call, model.n_params)
+        key0, key1 = streams.key_from_seed(np.random.SeedSequence(7))
+        sums, bad = np.zeros((2, len(cpu.MLMC_SUMS))), np.zeros(2, np.int64)
+        kernel(np.array([1.0]), np.array([model.params]), 0.0, 1.0, 4, 2, 1, key0, key1,
+               np.uint64(0), 700, 512, sums, bad)
+        assert bad.sum() == 0
+        return sums
+
+    milstein = level_sums("milstein")  # the frame (or it is in the disk cache)
+    with fastsde_compiles() as compiled:
+        euler = level_sums("euler_maruyama")
+    assert "model_step" in compiled, compiled
+    assert not [name for name in compiled if name.startswith("mlmc_chunk")], compiled
+    assert not np.array_equal(milstein, euler)
+    assert np.array_equal(euler, level_sums("euler_maruyama"))
+
+
 def _defined_functions(ir):
     return [line for line in ir.splitlines() if line.startswith("define")]
 

@@ -1702,10 +1702,10 @@ def _kernel_fingerprint(kernel_key):
                                 numba.__version__, _SOURCE_HASH)).encode()).hexdigest()
 
 
-def _framed_kernel(frame, model_step, step_types, kernel_key, sig):
+def _framed_kernel(frame, model_step, step_types, kernel_key, frame_sig):
     """``(library, symbol, loaded)`` of a framed kernel: loaded from the disk cache
-    (``loaded`` True) or merged from the frame (shared by every model of its shape) and
-    the model's step.
+    (``loaded`` True) or merged from the frame (shared by every model of its shape; its
+    argument types ``frame_sig``) and the model's step.
 
     A kernel's ``run_chunk`` spent about 1 s of its 1.4 s compile (this project's 2-core
     machine) in Numba's typing and lowering of the lanes, the RNG, the save points and
@@ -1726,12 +1726,12 @@ def _framed_kernel(frame, model_step, step_types, kernel_key, sig):
         except Exception:  # noqa: BLE001 - a stale or damaged entry: build it again
             pass
     with global_compiler_lock:
-        lowered_frame = _lowered(frame, _run_chunk_sig(sig), on_disk=True)
+        lowered_frame = _lowered(frame, frame_sig, on_disk=True)
         lowered_step = _lowered(model_step, step_types, on_disk=False)
         # Announced as a compile of the frame, marked as the merge (tools and
         # tests/compile_events.py tell the two apart), so that Numba's compile events
         # account for all of a kernel's compile time.
-        details = dict(dispatcher=frame, args=tuple(_run_chunk_sig(sig)), return_type=None,
+        details = dict(dispatcher=frame, args=tuple(frame_sig), return_type=None,
                        fastsde_stage="merge")
         with event.trigger_event("numba:compile", data=details):
             library = _merge(lowered_frame, lowered_step, name, frame.targetctx.codegen())
@@ -2007,7 +2007,7 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
             _load_pieces(run_chunk.pieces)
             if run_chunk.framed:
                 code = _framed_kernel(run_chunk, _model_step(model, method, dtype, debug),
-                                      _step_types(model, dtype), key, sig)
+                                      _step_types(model, dtype), key, _run_chunk_sig(sig))
             else:
                 run_chunk.compile(_run_chunk_sig(sig))
         except ModelError:
@@ -2039,8 +2039,9 @@ def _mlmc_launch(address, x0, params, t0, t1, n_coarse, ratio, coupled, key0, ke
                       None)
 
 
-def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=()):
-    """The chunk function of a multilevel Monte Carlo level (a dispatcher, not compiled).
+def _make_mlmc_chunk(model, dtype, payoff, n_params, stop=None, running=()):
+    """The chunk function of a multilevel Monte Carlo level, as a frame (a dispatcher, not
+    compiled; :func:`get_mlmc_kernel` merges it with the method's step for the model).
 
     Each path of the level is a pair: the fine path takes ``n_coarse * ratio`` steps with
     the Wiener increments of stream 0 (the increments of ``simulate`` with that many
@@ -2065,10 +2066,11 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
     run_sign = np.array([sg for _, sg in running] or [1.0], dtype)
     noise_dim = max(model.noise_dim, 1)
     gshape = model.diffusion_shape
-    drift, diffusion, noise_term, increment_of = build_step(model, method, dtype, njit,
-                                                            **_JIT)
-    step = njit(inline="always", **_JIT)(_scheme_step(
-        model, method, dtype, drift, diffusion, noise_term, increment_of))
+    # The chunk is a frame (:func:`_framed_kernel`): it calls the method's step through
+    # FRAME_STEP_SYMBOL, and the kernel is merged from it and the model's step, so one
+    # frame serves every model and method of its shape with this payoff, stopping and
+    # running extrema (the level paths draw no extra normals: dz stays zero).
+    step = _frame_step_call
     pay = njit(inline="always", **_JIT)(payoff)
     has_stop = stop is not None
     stop_fn = njit(inline="always", **_JIT)(stop if has_stop else montecarlo.never_stop)
@@ -2244,17 +2246,21 @@ def _make_mlmc_chunk(model, method, dtype, payoff, n_params, stop=None, running=
         nonfinite[c] = bad
 
     return _shared_function(mlmc_chunk, (
-        "mlmc_chunk", philox.RNG_VERSION, model.fingerprint, method.name,
+        "mlmc_frame", philox.RNG_VERSION, model.kind, model.noise, dim, noise_dim, gshape,
         montecarlo.fingerprint((("payoff", payoff),), stop), np.dtype(dtype).name, lanes,
-        VECTOR_BITS, n_params, tuple(running)), **_PIECE)
+        VECTOR_BITS, n_params, tuple(running)), role="frame", **_PIECE)
 
 
 class MlmcKernel:
     """A compiled level kernel: the chunk function of one (model, method, payoff, dtype,
-    parameter width) and the shared parallel launcher."""
+    parameter width), merged from its frame and the model's step (``code``: what
+    :func:`_framed_kernel` returns), and the shared parallel launcher."""
 
-    def __init__(self, chunk_fn, sig):
-        self.address = _address(_compiled(chunk_fn, (types.int64,) + tuple(sig)))
+    def __init__(self, code, sig):
+        self.library, symbol, self.from_disk_cache = code
+        self.address = self.library.get_pointer_to_function(symbol)
+        if not self.address:
+            raise RuntimeError(f"fastsde: no native code for {symbol}")
         self.sig = tuple(sig)
         # (address) and the level arguments.
         self.launcher = _shared_launcher(_mlmc_launch, ("mlmc_launch",), True,
@@ -2278,8 +2284,7 @@ def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None, running=(
            montecarlo.fingerprint((("payoff", payoff),), stop), int(n_params), running)
     kernel = _MLMC_KERNELS.get(key)
     if kernel is None:
-        chunk_fn = _make_mlmc_chunk(model, method, dtype, payoff, int(n_params), stop,
-                                    running)
+        chunk_fn = _make_mlmc_chunk(model, dtype, payoff, int(n_params), stop, running)
         arr1 = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
         arr2 = types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
         sig = (arr1, arr2, types.float64, types.float64, types.int64, types.int64,
@@ -2287,7 +2292,9 @@ def get_mlmc_kernel(model, method, dtype, payoff, n_params, stop=None, running=(
                types.int64, types.Array(types.float64, 2, "C"),
                types.Array(types.int64, 1, "C"))
         try:
-            kernel = MlmcKernel(chunk_fn, sig)
+            kernel = MlmcKernel(_framed_kernel(
+                chunk_fn, _model_step(model, method, dtype), _step_types(model, dtype),
+                ("mlmc",) + key, (types.int64,) + sig), sig)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
