@@ -453,12 +453,17 @@ def _compiled(dispatcher, sig):
     return dispatcher.overloads[tuple(sig)]
 
 
+def _symbol_address(library, symbol):
+    """The native entry point of ``symbol`` in the finalised code ``library``."""
+    address = library.get_pointer_to_function(symbol)
+    if not address:
+        raise RuntimeError(f"fastsde: no native code for {symbol}")
+    return address
+
+
 def _address(compiled):
     """The native entry point of a compile result (Numba's calling convention)."""
-    address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
-    if not address:
-        raise RuntimeError(f"fastsde: no native code for {compiled.fndesc.mangled_name}")
-    return address
+    return _symbol_address(compiled.library, compiled.fndesc.mangled_name)
 
 
 @intrinsic
@@ -1696,8 +1701,9 @@ def _merge(frame, step, name, codegen):
 
 
 def _kernel_fingerprint(kernel_key):
-    """A framed kernel's fingerprint: its request (:func:`_kernel_request`), fastsde's
-    and Numba's versions and the kernel sources."""
+    """A framed kernel's fingerprint: its request (:func:`_kernel_request`'s key, or a
+    level kernel's, "mlmc" first), fastsde's and Numba's versions and the kernel
+    sources."""
     return hashlib.sha256(repr((kernel_key, philox.RNG_VERSION, VECTOR_BITS, __version__,
                                 numba.__version__, _SOURCE_HASH)).encode()).hexdigest()
 
@@ -1820,9 +1826,7 @@ class CpuKernel:
             # A framed kernel: (library, symbol, whether it came from the disk cache).
             self.run_chunk = None
             self.library, symbol, self.from_disk_cache = code
-            self.address = self.library.get_pointer_to_function(symbol)
-            if not self.address:
-                raise RuntimeError(f"fastsde: no native code for {symbol}")
+            self.address = _symbol_address(self.library, symbol)
         else:
             self.run_chunk = code
             compiled = code.overloads[_run_chunk_sig(sig)]
@@ -2258,9 +2262,7 @@ class MlmcKernel:
 
     def __init__(self, code, sig):
         self.library, symbol, self.from_disk_cache = code
-        self.address = self.library.get_pointer_to_function(symbol)
-        if not self.address:
-            raise RuntimeError(f"fastsde: no native code for {symbol}")
+        self.address = _symbol_address(self.library, symbol)
         self.sig = tuple(sig)
         # (address) and the level arguments.
         self.launcher = _shared_launcher(_mlmc_launch, ("mlmc_launch",), True,
