@@ -62,11 +62,19 @@ def fma_f32(a, b, c):
     product = a64 * b64
     total = product + c64
     back = total - product
-    error = (product - (total - back)) + (c64 - back)
-    even = (total.view(np.int64) & 1) == 0
-    towards = np.where(error > 0, np.inf, -np.inf)
-    odd = np.where((error != 0) & even, np.nextafter(total, towards), total)
-    return odd.astype(np.float32)[()]
+    # TwoSum's error, (product - (total - back)) + (c64 - back), in place.
+    error = total - back
+    np.subtract(product, error, out=error)
+    np.subtract(c64, back, out=back)
+    error += back
+    # To the odd neighbour on the exact sum's side: one step of the bit pattern (the
+    # patterns of finite floats are monotone in magnitude); an inexact sum is never 0.
+    # In integers: np.nextafter and two float selects made it 5 times slower on arguments
+    # of mixed scales (2.37 against 0.44 s for 2^23 triples).
+    word = total.view(np.int64)
+    step = np.where((error > 0) == (total > 0), np.int64(1), np.int64(-1))
+    inexact_even = (error != 0) & ((word & 1) == 0) & np.isfinite(total)
+    return np.where(inexact_even, word + step, word).view(np.float64).astype(np.float32)[()]
 
 
 def _fma_f32_scalar(a, b, c):
