@@ -372,6 +372,47 @@ def test_debug_kernels_share_a_bounds_checked_frame():
     assert not [name for name in compiled if name.startswith("run_chunk")], compiled
 
 
+# Functions of this test's own, and a shape no other test runs (two components, four
+# parameters, float32, no outputs but the final states): the additive model's frame can
+# only come from the diagonal model's.
+def _kind_pull(t, x, p, out):
+    out[0] = -p[0] * x[0]
+    out[1] = -p[1] * x[1]
+
+
+def _kind_push(t, x, p, out):
+    out[0] = p[2] - p[0] * x[0]
+    out[1] = p[3] - p[1] * x[1]
+
+
+def _kind_noise(t, x, p, out):
+    out[0] = 0.25
+    out[1] = 0.375
+
+
+def test_noise_kinds_of_one_shape_share_a_frame():
+    """Only the step reads the noise kind; the frame sees the noise width and the
+    diffusion's shape. A diagonal-noise and an additive-noise model of one width share
+    their frame, so the second compiles its step and its functions alone. Each kernel
+    runs its own step: with one drift and one constant diffusion the two kinds give the
+    same Euler-Maruyama paths, and another drift gives others."""
+    params = (0.7, 1.3, 0.2, -0.1)
+
+    def run(drift, noise):
+        model = fs.SDE(drift, _kind_noise, dim=2, noise=noise, params=params,
+                       name=f"{drift.__name__}_{noise}")
+        return fs.simulate(model, [1.0, -0.5], (0.0, 1.0), 30, 200, device="cpu",
+                           dtype="float32", seed=5, progress=False).x
+
+    diagonal = run(_kind_pull, "diagonal")  # the frame (or it is in the disk cache)
+    with fastsde_compiles() as compiled:
+        additive = run(_kind_pull, "additive")
+    assert "model_step" in compiled, compiled
+    assert not [name for name in compiled if name.startswith("run_chunk")], compiled
+    assert np.array_equal(additive, diagonal)
+    assert not np.array_equal(run(_kind_push, "additive"), additive)
+
+
 def _half_call(t, x, p):
     return 0.5 * max(x[0] - 1.0, 0.0)
 

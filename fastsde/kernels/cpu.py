@@ -1515,9 +1515,12 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
 
     if framed:
         # Everything run_chunk's code depends on once the step is a call: the model's
-        # shapes and kinds, not its functions; the method's extra normals, not the method.
+        # shapes, not its functions; the method's extra normals, not the method. Not the
+        # noise kind either, which only the step reads: the frame sees the noise width
+        # and the diffusion's shape, so an additive, a diagonal and (in one dimension) a
+        # scalar-noise model of one width share a frame.
         dispatcher = _shared_function(run_chunk, (
-            "frame", philox.RNG_VERSION, model.kind, model.noise, dim, noise_dim, gshape,
+            "frame", philox.RNG_VERSION, model.kind, dim, noise_dim, gshape,
             extra, increments, np.dtype(dtype).name, lanes, VECTOR_BITS,
             montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
             debug), role="frame", **_WRAPPERLESS, **options)
@@ -1716,7 +1719,7 @@ def _framed_kernel(frame, model_step, step_types, kernel_key, frame_sig):
     A kernel's ``run_chunk`` spent about 1 s of its 1.4 s compile (this project's 2-core
     machine) in Numba's typing and lowering of the lanes, the RNG, the save points and
     the statistics, which do not depend on the model. The frame is typed and lowered
-    once per shape (dims, noise kind, dtype, outputs, stopping, parameter width) and
+    once per shape (dims, diffusion shape, dtype, outputs, stopping, parameter width) and
     kept as unoptimised LLVM IR; each model's step is typed and lowered alone (about
     0.1 s), and LLVM optimises the two together with the step inlined, as when Numba
     inlined it: the same loops and the same bits (tools/ab_kernel.py)."""
@@ -2249,8 +2252,9 @@ def _make_mlmc_chunk(model, dtype, payoff, n_params, stop=None, running=()):
             sums[c, r] = V[r, 0]
         nonfinite[c] = bad
 
+    # As simulate's frame: the shapes, not the noise kind (only the step reads it).
     return _shared_function(mlmc_chunk, (
-        "mlmc_frame", philox.RNG_VERSION, model.kind, model.noise, dim, noise_dim, gshape,
+        "mlmc_frame", philox.RNG_VERSION, model.kind, dim, noise_dim, gshape,
         montecarlo.fingerprint((("payoff", payoff),), stop), np.dtype(dtype).name, lanes,
         VECTOR_BITS, n_params, tuple(running)), role="frame", **_PIECE)
 
