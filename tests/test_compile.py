@@ -9,6 +9,7 @@ makes every kernel compile a shared piece again fails here, not only in a benchm
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -201,10 +202,14 @@ def test_a_new_method_or_model_compiles_only_its_step_or_its_frame(two_processes
 
 def test_observables_compile_their_save_point_and_frame(two_processes):
     """Observables are compiled into the save point, which the frame calls; the step is
-    the first kernel's. Statistics and stored paths are run-time choices of the same
-    kernel (they compile nothing)."""
+    the first kernel's. The first observable of a shape compiles the frame, typed with
+    a save point of stand-ins (the merge binds the call to the kernel's own: see
+    test_observables_of_one_number_share_a_frame), and the kernel's save point.
+    Statistics and stored paths are run-time choices of the same kernel (they compile
+    nothing)."""
     first, _, _ = two_processes
-    assert sorted(first["other_outputs"]["compiled"]) == ["run_chunk_frame", "save_block"]
+    assert sorted(first["other_outputs"]["compiled"]) == ["run_chunk_frame", "save_block",
+                                                          "save_block"]
 
 
 def test_a_new_process_loads_every_piece_from_the_disk_cache(two_processes):
@@ -411,6 +416,68 @@ def test_noise_kinds_of_one_shape_share_a_frame():
     assert not [name for name in compiled if name.startswith("run_chunk")], compiled
     assert np.array_equal(additive, diagonal)
     assert not np.array_equal(run(_kind_push, "additive"), additive)
+
+
+# A model of this test's own, in float32 with three components and one observable.
+def _obs_drift(t, x, p, out):
+    out[0] = -0.5 * x[0] + x[1]
+    out[1] = -x[0] - 0.3 * x[1]
+    out[2] = 0.2 * x[0] - x[2]
+
+
+def _obs_noise(t, x, p, out):
+    out[0] = 0.3
+    out[1] = 0.2
+    out[2] = 0.1
+
+
+def _obs_energy(t, x, p):
+    return x[0] * x[0] + x[1] * x[1] + x[2] * x[2]
+
+
+def _obs_second(t, x, p):
+    return x[1]
+
+
+def _obs_third(t, x, p):
+    return x[2]
+
+
+def _obs_uncompilable(t, x, p):
+    return math.ulp(x[0])  # runs in Python; Numba has no math.ulp
+
+
+def test_observables_of_one_number_share_a_frame():
+    """The frame calls the save point by name and is keyed by the number of observables,
+    not by the observables: the merge binds the call to the save point of the kernel's
+    own (cpu._Lowered.save). Another observable compiles its save point alone, and that
+    save point is the one the kernel runs: an observable that is a state component gives
+    the bits of that component's statistics. A frame read from the disk cache (as in a
+    new process) is bound the same way. The frame is typed with stand-ins, not with the
+    first request's observables: one that does not compile fails its own request alone."""
+    model = fs.SDE(_obs_drift, _obs_noise, dim=3, noise="diagonal", name="obs_frame")
+
+    def run(observable):
+        return fs.simulate(model, [0.5, -0.2, 0.1], (0.0, 1.0), 20, 300, device="cpu",
+                           dtype="float32", seed=9, stats=True, save_at=5,
+                           observables={observable.__name__: observable}, progress=False)
+
+    held = set(cpu._LOWERED)
+    with pytest.raises(fs.ModelError, match="_obs_uncompilable"):
+        run(_obs_uncompilable)  # the frame's first request (or it is in the cache)
+    run(_obs_energy)
+    with fastsde_compiles() as compiled:
+        second = run(_obs_second)
+    assert "save_block" in compiled, compiled
+    assert not [name for name in compiled if name.startswith("run_chunk")], compiled
+    assert np.array_equal(second.obs_mean[:, 0], second.mean[:, 1])
+    # This process forgets the frame's IR: the next kernel reads it from the disk cache.
+    for key in set(cpu._LOWERED) - held:
+        if "frame" in key[0]:
+            del cpu._LOWERED[key]
+    third = run(_obs_third)
+    assert np.array_equal(third.obs_mean[:, 0], third.mean[:, 2])
+    assert not np.array_equal(third.obs_mean, second.obs_mean)
 
 
 def _half_call(t, x, p):

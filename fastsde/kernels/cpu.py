@@ -964,6 +964,18 @@ def _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug):
         on_stack, montecarlo.fingerprint(obs, None), debug), **_WRAPPERLESS, **options)
 
 
+def _observable_stand_in(t, x, p):
+    """What a frame's save point calls in place of an observable (see
+    :func:`_bound_save_point`); never run."""
+    return 0.0
+
+
+def _stand_in_observables(n_obs):
+    """``n_obs`` stand-ins for observables: ``(name, function)`` pairs, the same in every
+    process (their fingerprints key the frame's save point)."""
+    return tuple((f"stand_in_{i}", _observable_stand_in) for i in range(n_obs))
+
+
 def _make_block_ends(dtype, lanes, debug):
     """``(block_start, block_finish)``: what a kernel does before and after the steps of a
     block of lanes.
@@ -1286,7 +1298,11 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     blend = _blend_f32 if dtype == np.float32 else _blend_f64
     to_mask = _to_mask_i32 if dtype == np.float32 else _to_mask_i64
 
-    save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack, obs, debug)
+    # A frame with observables calls the save point of stand-ins, as many (it is typed
+    # without the user's functions, so one that does not compile fails its own request
+    # alone); the merge binds the call to the kernel's own save point (_Lowered.save).
+    save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack,
+                                  _stand_in_observables(n_obs) if framed else obs, debug)
     block_start, block_finish = _make_block_ends(dtype, lanes, debug)
     lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
     lane_masks, lane_times = _lane_array_function(mask_int), _lane_array_function(np.float64)
@@ -1522,8 +1538,11 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
         dispatcher = _shared_function(run_chunk, (
             "frame", philox.RNG_VERSION, model.kind, dim, noise_dim, gshape,
             extra, increments, np.dtype(dtype).name, lanes, VECTOR_BITS,
-            montecarlo.fingerprint(obs, stop), n_params_model, on_stack, per_path_params,
-            debug), role="frame", **_WRAPPERLESS, **options)
+            # The observables by their number: the frame calls the save point of
+            # stand-ins by name, and the merge binds that call to the save point of the
+            # kernel's own observables (_Lowered.save): every set of n shares the frame.
+            n_obs, montecarlo.fingerprint((), stop), n_params_model, on_stack,
+            per_path_params, debug), role="frame", **_WRAPPERLESS, **options)
     else:
         dispatcher = _shared_function(run_chunk, (
             "run_chunk", philox.RNG_VERSION, model.fingerprint, method.name, increments,
@@ -1532,6 +1551,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
             block_mode), **_WRAPPERLESS, **options)
     dispatcher.lane_block = block_mode
     dispatcher.framed = framed
+    # The merge binds the frame's save point to the request's (see _bound_save_point).
+    dispatcher.binds_save = framed and has_obs
     # The kernel arguments' types (what run_chunk is compiled for, after the chunk index
     # and the normals' address) and the pieces it calls by symbol, with their types.
     dispatcher.kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
@@ -1552,8 +1573,13 @@ class _Lowered:
     name, compiled and optimised already: for a frame the save point, the lane arrays
     and Numba's runtime; for a step the user's functions)."""
 
-    def __init__(self, entry, bitcode, linked):
+    def __init__(self, entry, bitcode, linked, save=None):
         self.entry, self.bitcode, self.linked = entry, bitcode, linked
+        # A frame with observables: ``(symbol, argument types, position in linked)`` of
+        # the stand-ins' save point it calls, whose code is left out of ``linked``; the
+        # merge binds the call to the save point of the kernel's own observables, linked
+        # at that position (:func:`_framed_kernel`).
+        self.save = save
 
 
 #: The frames and steps this process lowered (frames also read from disk; a step's
@@ -1561,7 +1587,7 @@ class _Lowered:
 #: model, with other outputs say, lowers it again in a new process, about 0.1 s).
 _LOWERED = {}
 #: The cached file formats of frames and framed kernels (a change gives new file names).
-_FRAME_FORMAT = 2
+_FRAME_FORMAT = 3
 
 
 def _cache_file(dispatcher, kind, fingerprint):
@@ -1636,12 +1662,37 @@ def _lower(dispatcher, sig):
         module = llvm_binding.parse_assembly(lowered[0])
         for text in lowered[1:]:
             module.link_in(llvm_binding.parse_assembly(text))
-        linked = []
+        save = _bound_save_point(dispatcher, library)
+        linked, save_at = [], None
         for dependency in library._linking_libraries:
+            if save is not None and dependency is save[2]:
+                # Where the merge links the kernel's own save point, for the same order
+                # (a library is listed once per call site: the first counts).
+                if save_at is None:
+                    save_at = len(linked)
+                continue
             bitcode = dependency._get_module_for_linking().as_bitcode()
             if bitcode not in linked:
                 linked.append(bitcode)
-        return _Lowered(result.fndesc.mangled_name, module.as_bitcode(), tuple(linked))
+        return _Lowered(result.fndesc.mangled_name, module.as_bitcode(), tuple(linked),
+                        None if save is None else (save[0], save[1], save_at))
+
+
+def _bound_save_point(dispatcher, library):
+    """``(symbol, argument types, library)`` of the stand-ins' save point that the frame
+    ``dispatcher``'s code ``library`` calls by name, or None (no observables: one save
+    point serves every kernel of the frame, and stays linked in)."""
+    code = dispatcher.py_func.__code__
+    if "save_block" not in code.co_freevars or not getattr(dispatcher, "binds_save", False):
+        return None
+    save_block = dispatcher.py_func.__closure__[
+        code.co_freevars.index("save_block")].cell_contents
+    for compiled in save_block.overloads.values():
+        if any(compiled.library is dependency for dependency in library._linking_libraries):
+            return (compiled.fndesc.mangled_name, tuple(compiled.signature.args),
+                    compiled.library)
+    raise RuntimeError("fastsde: a frame with observables does not call its stand-ins' "
+                       "save point: an internal error, please report it")
 
 
 def _lowered(dispatcher, sig, on_disk):
@@ -1660,11 +1711,32 @@ def _lowered(dispatcher, sig, on_disk):
     return found
 
 
-def _merge(frame, step, name, codegen):
+def _env_symbol(symbol):
+    """The symbol of the environment of the function ``symbol`` (Numba's mangling:
+    ``_ZN08NumbaEnv`` then the rest of the function's name after ``_ZN``)."""
+    return "_ZN08NumbaEnv" + symbol[len("_ZN"):]
+
+
+def _merge(frame, step, name, codegen, save=None):
     """A code library holding the kernel ``name``: the ``frame``'s module with its call
     of the step bound to the ``step``'s (both :class:`_Lowered`), optimised with the
-    step inlined and compiled by ``codegen``."""
+    step inlined and compiled by ``codegen``. ``save``: ``(symbol, bitcode)`` of the
+    kernel's save point, for a frame with observables (``frame.save``)."""
     module = llvm_binding.parse_bitcode(frame.bitcode)
+    linked = frame.linked + step.linked
+    if frame.save is not None:
+        # The kernel's save point in place of the stand-ins': the same number of
+        # observables and arguments, called by name and linked in where theirs was.
+        module.get_function(frame.save[0]).name = save[0]
+        # The call's declaration of the callee's environment (Numba's "NumbaEnv" global)
+        # is renamed with it: left behind, it stayed in the kernel, unused.
+        try:
+            module.get_global_variable(_env_symbol(frame.save[0])).name = \
+                _env_symbol(save[0])
+        except NameError:
+            pass
+        at = frame.save[2]
+        linked = linked[:at] + (save[1],) + linked[at:]
     step_module = llvm_binding.parse_bitcode(step.bitcode)
     call = module.get_function(FRAME_STEP_SYMBOL)
     defined = step_module.get_function(step.entry)
@@ -1696,7 +1768,7 @@ def _merge(frame, step, name, codegen):
     # finalises it: after the function passes, which they had when they were compiled
     # (the order of Numba's own kernels, whose machine code these reproduce).
     # Their definitions are linkonce_odr: the linker keeps those the kernel calls.
-    for bitcode in frame.linked + step.linked:
+    for bitcode in linked:
         library._final_module.link_in(llvm_binding.parse_bitcode(bitcode))
     with global_compiler_lock:
         library.finalize()
@@ -1711,10 +1783,11 @@ def _kernel_fingerprint(kernel_key):
                                 numba.__version__, _SOURCE_HASH)).encode()).hexdigest()
 
 
-def _framed_kernel(frame, model_step, step_types, kernel_key, frame_sig):
+def _framed_kernel(frame, model_step, step_types, kernel_key, frame_sig, save_block=None):
     """``(library, symbol, loaded)`` of a framed kernel: loaded from the disk cache
     (``loaded`` True) or merged from the frame (shared by every model of its shape; its
-    argument types ``frame_sig``) and the model's step.
+    argument types ``frame_sig``) and the model's step; ``save_block``: the kernel's save
+    point where it has observables (:func:`_make_save_block`).
 
     A kernel's ``run_chunk`` spent about 1 s of its 1.4 s compile (this project's 2-core
     machine) in Numba's typing and lowering of the lanes, the RNG, the save points and
@@ -1742,8 +1815,14 @@ def _framed_kernel(frame, model_step, step_types, kernel_key, frame_sig):
         # account for all of a kernel's compile time.
         details = dict(dispatcher=frame, args=tuple(frame_sig), return_type=None,
                        fastsde_stage="merge")
+        save = None
+        if lowered_frame.save is not None:
+            compiled = _compiled(save_block, lowered_frame.save[1])
+            save = (compiled.fndesc.mangled_name,
+                    compiled.library._get_module_for_linking().as_bitcode())
         with event.trigger_event("numba:compile", data=details):
-            library = _merge(lowered_frame, lowered_step, name, frame.targetctx.codegen())
+            library = _merge(lowered_frame, lowered_step, name, frame.targetctx.codegen(),
+                             save)
     _write_cache_file(path, library.serialize_using_object_code())
     return library, name, False
 
@@ -2013,8 +2092,12 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         try:
             _load_pieces(run_chunk.pieces)
             if run_chunk.framed:
+                save_block = _make_save_block(model.dim, dtype, lanes_for(model, dtype),
+                                              sz.n_params, scratch_on_stack(sz, dtype), obs,
+                                              debug)
                 code = _framed_kernel(run_chunk, _model_step(model, method, dtype, debug),
-                                      _step_types(model, dtype), key, _run_chunk_sig(sig))
+                                      _step_types(model, dtype), key, _run_chunk_sig(sig),
+                                      save_block)
             else:
                 run_chunk.compile(_run_chunk_sig(sig))
         except ModelError:
