@@ -976,6 +976,13 @@ def _stand_in_observables(n_obs):
     return tuple((f"stand_in_{i}", _observable_stand_in) for i in range(n_obs))
 
 
+def _save_block_for(model, dtype, sz, obs, debug):
+    """:func:`_make_save_block` for a kernel of ``model`` with sizes ``sz`` (its frame's,
+    with stand-ins for ``obs``; or its own, which the merge binds)."""
+    return _make_save_block(model.dim, dtype, lanes_for(model, dtype), sz.n_params,
+                            scratch_on_stack(sz, dtype), obs, debug)
+
+
 def _make_block_ends(dtype, lanes, debug):
     """``(block_start, block_finish)``: what a kernel does before and after the steps of a
     block of lanes.
@@ -1301,8 +1308,8 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
     # A frame with observables calls the save point of stand-ins, as many (it is typed
     # without the user's functions, so one that does not compile fails its own request
     # alone); the merge binds the call to the kernel's own save point (_Lowered.save).
-    save_block = _make_save_block(dim, dtype, lanes, n_params_model, on_stack,
-                                  _stand_in_observables(n_obs) if framed else obs, debug)
+    save_block = _save_block_for(model, dtype, sz,
+                                 _stand_in_observables(n_obs) if framed else obs, debug)
     block_start, block_finish = _make_block_ends(dtype, lanes, debug)
     lane_floats, lane_words = _lane_array_function(dtype), _lane_array_function(np.uint32)
     lane_masks, lane_times = _lane_array_function(mask_int), _lane_array_function(np.float64)
@@ -1551,8 +1558,9 @@ def _make_run_chunk(model, method, dtype, sz, debug=False, rng_only=False, obs=(
             block_mode), **_WRAPPERLESS, **options)
     dispatcher.lane_block = block_mode
     dispatcher.framed = framed
-    # The merge binds the frame's save point to the request's (see _bound_save_point).
-    dispatcher.binds_save = framed and has_obs
+    # The stand-ins' save point the frame calls, which the merge binds to the kernel's
+    # own (the same for every request of the frame: it is keyed by their number).
+    dispatcher.stand_in_save = save_block if framed and has_obs else None
     # The kernel arguments' types (what run_chunk is compiled for, after the chunk index
     # and the normals' address) and the pieces it calls by symbol, with their types.
     dispatcher.kernel_sig = tuple(numba.typeof(a) for a in layout.empty_args(sz, dtype))
@@ -1681,12 +1689,10 @@ def _lower(dispatcher, sig):
 def _bound_save_point(dispatcher, library):
     """``(symbol, argument types, library)`` of the stand-ins' save point that the frame
     ``dispatcher``'s code ``library`` calls by name, or None (no observables: one save
-    point serves every kernel of the frame, and stays linked in)."""
-    code = dispatcher.py_func.__code__
-    if "save_block" not in code.co_freevars or not getattr(dispatcher, "binds_save", False):
+    point serves every kernel of the frame, and stays linked in; or not a frame)."""
+    save_block = getattr(dispatcher, "stand_in_save", None)
+    if save_block is None:
         return None
-    save_block = dispatcher.py_func.__closure__[
-        code.co_freevars.index("save_block")].cell_contents
     for compiled in save_block.overloads.values():
         if any(compiled.library is dependency for dependency in library._linking_libraries):
             return (compiled.fndesc.mangled_name, tuple(compiled.signature.args),
@@ -2092,12 +2098,10 @@ def get_kernel(model, method, dtype, debug=False, rng_only=False, obs=(), stop=N
         try:
             _load_pieces(run_chunk.pieces)
             if run_chunk.framed:
-                save_block = _make_save_block(model.dim, dtype, lanes_for(model, dtype),
-                                              sz.n_params, scratch_on_stack(sz, dtype), obs,
-                                              debug)
                 code = _framed_kernel(run_chunk, _model_step(model, method, dtype, debug),
                                       _step_types(model, dtype), key, _run_chunk_sig(sig),
-                                      save_block)
+                                      _save_block_for(model, dtype, sz, obs, debug)
+                                      if obs else None)
             else:
                 run_chunk.compile(_run_chunk_sig(sig))
         except ModelError:
